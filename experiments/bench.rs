@@ -1,0 +1,148 @@
+//! Benchmarks: the data pipeline (cache vs JPEG decoding) and classifier training throughput on
+//! the CPU backends (Flex vs NdArray) and, when built with `--features cuda`, on CUDA.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Parser;
+use vislang::backend::{CpuBackend, NdArrayBackend};
+use vislang::data::{
+    ensure_synthetic_coco, image_batch, preprocess_image, BadEntryPolicy, ClassificationSplit,
+    CocoDataset, CocoSplit, ImageCache, SyntheticCocoConfig, TextTokenizer,
+};
+use vislang::models::classifier::Modality;
+use vislang::train::classifier_run::bce_with_logits;
+use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
+
+/// Prints throughput numbers for the data pipeline and classifier training, with the machine
+/// named, and ratios against a reference measured in the same run.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Where the synthetic dataset and cache live.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Timed training steps per configuration (after warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Batch sizes to time.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![32, 64])]
+    batch_sizes: Vec<usize>,
+    /// Also time the CUDA backend (needs --features cuda).
+    #[arg(long)]
+    cuda: bool,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {threads} threads")
+}
+
+/// Training samples/s of one modality at one batch size.
+fn train_throughput<B: AutodiffBackend>(
+    data: &PreparedData,
+    modality: Modality,
+    batch_size: usize,
+    steps: usize,
+    device: &B::Device,
+) -> f64 {
+    let config = ClassifyConfig::synthetic();
+    let mut model = model_config(&config, modality, data).init::<B>(device);
+    let mut optimizer = AdamWConfig::new().init::<B, _>();
+    let warmup = 3;
+    let mut started = Instant::now();
+    for step in 0..warmup + steps {
+        if step == warmup {
+            // Sync so warm-up work (and CUDA autotuning) is not timed.
+            let _ = model.clone().valid();
+            started = Instant::now();
+        }
+        let indices: Vec<usize> = (0..batch_size).map(|i| (step * batch_size + i) % data.train.len()).collect();
+        let batch = data.train.batch::<B>(&indices, &vec![0; batch_size], data.tokenizer.special, device);
+        let loss = bce_with_logits(model.forward(batch.images, batch.text).logits, batch.labels);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-4, model, grads);
+    }
+    // Reading a parameter forces all queued work to finish.
+    let _ = model.head.bias.as_ref().map(|b| b.val().into_data());
+    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args = Args::parse();
+    println!("machine: {}", machine());
+    let config = ClassifyConfig::synthetic();
+    let synthetic = SyntheticCocoConfig::default();
+    let root = args.data_dir.join(format!("synthetic-coco-seed{}", synthetic.seed));
+    ensure_synthetic_coco(&root, &synthetic).expect("synthetic data");
+    let cache_dir = args.data_dir.join("cache");
+
+    // Data pipeline: decoding JPEGs vs reading the cache, both into normalised batches.
+    let dataset = CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset");
+    let size = config.data.image_size;
+    let n = dataset.images.len().min(1000);
+    let started = Instant::now();
+    for image in &dataset.images[..n] {
+        std::hint::black_box(preprocess_image(&image.path, size).expect("decodes"));
+    }
+    let decode_rate = n as f64 / started.elapsed().as_secs_f64();
+    let (cache, _) = ImageCache::open_or_build(&dataset, size, &cache_dir, BadEntryPolicy::Fail, false).expect("cache");
+    let ids: Vec<u64> = dataset.images.iter().map(|i| i.id).collect();
+    let started = Instant::now();
+    let mut served = 0;
+    for _ in 0..5 {
+        for chunk in ids.chunks(64) {
+            std::hint::black_box(image_batch::<CpuBackend>(&cache, chunk, &Default::default()));
+            served += chunk.len();
+        }
+    }
+    let cache_rate = served as f64 / started.elapsed().as_secs_f64();
+    println!("\n## data pipeline ({size}px, {} images)", ids.len());
+    println!("decode JPEG + resize + crop (1 thread): {decode_rate:>10.0} images/s");
+    println!("cache -> normalised batch tensor:       {cache_rate:>10.0} images/s ({:.1}x decoding)", cache_rate / decode_rate);
+
+    // Training throughput.
+    let tokenizer = TextTokenizer::train_wordpiece(dataset.all_captions(), config.data.vocab_size).expect("tokenizer");
+    let prepare = |dataset| {
+        ClassificationSplit::prepare(dataset, &tokenizer, size, config.data.max_text_len, Some(512), &cache_dir, BadEntryPolicy::Fail, false)
+            .expect("split")
+    };
+    let train = prepare(CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset"));
+    let val = prepare(CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail).expect("dataset"));
+    let data = PreparedData { train, val, tokenizer, skipped: Default::default() };
+    println!("\n## classifier training, synthetic preset ({} steps after warm-up)", args.steps);
+    println!("| modality | batch | flex samples/s | ndarray samples/s | flex / ndarray |{}", if args.cuda { " cuda samples/s |" } else { "" });
+    println!("|---|---|---|---|---|{}", if args.cuda { "---|" } else { "" });
+    for &batch_size in &args.batch_sizes {
+        for modality in Modality::ALL {
+            let flex = train_throughput::<Autodiff<CpuBackend>>(&data, modality, batch_size, args.steps, &Default::default());
+            let ndarray = train_throughput::<Autodiff<NdArrayBackend>>(&data, modality, batch_size, args.steps, &Default::default());
+            let cuda = if args.cuda { cuda_throughput(&data, modality, batch_size, args.steps) } else { String::new() };
+            println!("| {} | {batch_size} | {flex:.0} | {ndarray:.0} | {:.2} |{cuda}", modality.name(), flex / ndarray);
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_throughput(data: &PreparedData, modality: Modality, batch_size: usize, steps: usize) -> String {
+    let device = burn_cuda::CudaDevice::new(0);
+    format!(" {:.0} |", train_throughput::<Autodiff<burn_cuda::Cuda>>(data, modality, batch_size, steps, &device))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_throughput(_: &PreparedData, _: Modality, _: usize, _: usize) -> String {
+    eprintln!("--cuda needs a build with --features cuda");
+    std::process::exit(2);
+}

@@ -1,0 +1,144 @@
+//! Image-only vs text-only vs joint multi-label classification on COCO-format data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::tensor::backend::AutodiffBackend;
+use clap::Parser;
+use vislang::backend::{run_on, BackendTask, DeviceSpec};
+use vislang::models::classifier::Modality;
+use vislang::train::classify::{joint_margin, results_table, run_classify, ClassifyConfig, ClassifyPaths};
+
+/// Trains image-only, text-only and joint single-stream classifiers ([CLS] img [SEP] text [SEP])
+/// with the same budget and seeds, evaluates them on the held-out split, and prints mAP and
+/// micro-F1 as mean ± std over seeds.
+///
+/// With no arguments it runs on the built-in synthetic COCO-format dataset (generated into
+/// --data-dir on first use) and finishes in a few minutes on a 2-core CPU. Results, charts,
+/// the tokenizer and per-run checkpoints go to --out; running the same command again resumes
+/// an interrupted experiment.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// MSCOCO 2014 root (annotations/, train2014/, val2014/). Without it: the synthetic set.
+    #[arg(long)]
+    coco_root: Option<PathBuf>,
+    /// Where results, charts and checkpoints are written.
+    #[arg(long, default_value = "runs/classify")]
+    out: PathBuf,
+    /// Where the synthetic dataset is generated.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Where preprocessed images are cached [default: <data-dir>/cache].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// Which models to train.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Modality::ALL.to_vec())]
+    modalities: Vec<Modality>,
+    /// Seeds; every model is trained once per seed [default: 0,1,2].
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+    /// Training epochs [default: 8 synthetic, 10 COCO].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size [default: 32 synthetic, 64 COCO].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate of AdamW [default: 1e-3 synthetic, 3e-4 COCO].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Model input size in pixels [default: 48 synthetic, 224 COCO].
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Use an existing tokenizer.json (e.g. bert-base-uncased's) instead of training WordPiece.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Use only the first N training images (by id).
+    #[arg(long)]
+    max_train_images: Option<usize>,
+    /// Use only the first N held-out images (by id).
+    #[arg(long)]
+    max_eval_images: Option<usize>,
+    /// Skip and count bad entries (missing or corrupt images, unknown categories, empty
+    /// captions) instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Synthetic set: training images.
+    #[arg(long)]
+    synthetic_train: Option<usize>,
+    /// Synthetic set: held-out images.
+    #[arg(long)]
+    synthetic_val: Option<usize>,
+    /// Hide progress bars (epoch summaries are still printed).
+    #[arg(long)]
+    quiet: bool,
+}
+
+struct Classify {
+    config: ClassifyConfig,
+    paths: ClassifyPaths,
+    show_progress: bool,
+}
+
+impl BackendTask for Classify {
+    type Output = Result<(), vislang::train::classify::ClassifyError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let report = run_classify::<B>(&self.config, &self.paths, &device, self.show_progress)?;
+        println!("\n{}", results_table(&report));
+        if let Some((margin, spread)) = joint_margin(&report) {
+            println!("joint minus best unimodal mAP: {margin:+.4} (largest std across seeds: {spread:.4})");
+        }
+        println!("results, charts and checkpoints: {}", self.paths.out_dir.display());
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = match &args.coco_root {
+        Some(root) => ClassifyConfig::coco(root.clone()),
+        None => ClassifyConfig::synthetic(),
+    };
+    config.modalities = args.modalities.clone();
+    if let Some(seeds) = args.seeds {
+        config.seeds = seeds;
+    }
+    let t = &mut config.training;
+    t.epochs = args.epochs.unwrap_or(t.epochs);
+    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
+    t.learning_rate = args.lr.unwrap_or(t.learning_rate);
+    let d = &mut config.data;
+    d.image_size = args.image_size.unwrap_or(d.image_size);
+    d.tokenizer = args.tokenizer;
+    d.max_train_images = args.max_train_images;
+    d.max_eval_images = args.max_eval_images;
+    d.skip_bad = args.skip_bad;
+    d.synthetic.n_train = args.synthetic_train.unwrap_or(d.synthetic.n_train);
+    d.synthetic.n_val = args.synthetic_val.unwrap_or(d.synthetic.n_val);
+
+    let paths = ClassifyPaths {
+        cache_dir: args.cache_dir.unwrap_or_else(|| args.data_dir.join("cache")),
+        data_dir: args.data_dir,
+        out_dir: args.out,
+    };
+    let task = Classify {
+        config,
+        paths,
+        show_progress: !args.quiet,
+    };
+    match run_on(args.device, task) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

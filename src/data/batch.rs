@@ -1,0 +1,80 @@
+//! Turning examples into tensors: normalised image batches and padded caption batches.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use super::image_cache::ImageCache;
+
+/// ImageNet channel statistics, the usual normalisation for COCO images.
+pub const IMAGE_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGE_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// `[batch, 3, size, size]` normalised pixels from cached `[size, size, 3]` bytes.
+pub fn image_batch<B: Backend>(
+    cache: &ImageCache,
+    image_ids: &[u64],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let size = cache.image_size();
+    let plane = size * size;
+    let mut values = vec![0f32; image_ids.len() * 3 * plane];
+    for (b, &id) in image_ids.iter().enumerate() {
+        let pixels = cache
+            .get(id)
+            .unwrap_or_else(|| panic!("image {id} is not in the cache {}", cache.path().display()));
+        let out = &mut values[b * 3 * plane..(b + 1) * 3 * plane];
+        for (p, rgb) in pixels.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + p] = (rgb[c] as f32 / 255.0 - IMAGE_MEAN[c]) / IMAGE_STD[c];
+            }
+        }
+    }
+    Tensor::from_data(
+        TensorData::new(values, [image_ids.len(), 3, size, size]),
+        device,
+    )
+}
+
+/// Caption token ids padded to the longest in the batch.
+#[derive(Debug, Clone)]
+pub struct TextBatch<B: Backend> {
+    /// `[batch, seq]` token ids (no special tokens), padded with `pad_id`.
+    pub tokens: Tensor<B, 2, Int>,
+    /// `[batch, seq]`, `true` at padding.
+    pub padding: Tensor<B, 2, Bool>,
+}
+
+impl<B: Backend> TextBatch<B> {
+    /// Pads `sequences` to a common length (at least 1) with `pad_id`, after appending
+    /// `end_id` (e.g. `[SEP]`) to each sequence when one is given.
+    pub fn from_sequences(
+        sequences: &[&[u32]],
+        end_id: Option<u32>,
+        pad_id: u32,
+        device: &B::Device,
+    ) -> Self {
+        let batch = sequences.len();
+        let extra = usize::from(end_id.is_some());
+        let seq = sequences.iter().map(|s| s.len() + extra).max().unwrap_or(0).max(1);
+        let mut tokens = vec![pad_id as i64; batch * seq];
+        let mut padding = vec![true; batch * seq];
+        for (b, sequence) in sequences.iter().enumerate() {
+            let ids = sequence.iter().copied().chain(end_id);
+            for (t, id) in ids.enumerate() {
+                tokens[b * seq + t] = id as i64;
+                padding[b * seq + t] = false;
+            }
+        }
+        Self {
+            tokens: Tensor::from_data(TensorData::new(tokens, [batch, seq]), device),
+            padding: Tensor::from_data(TensorData::new(padding, [batch, seq]), device),
+        }
+    }
+}
+
+/// `[batch, n]` float tensor from rows of equal length.
+pub fn float_rows<B: Backend>(rows: &[&[f32]], device: &B::Device) -> Tensor<B, 2> {
+    let width = rows.first().map_or(0, |r| r.len());
+    let values: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_data(TensorData::new(values, [rows.len(), width]), device)
+}

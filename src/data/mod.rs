@@ -1,0 +1,21 @@
+//! Datasets: MSCOCO 2014 in its official layout, the built-in synthetic set in the same format,
+//! the preprocessed-image cache, the text tokenizer and batching.
+
+pub mod batch;
+pub mod categories;
+pub mod classification;
+pub mod coco;
+pub mod error;
+pub mod image_cache;
+pub mod synthetic;
+pub mod tokenizer;
+
+pub use batch::{float_rows, image_batch, TextBatch, IMAGE_MEAN, IMAGE_STD};
+pub use classification::{
+    ClassificationBatch, ClassificationExample, ClassificationSplit, PrepareError,
+};
+pub use coco::{CocoCategory, CocoDataset, CocoImage, CocoObject, CocoSplit};
+pub use error::{BadEntryPolicy, DataError, SkipReport};
+pub use image_cache::{preprocess_image, ImageCache};
+pub use synthetic::{ensure_synthetic_coco, write_synthetic_coco, SyntheticCocoConfig, SyntheticError};
+pub use tokenizer::{SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};

@@ -1,0 +1,147 @@
+//! WordPiece text tokenizer with BERT's special tokens, trained on the captions with the
+//! `tokenizers` crate or loaded from any BERT-style `tokenizer.json` (e.g. bert-base-uncased).
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+
+/// BERT's special tokens, in the order they get ids in a freshly trained vocabulary.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Errors from training, loading or using a tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("cannot load tokenizer {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("tokenizer {path} has no {token} token; vislang needs BERT's special tokens [PAD] [UNK] [CLS] [SEP] [MASK]")]
+    MissingSpecial { path: PathBuf, token: &'static str },
+    #[error("cannot save tokenizer to {path}: {message}")]
+    Save { path: PathBuf, message: String },
+    #[error("tokenizer training failed: {0}")]
+    Train(String),
+    #[error("cannot tokenize {text:?}: {message}")]
+    Encode { text: String, message: String },
+}
+
+/// The ids of the special tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    pub pad: u32,
+    pub unk: u32,
+    pub cls: u32,
+    pub sep: u32,
+    pub mask: u32,
+}
+
+/// A WordPiece tokenizer plus the ids of its special tokens.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pub special: SpecialIds,
+}
+
+impl TextTokenizer {
+    /// Trains a lower-casing WordPiece vocabulary of at most `vocab_size` entries.
+    pub fn train_wordpiece<'a>(
+        texts: impl Iterator<Item = &'a str> + Send,
+        vocab_size: usize,
+    ) -> Result<Self, TokenizerError> {
+        let mut trainer = WordPieceTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(1)
+            .show_progress(false)
+            .special_tokens(
+                SPECIAL_TOKENS
+                    .iter()
+                    .map(|t| AddedToken::from(*t, true))
+                    .collect(),
+            )
+            .build();
+        let mut tokenizer = TokenizerBuilder::<
+            WordPiece,
+            BertNormalizer,
+            BertPreTokenizer,
+            PostProcessorWrapper,
+            WordPieceDecoder,
+        >::new()
+        .with_model(WordPiece::default())
+        .with_normalizer(Some(BertNormalizer::default()))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_decoder(Some(WordPieceDecoder::default()))
+        .build()
+        .map_err(|e| TokenizerError::Train(e.to_string()))?;
+        tokenizer
+            .train(&mut trainer, texts)
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
+        Self::new(Tokenizer::from(tokenizer), Path::new("<trained>"))
+    }
+
+    /// Loads a `tokenizer.json`, such as the one [`Self::save`] writes or bert-base-uncased's.
+    pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
+        let inner = Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::new(inner, path)
+    }
+
+    fn new(inner: Tokenizer, path: &Path) -> Result<Self, TokenizerError> {
+        let id = |token: &'static str| {
+            inner
+                .token_to_id(token)
+                .ok_or_else(|| TokenizerError::MissingSpecial {
+                    path: path.to_path_buf(),
+                    token,
+                })
+        };
+        let special = SpecialIds {
+            pad: id("[PAD]")?,
+            unk: id("[UNK]")?,
+            cls: id("[CLS]")?,
+            sep: id("[SEP]")?,
+            mask: id("[MASK]")?,
+        };
+        Ok(Self { inner, special })
+    }
+
+    /// Writes `tokenizer.json` (to a temporary file first, then renamed).
+    pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
+        let error = |message: String| TokenizerError::Save {
+            path: path.to_path_buf(),
+            message,
+        };
+        let tmp = path.with_extension("json.tmp");
+        self.inner
+            .save(&tmp, true)
+            .map_err(|e| error(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| error(e.to_string()))
+    }
+
+    /// Token ids of `text` without special tokens, truncated to `max_len`.
+    pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>, TokenizerError> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode {
+                text: text.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut ids = encoding.get_ids().to_vec();
+        ids.truncate(max_len);
+        Ok(ids)
+    }
+
+    /// Tokens of `ids`, for inspection.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Vocabulary size including added tokens: the embedding table's height.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

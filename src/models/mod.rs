@@ -1,0 +1,3 @@
+//! The model families built from the blocks in [`crate::nn`].
+
+pub mod classifier;

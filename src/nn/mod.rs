@@ -1,0 +1,16 @@
+//! Transformer building blocks shared by every model family in vislang.
+
+pub mod attention;
+pub mod embeddings;
+pub mod feed_forward;
+pub mod patch_encoder;
+pub mod transformer;
+
+pub use attention::{AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig};
+pub use embeddings::{TextEmbeddings, TextEmbeddingsConfig, VisualEmbeddings, VisualEmbeddingsConfig};
+pub use feed_forward::{FeedForward, FeedForwardConfig};
+pub use patch_encoder::{PatchEncoder, PatchEncoderConfig, PatchRegions};
+pub use transformer::{
+    NormPlacement, TransformerEncoder, TransformerEncoderConfig, TransformerLayer,
+    TransformerLayerConfig,
+};

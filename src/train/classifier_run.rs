@@ -1,0 +1,296 @@
+//! Training and evaluating one classifier (one modality, one seed), with per-epoch checkpoints
+//! that let an interrupted run continue where it stopped.
+//!
+//! A run directory holds, while training:
+//! - `checkpoint-epoch{N}.safetensors`, `optimizer-epoch{N}.mpk`: the state after epoch N;
+//! - `state.json`: which epoch is complete, and the curves so far (written last: it commits N);
+//!
+//! and when done: `model.safetensors`, `model-config.json` and `result.json`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{
+    assign_stable_param_ids, load_record, load_safetensors, save_record, save_safetensors,
+    write_atomic,
+};
+use super::classify::{ClassifyError, TrainingConfig};
+use super::metrics::{mean_average_precision, micro_f1};
+use super::progress;
+use super::schedule::WarmupCosine;
+use crate::data::{ClassificationSplit, SpecialIds};
+use crate::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
+
+/// Metrics after one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_map: f64,
+    pub val_micro_f1: f64,
+    pub train_seconds: f64,
+}
+
+/// The outcome of one finished run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub modality: Modality,
+    pub seed: u64,
+    /// Mean average precision on the held-out split, after the last epoch.
+    pub map: f64,
+    pub micro_f1: f64,
+    pub n_params: usize,
+    pub train_samples_per_second: f64,
+    pub history: Vec<EpochLog>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunState {
+    epochs_done: usize,
+    history: Vec<EpochLog>,
+}
+
+/// Metrics of the model on a split.
+pub struct Evaluation {
+    pub loss: f64,
+    pub map: f64,
+    pub micro_f1: f64,
+}
+
+/// Binary cross-entropy on logits, averaged over batch and labels, in the numerically stable
+/// form `max(x, 0) - x*y + log(1 + exp(-|x|))`.
+///
+/// # Shapes
+/// - `logits`, `targets`: `[batch, n_labels]`
+/// - returns: `[1]`
+pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 2>) -> Tensor<B, 1> {
+    let softplus_neg_abs = logits.clone().abs().neg().exp().add_scalar(1.0).log();
+    (logits.clone().clamp_min(0.0) - logits * targets + softplus_neg_abs).mean()
+}
+
+/// Evaluates on every example of `split`, with each image's first caption.
+pub fn evaluate<B: Backend>(
+    model: &SingleStreamClassifier<B>,
+    split: &ClassificationSplit,
+    special: SpecialIds,
+    batch_size: usize,
+    device: &B::Device,
+) -> Evaluation {
+    let mut probabilities = Vec::with_capacity(split.len() * split.n_labels);
+    let mut labels = Vec::with_capacity(split.len() * split.n_labels);
+    let mut loss_sum = Tensor::<B, 1>::zeros([1], device);
+    let indices: Vec<usize> = (0..split.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        let batch = split.batch::<B>(chunk, &vec![0; chunk.len()], special, device);
+        let logits = model.forward(batch.images, batch.text).logits;
+        loss_sum = loss_sum + bce_with_logits(logits.clone(), batch.labels.clone()) * chunk.len() as f64;
+        probabilities.extend(to_vec(burn::tensor::activation::sigmoid(logits)));
+        labels.extend(to_vec(batch.labels));
+    }
+    Evaluation {
+        loss: scalar(loss_sum) / split.len().max(1) as f64,
+        map: mean_average_precision(&probabilities, &labels, split.n_labels),
+        micro_f1: micro_f1(&probabilities, &labels, 0.5),
+    }
+}
+
+fn to_vec<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 data")
+}
+
+fn scalar<B: Backend>(tensor: Tensor<B, 1>) -> f64 {
+    tensor.into_scalar().elem::<f64>()
+}
+
+/// Everything one run needs.
+pub struct RunSpec<'a> {
+    pub modality: Modality,
+    pub seed: u64,
+    pub model: SingleStreamClassifierConfig,
+    pub training: &'a TrainingConfig,
+    pub dir: PathBuf,
+    pub show_progress: bool,
+}
+
+fn checkpoint_paths(dir: &Path, epoch: usize) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("checkpoint-epoch{epoch}.safetensors")),
+        dir.join(format!("optimizer-epoch{epoch}.mpk")),
+    )
+}
+
+fn json_error(path: &Path, e: serde_json::Error) -> ClassifyError {
+    ClassifyError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Trains one classifier (resuming if its directory holds a partial run) and evaluates it.
+pub fn train_run<B: AutodiffBackend>(
+    spec: &RunSpec,
+    train: &ClassificationSplit,
+    val: &ClassificationSplit,
+    special: SpecialIds,
+    device: &B::Device,
+) -> Result<RunResult, ClassifyError> {
+    let result_path = spec.dir.join("result.json");
+    if let Ok(bytes) = fs::read(&result_path) {
+        return serde_json::from_slice(&bytes).map_err(|e| json_error(&result_path, e));
+    }
+    let training = spec.training;
+    let name = format!("{} seed {}", spec.modality.name(), spec.seed);
+    B::seed(device, spec.seed);
+    let mut model: SingleStreamClassifier<B> = assign_stable_param_ids(spec.model.init(device));
+    let n_params = model.num_params();
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(training.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(training.grad_clip as f32)))
+        .init::<B, SingleStreamClassifier<B>>();
+
+    let state_path = spec.dir.join("state.json");
+    let mut history = Vec::new();
+    let mut start_epoch = 0;
+    if let Ok(bytes) = fs::read(&state_path) {
+        let state: RunState = serde_json::from_slice(&bytes).map_err(|e| json_error(&state_path, e))?;
+        let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, state.epochs_done);
+        model = load_safetensors(model, &model_path)?;
+        let record = load_record::<B, _>(&optimizer_path, device)?;
+        optimizer = optimizer.load_record(record);
+        start_epoch = state.epochs_done;
+        history = state.history;
+        eprintln!("[{name}] resuming after epoch {start_epoch}");
+    }
+
+    let steps_per_epoch = train.len().div_ceil(training.batch_size);
+    let total_steps = steps_per_epoch * training.epochs;
+    let schedule = WarmupCosine {
+        peak: training.learning_rate,
+        warmup_steps: ((total_steps as f64 * training.warmup_fraction) as usize).max(1),
+        total_steps,
+        final_ratio: 0.05,
+    };
+    for epoch in start_epoch..training.epochs {
+        // Seeds derived from (seed, epoch) make a resumed epoch identical to an uninterrupted one.
+        let epoch_seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+        B::seed(device, epoch_seed);
+        let mut rng = StdRng::seed_from_u64(epoch_seed);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        let captions: Vec<usize> = order.iter().map(|_| rng.random_range(0..64)).collect();
+
+        let bar = progress::bar(
+            steps_per_epoch as u64,
+            &format!("{name} epoch {}/{}", epoch + 1, training.epochs),
+            spec.show_progress,
+        );
+        let started = Instant::now();
+        let mut loss_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
+        let mut lr = schedule.at(0);
+        for (step_in_epoch, (chunk, caption_chunk)) in order
+            .chunks(training.batch_size)
+            .zip(captions.chunks(training.batch_size))
+            .enumerate()
+        {
+            let step = epoch * steps_per_epoch + step_in_epoch;
+            lr = schedule.at(step);
+            let batch = train.batch::<B>(chunk, caption_chunk, special, device);
+            let output = model.forward(batch.images, batch.text);
+            let loss = bce_with_logits(output.logits, batch.labels);
+            loss_sum = loss_sum + loss.clone().inner();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(lr, model, grads);
+            bar.inc(1);
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        // One device sync per epoch for the loss, rather than one per step.
+        let train_loss = scalar(loss_sum) / steps_per_epoch as f64;
+        if !train_loss.is_finite() {
+            return Err(ClassifyError::NonFiniteLoss {
+                run: name,
+                epoch: epoch + 1,
+                value: train_loss,
+            });
+        }
+        let eval = evaluate(&model.valid(), val, special, training.batch_size, device);
+        let log = EpochLog {
+            epoch: epoch + 1,
+            steps: (epoch + 1) * steps_per_epoch,
+            learning_rate: lr,
+            train_loss,
+            val_loss: eval.loss,
+            val_map: eval.map,
+            val_micro_f1: eval.micro_f1,
+            train_seconds,
+        };
+        eprintln!(
+            "[{name}] epoch {}/{}: train loss {:.4}, val loss {:.4}, val mAP {:.4}, val micro-F1 {:.4} ({:.1}s, {:.0} samples/s)",
+            log.epoch,
+            training.epochs,
+            log.train_loss,
+            log.val_loss,
+            log.val_map,
+            log.val_micro_f1,
+            train_seconds,
+            train.len() as f64 / train_seconds
+        );
+        history.push(log);
+
+        // Commit the epoch: weights and optimizer first, then the state that points at them.
+        let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, epoch + 1);
+        save_safetensors(&model, &model_path)?;
+        save_record::<B, _>(optimizer.to_record(), &optimizer_path)?;
+        let state = RunState {
+            epochs_done: epoch + 1,
+            history: history.clone(),
+        };
+        write_atomic(&state_path, &serde_json::to_vec_pretty(&state).expect("state serialises"))?;
+        let (old_model, old_optimizer) = checkpoint_paths(&spec.dir, epoch);
+        let _ = fs::remove_file(old_model);
+        let _ = fs::remove_file(old_optimizer);
+    }
+
+    let last = history.last().cloned().ok_or_else(|| ClassifyError::Config(
+        "training ran for zero epochs; use --epochs 1 or more".into(),
+    ))?;
+    let seconds: f64 = history.iter().map(|h| h.train_seconds).sum();
+    let result = RunResult {
+        modality: spec.modality,
+        seed: spec.seed,
+        map: last.val_map,
+        micro_f1: last.val_micro_f1,
+        n_params,
+        train_samples_per_second: (train.len() * history.len()) as f64 / seconds.max(1e-9),
+        history,
+    };
+    save_safetensors(&model, &spec.dir.join("model.safetensors"))?;
+    write_atomic(
+        &spec.dir.join("model-config.json"),
+        &serde_json::to_vec_pretty(&spec.model).expect("config serialises"),
+    )?;
+    write_atomic(&result_path, &serde_json::to_vec_pretty(&result).expect("result serialises"))?;
+    let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, training.epochs);
+    let _ = fs::remove_file(model_path);
+    let _ = fs::remove_file(optimizer_path);
+    Ok(result)
+}

@@ -1,0 +1,216 @@
+//! PNG charts with plotters: training curves and grouped bars with error bars.
+//!
+//! Text is drawn with the DejaVu Sans font embedded in the binary (`assets/`), so charts render
+//! the same on machines without system fonts.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use super::checkpoint::{write_atomic, CheckpointError};
+
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+const SERIES_COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn ensure_font() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        if register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            panic!("the embedded DejaVu Sans font does not parse");
+        }
+    });
+}
+
+/// One line of a line chart.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One bar of a grouped bar chart: a mean with an error bar of `std` each side.
+pub struct Bar {
+    pub mean: f64,
+    pub std: f64,
+}
+
+/// A group of bars, one per metric, under one label (e.g. one model).
+pub struct BarGroup {
+    pub label: String,
+    pub bars: Vec<Bar>,
+}
+
+fn draw_error(e: impl std::fmt::Display) -> String {
+    format!("cannot draw chart: {e}")
+}
+
+fn encode_and_write(path: &Path, buffer: Vec<u8>, (w, h): (u32, u32)) -> Result<(), CheckpointError> {
+    let image = image::RgbImage::from_raw(w, h, buffer).expect("buffer is w*h*3");
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    write_atomic(path, &png)
+}
+
+fn format_error(path: &Path, message: String) -> CheckpointError {
+    CheckpointError::Format {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Draws `series` as lines against a shared x axis and writes a PNG.
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), CheckpointError> {
+    ensure_font();
+    let size = (800u32, 500u32);
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    let points = series.iter().flat_map(|s| s.points.iter());
+    let (mut x_min, mut x_max, mut y_min, mut y_max) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        (x_min, x_max, y_min, y_max) = (x_min.min(x), x_max.max(x), y_min.min(y), y_max.max(y));
+    }
+    if x_min > x_max {
+        (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let y_pad = ((y_max - y_min) * 0.05).max(1e-6);
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error).map_err(|m| format_error(path, m))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_min..x_max.max(x_min + 1e-9), (y_min - y_pad)..(y_max + y_pad))
+            .map_err(draw_error)
+            .map_err(|m| format_error(path, m))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(draw_error)
+            .map_err(|m| format_error(path, m))?;
+        for (i, s) in series.iter().enumerate() {
+            let color = SERIES_COLORS[i % SERIES_COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .map_err(draw_error)
+                .map_err(|m| format_error(path, m))?
+                .label(&s.name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(draw_error)
+            .map_err(|m| format_error(path, m))?;
+        root.present().map_err(draw_error).map_err(|m| format_error(path, m))?;
+    }
+    encode_and_write(path, buffer, size)
+}
+
+/// Draws grouped bars (one group per label, one bar per metric) with error bars.
+pub fn grouped_bar_chart(
+    path: &Path,
+    title: &str,
+    metric_names: &[&str],
+    groups: &[BarGroup],
+) -> Result<(), CheckpointError> {
+    ensure_font();
+    let size = (800u32, 500u32);
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    let n_metrics = metric_names.len().max(1);
+    let group_width = n_metrics as f64 + 1.0;
+    let x_max = groups.len() as f64 * group_width;
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error).map_err(|m| format_error(path, m))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..1.05)
+            .map_err(draw_error)
+            .map_err(|m| format_error(path, m))?;
+        let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let group = (x / group_width).floor() as usize;
+                let centre = group as f64 * group_width + group_width / 2.0;
+                match labels.get(group) {
+                    Some(label) if (x - centre).abs() < group_width / 4.0 => label.clone(),
+                    _ => String::new(),
+                }
+            })
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(draw_error)
+            .map_err(|m| format_error(path, m))?;
+        for (m, name) in metric_names.iter().enumerate() {
+            let color = SERIES_COLORS[m % SERIES_COLORS.len()];
+            let bars = groups.iter().enumerate().filter_map(|(g, group)| {
+                group.bars.get(m).map(|bar| {
+                    let x0 = g as f64 * group_width + 0.5 + m as f64;
+                    Rectangle::new([(x0 + 0.05, 0.0), (x0 + 0.95, bar.mean)], color.filled())
+                })
+            });
+            chart
+                .draw_series(bars)
+                .map_err(draw_error)
+                .map_err(|e| format_error(path, e))?
+                .label(*name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
+            let whiskers = groups.iter().enumerate().filter_map(|(g, group)| {
+                group.bars.get(m).map(|bar| {
+                    let x = g as f64 * group_width + 0.5 + m as f64 + 0.5;
+                    PathElement::new(
+                        vec![(x, bar.mean - bar.std), (x, bar.mean + bar.std)],
+                        BLACK.stroke_width(2),
+                    )
+                })
+            });
+            chart
+                .draw_series(whiskers)
+                .map_err(draw_error)
+                .map_err(|e| format_error(path, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(draw_error)
+            .map_err(|m| format_error(path, m))?;
+        root.present().map_err(draw_error).map_err(|m| format_error(path, m))?;
+    }
+    encode_and_write(path, buffer, size)
+}

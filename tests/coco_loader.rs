@@ -1,0 +1,201 @@
+//! The COCO loader and image cache on the committed fixture (`tests/fixtures/coco-mini`), and
+//! the errors for bad input.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use vislang::data::{BadEntryPolicy, CocoDataset, CocoSplit, DataError, ImageCache};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coco-mini")
+}
+
+/// A writable copy of the fixture.
+fn copy_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in {}", path.display());
+    fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn loads_the_official_layout_with_crowds_empty_images_and_several_captions() {
+    let train = CocoDataset::load(&fixture(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    assert_eq!(train.categories.len(), 80);
+    assert_eq!(train.categories[0].name, "person");
+    assert_eq!(train.categories[79].id, 90);
+    let ids: Vec<u64> = train.images.iter().map(|i| i.id).collect();
+    assert_eq!(ids, vec![9, 25, 30]);
+
+    let man_and_dog = &train.images[0];
+    assert_eq!(man_and_dog.captions.len(), 5);
+    assert_eq!(man_and_dog.captions[2], "A dog next to a man."); // trimmed
+    let labels = man_and_dog.multi_hot(80);
+    assert_eq!(labels.iter().sum::<f32>(), 2.0); // two people count once
+    assert_eq!(labels[0], 1.0); // person (id 1)
+    assert_eq!(labels[16], 1.0); // dog (id 18) is the 17th category
+
+    // The crowd annotation (RLE segmentation) still labels its category.
+    let toothbrushes = &train.images[1];
+    assert!(toothbrushes.objects[0].is_crowd);
+    assert_eq!(toothbrushes.multi_hot(80)[79], 1.0);
+
+    // An image with no instances is kept, with no labels.
+    assert!(train.images[2].objects.is_empty());
+    assert_eq!(train.images[2].multi_hot(80).iter().sum::<f32>(), 0.0);
+
+    let val = CocoDataset::load(&fixture(), CocoSplit::Val2014, BadEntryPolicy::Fail).unwrap();
+    assert_eq!(val.images.len(), 1);
+    assert_eq!(val.categories, train.categories);
+}
+
+#[test]
+fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
+    let dataset = CocoDataset::load(&fixture(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let (cache, skipped) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    assert!(skipped.is_empty());
+    assert_eq!(cache.len(), 3);
+    // Grayscale becomes three equal channels.
+    let gray = cache.get(25).unwrap();
+    assert_eq!(gray.len(), 16 * 16 * 3);
+    assert!(gray.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+    // The 40x30 gradient is resized to 21x16 and centre-cropped: red increases left to right.
+    let rgb = cache.get(9).unwrap();
+    assert!(rgb[3 * 15] > rgb[0] + 100, "{} vs {}", rgb[3 * 15], rgb[0]);
+
+    // A second open maps the same file instead of rebuilding it.
+    let built = fs::metadata(cache.path()).unwrap().modified().unwrap();
+    let (again, _) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    assert_eq!(again.path(), cache.path());
+    assert_eq!(fs::metadata(again.path()).unwrap().modified().unwrap(), built);
+    assert_eq!(again.get(9).unwrap(), rgb);
+    assert_eq!(fs::read_dir(cache_dir.path()).unwrap().count(), 1, "no temporary files left");
+}
+
+#[test]
+fn changed_image_files_get_a_fresh_cache() {
+    let root = copy_fixture();
+    let dataset = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let (first, _) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    let first_path = first.path().to_path_buf();
+    let image = root.path().join("train2014/COCO_train2014_000000000030.jpg");
+    image::RgbImage::from_fn(24, 30, |_, _| image::Rgb([10, 10, 200])).save(&image).unwrap();
+    let (second, _) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    assert_ne!(second.path(), first_path);
+    assert!(second.get(30).unwrap()[2] > 150);
+}
+
+fn load_error(root: &Path) -> String {
+    match CocoDataset::load(root, CocoSplit::Train2014, BadEntryPolicy::Fail) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn malformed_json_names_the_file_and_position() {
+    let root = copy_fixture();
+    let path = root.path().join("annotations/captions_train2014.json");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, &text[..text.len() / 2]).unwrap();
+    let message = load_error(root.path());
+    assert!(message.contains("malformed JSON"), "{message}");
+    assert!(message.contains("captions_train2014.json"), "{message}");
+    assert!(message.contains("line"), "{message}");
+}
+
+#[test]
+fn a_missing_annotation_file_is_named() {
+    let root = copy_fixture();
+    fs::remove_file(root.path().join("annotations/instances_train2014.json")).unwrap();
+    let message = load_error(root.path());
+    assert!(message.contains("instances_train2014.json"), "{message}");
+}
+
+#[test]
+fn unknown_category_names_the_annotation() {
+    let root = copy_fixture();
+    edit(&root.path().join("annotations/instances_train2014.json"), "\"category_id\": 18", "\"category_id\": 999");
+    let message = load_error(root.path());
+    assert!(message.contains("annotation 102"), "{message}");
+    assert!(message.contains("category_id 999"), "{message}");
+    assert!(message.contains("instances_train2014.json"), "{message}");
+}
+
+#[test]
+fn empty_caption_names_the_annotation() {
+    let root = copy_fixture();
+    edit(&root.path().join("annotations/captions_train2014.json"), "Nothing but green.", "   ");
+    let message = load_error(root.path());
+    assert!(message.contains("caption annotation 209"), "{message}");
+    assert!(message.contains("image 30"), "{message}");
+    assert!(message.contains("is empty"), "{message}");
+}
+
+#[test]
+fn missing_and_corrupt_images_name_the_file_and_image() {
+    let root = copy_fixture();
+    fs::remove_file(root.path().join("train2014/COCO_train2014_000000000009.jpg")).unwrap();
+    fs::write(root.path().join("train2014/COCO_train2014_000000000025.jpg"), b"not a jpeg").unwrap();
+    let dataset = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let error = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+        .err()
+        .expect("missing image is an error");
+    assert!(matches!(error, DataError::MissingImage { image_id: 9, .. }), "{error}");
+    assert!(error.to_string().contains("COCO_train2014_000000000009.jpg"), "{error}");
+    assert_eq!(fs::read_dir(cache_dir.path()).unwrap().count(), 0, "no half-written cache");
+
+    // Skipping: both bad images are counted, the good one is cached.
+    let (cache, skipped) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Skip, false).unwrap();
+    assert_eq!(cache.len(), 1);
+    assert!(cache.contains(30));
+    let kinds: Vec<&str> = skipped.skipped.iter().map(DataError::kind).collect();
+    assert_eq!(kinds, vec!["missing image file", "corrupt image file"]);
+    assert!(skipped.skipped[1].to_string().contains("image 25"), "{}", skipped.skipped[1]);
+    // Reopening under the strict policy still reports the bad image recorded in the cache.
+    assert!(ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).is_err());
+}
+
+#[test]
+fn skip_policy_counts_bad_annotations_instead_of_failing() {
+    let root = copy_fixture();
+    let instances = root.path().join("annotations/instances_train2014.json");
+    let captions = root.path().join("annotations/captions_train2014.json");
+    edit(&instances, "\"category_id\": 18", "\"category_id\": 999");
+    edit(&captions, "Nothing but green.", "");
+    // Caption annotation 206 now points at an image that does not exist.
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&captions).unwrap()).unwrap();
+    json["annotations"][5]["image_id"] = 77.into();
+    assert_eq!(json["annotations"][5]["id"], 206);
+    fs::write(&captions, serde_json::to_vec(&json).unwrap()).unwrap();
+    let dataset = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Skip).unwrap();
+    assert_eq!(dataset.skipped.skipped.len(), 3);
+    let summary = dataset.skipped.summary().join("\n");
+    assert!(summary.contains("1 x unknown category id"), "{summary}");
+    assert!(summary.contains("1 x empty caption"), "{summary}");
+    assert!(summary.contains("1 x annotation of unknown image"), "{summary}");
+    // The dog annotation is gone, the person remains.
+    assert_eq!(dataset.images[0].multi_hot(80).iter().sum::<f32>(), 1.0);
+    assert_eq!(dataset.images[2].captions.len(), 2);
+}
