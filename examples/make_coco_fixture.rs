@@ -26,11 +26,15 @@ fn main() {
     let dir = root.join("train2014");
     fs::create_dir_all(&dir).unwrap();
     let rgb = RgbImage::from_fn(40, 30, |x, y| Rgb([(x * 6) as u8, (y * 8) as u8, 128]));
-    rgb.save(dir.join("COCO_train2014_000000000009.jpg")).unwrap();
+    rgb.save(dir.join("COCO_train2014_000000000009.jpg"))
+        .unwrap();
     let gray = GrayImage::from_fn(32, 48, |x, y| Luma([((x + y) * 3) as u8]));
-    gray.save(dir.join("COCO_train2014_000000000025.jpg")).unwrap();
+    gray.save(dir.join("COCO_train2014_000000000025.jpg"))
+        .unwrap();
     let empty = RgbImage::from_fn(24, 24, |_, _| Rgb([90, 160, 40]));
-    empty.save(dir.join("COCO_train2014_000000000030.jpg")).unwrap();
+    empty
+        .save(dir.join("COCO_train2014_000000000030.jpg"))
+        .unwrap();
     let images = json!([
         {"license": 1, "file_name": "COCO_train2014_000000000009.jpg", "height": 30, "width": 40, "id": 9},
         {"license": 1, "file_name": "COCO_train2014_000000000025.jpg", "height": 48, "width": 32, "id": 25},
@@ -88,5 +92,9 @@ fn main() {
 }
 
 fn write(root: &Path, name: &str, value: &serde_json::Value) {
-    fs::write(root.join("annotations").join(name), serde_json::to_string_pretty(value).unwrap()).unwrap();
+    fs::write(
+        root.join("annotations").join(name),
+        serde_json::to_string_pretty(value).unwrap(),
+    )
+    .unwrap();
 }

@@ -69,8 +69,15 @@ fn train_throughput<B: AutodiffBackend>(
             let _ = model.clone().valid();
             started = Instant::now();
         }
-        let indices: Vec<usize> = (0..batch_size).map(|i| (step * batch_size + i) % data.train.len()).collect();
-        let batch = data.train.batch::<B>(&indices, &vec![0; batch_size], data.tokenizer.special, device);
+        let indices: Vec<usize> = (0..batch_size)
+            .map(|i| (step * batch_size + i) % data.train.len())
+            .collect();
+        let batch = data.train.batch::<B>(
+            &indices,
+            &vec![0; batch_size],
+            data.tokenizer.special,
+            device,
+        );
         let loss = bce_with_logits(model.forward(batch.images, batch.text).logits, batch.labels);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(1e-4, model, grads);
@@ -85,12 +92,15 @@ fn main() {
     println!("machine: {}", machine());
     let config = ClassifyConfig::synthetic();
     let synthetic = SyntheticCocoConfig::default();
-    let root = args.data_dir.join(format!("synthetic-coco-seed{}", synthetic.seed));
+    let root = args
+        .data_dir
+        .join(format!("synthetic-coco-seed{}", synthetic.seed));
     ensure_synthetic_coco(&root, &synthetic).expect("synthetic data");
     let cache_dir = args.data_dir.join("cache");
 
     // Data pipeline: decoding JPEGs vs reading the cache, both into normalised batches.
-    let dataset = CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset");
+    let dataset =
+        CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset");
     let size = config.data.image_size;
     let n = dataset.images.len().min(1000);
     let started = Instant::now();
@@ -98,47 +108,112 @@ fn main() {
         std::hint::black_box(preprocess_image(&image.path, size).expect("decodes"));
     }
     let decode_rate = n as f64 / started.elapsed().as_secs_f64();
-    let (cache, _) = ImageCache::open_or_build(&dataset, size, &cache_dir, BadEntryPolicy::Fail, false).expect("cache");
+    let (cache, _) =
+        ImageCache::open_or_build(&dataset, size, &cache_dir, BadEntryPolicy::Fail, false)
+            .expect("cache");
     let ids: Vec<u64> = dataset.images.iter().map(|i| i.id).collect();
     let started = Instant::now();
     let mut served = 0;
     for _ in 0..5 {
         for chunk in ids.chunks(64) {
-            std::hint::black_box(image_batch::<CpuBackend>(&cache, chunk, &Default::default()));
+            std::hint::black_box(image_batch::<CpuBackend>(
+                &cache,
+                chunk,
+                &Default::default(),
+            ));
             served += chunk.len();
         }
     }
     let cache_rate = served as f64 / started.elapsed().as_secs_f64();
     println!("\n## data pipeline ({size}px, {} images)", ids.len());
     println!("decode JPEG + resize + crop (1 thread): {decode_rate:>10.0} images/s");
-    println!("cache -> normalised batch tensor:       {cache_rate:>10.0} images/s ({:.1}x decoding)", cache_rate / decode_rate);
+    println!(
+        "cache -> normalised batch tensor:       {cache_rate:>10.0} images/s ({:.1}x decoding)",
+        cache_rate / decode_rate
+    );
 
     // Training throughput.
-    let tokenizer = TextTokenizer::train_wordpiece(dataset.all_captions(), config.data.vocab_size).expect("tokenizer");
+    let tokenizer = TextTokenizer::train_wordpiece(dataset.all_captions(), config.data.vocab_size)
+        .expect("tokenizer");
     let prepare = |dataset| {
-        ClassificationSplit::prepare(dataset, &tokenizer, size, config.data.max_text_len, Some(512), &cache_dir, BadEntryPolicy::Fail, false)
-            .expect("split")
+        ClassificationSplit::prepare(
+            dataset,
+            &tokenizer,
+            size,
+            config.data.max_text_len,
+            Some(512),
+            &cache_dir,
+            BadEntryPolicy::Fail,
+            false,
+        )
+        .expect("split")
     };
-    let train = prepare(CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset"));
-    let val = prepare(CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail).expect("dataset"));
-    let data = PreparedData { train, val, tokenizer, skipped: Default::default() };
-    println!("\n## classifier training, synthetic preset ({} steps after warm-up)", args.steps);
-    println!("| modality | batch | flex samples/s | ndarray samples/s | flex / ndarray |{}", if args.cuda { " cuda samples/s |" } else { "" });
-    println!("|---|---|---|---|---|{}", if args.cuda { "---|" } else { "" });
+    let train = prepare(
+        CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset"),
+    );
+    let val = prepare(
+        CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail).expect("dataset"),
+    );
+    let data = PreparedData {
+        train,
+        val,
+        tokenizer,
+        skipped: Default::default(),
+    };
+    println!(
+        "\n## classifier training, synthetic preset ({} steps after warm-up)",
+        args.steps
+    );
+    println!(
+        "| modality | batch | flex samples/s | ndarray samples/s | flex / ndarray |{}",
+        if args.cuda { " cuda samples/s |" } else { "" }
+    );
+    println!(
+        "|---|---|---|---|---|{}",
+        if args.cuda { "---|" } else { "" }
+    );
     for &batch_size in &args.batch_sizes {
         for modality in Modality::ALL {
-            let flex = train_throughput::<Autodiff<CpuBackend>>(&data, modality, batch_size, args.steps, &Default::default());
-            let ndarray = train_throughput::<Autodiff<NdArrayBackend>>(&data, modality, batch_size, args.steps, &Default::default());
-            let cuda = if args.cuda { cuda_throughput(&data, modality, batch_size, args.steps) } else { String::new() };
-            println!("| {} | {batch_size} | {flex:.0} | {ndarray:.0} | {:.2} |{cuda}", modality.name(), flex / ndarray);
+            let flex = train_throughput::<Autodiff<CpuBackend>>(
+                &data,
+                modality,
+                batch_size,
+                args.steps,
+                &Default::default(),
+            );
+            let ndarray = train_throughput::<Autodiff<NdArrayBackend>>(
+                &data,
+                modality,
+                batch_size,
+                args.steps,
+                &Default::default(),
+            );
+            let cuda = if args.cuda {
+                cuda_throughput(&data, modality, batch_size, args.steps)
+            } else {
+                String::new()
+            };
+            println!(
+                "| {} | {batch_size} | {flex:.0} | {ndarray:.0} | {:.2} |{cuda}",
+                modality.name(),
+                flex / ndarray
+            );
         }
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_throughput(data: &PreparedData, modality: Modality, batch_size: usize, steps: usize) -> String {
+fn cuda_throughput(
+    data: &PreparedData,
+    modality: Modality,
+    batch_size: usize,
+    steps: usize,
+) -> String {
     let device = burn_cuda::CudaDevice::new(0);
-    format!(" {:.0} |", train_throughput::<Autodiff<burn_cuda::Cuda>>(data, modality, batch_size, steps, &device))
+    format!(
+        " {:.0} |",
+        train_throughput::<Autodiff<burn_cuda::Cuda>>(data, modality, batch_size, steps, &device)
+    )
 }
 
 #[cfg(not(feature = "cuda"))]

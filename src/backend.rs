@@ -68,7 +68,11 @@ pub fn run_on<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, De
 }
 
 #[cfg(feature = "cuda")]
-fn run_on_cuda<T: BackendTask>(index: usize, task: T, _: DeviceSpec) -> Result<T::Output, DeviceError> {
+fn run_on_cuda<T: BackendTask>(
+    index: usize,
+    task: T,
+    _: DeviceSpec,
+) -> Result<T::Output, DeviceError> {
     let device = burn_cuda::CudaDevice::new(index);
     Ok(task.run::<Autodiff<burn_cuda::Cuda>>(device))
 }

@@ -31,7 +31,10 @@ fn inputs(seed: u64) -> (Tensor<B, 4>, TextBatch<B>) {
     let images = Tensor::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
     let a: &[u32] = &[5, 6, 7];
     let b: &[u32] = &[8 + seed as u32 % 10];
-    (images, TextBatch::from_sequences(&[a, b], Some(SEP), PAD, &device))
+    (
+        images,
+        TextBatch::from_sequences(&[a, b], Some(SEP), PAD, &device),
+    )
 }
 
 fn model(modality: Modality) -> SingleStreamClassifier<B> {
@@ -48,7 +51,10 @@ fn logits(model: &SingleStreamClassifier<B>, images: Tensor<B, 4>, text: TextBat
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -89,10 +95,16 @@ fn gradients_reach_every_parameter_in_every_mode() {
         let model = model(modality);
         let (images, text) = inputs(1);
         let device = Default::default();
-        let targets = Tensor::<B, 2>::from_data([[1.0, 0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 1.0]], &device);
+        let targets = Tensor::<B, 2>::from_data(
+            [[1.0, 0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 1.0]],
+            &device,
+        );
         let loss = bce_with_logits(model.forward(images, text).logits, targets);
         let grads = loss.backward();
         let unreached = params_without_gradient(&model, &grads);
-        assert!(unreached.is_empty(), "{modality:?}: no gradient for {unreached:?}");
+        assert!(
+            unreached.is_empty(),
+            "{modality:?}: no gradient for {unreached:?}"
+        );
     }
 }

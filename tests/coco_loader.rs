@@ -69,9 +69,12 @@ fn loads_the_official_layout_with_crowds_empty_images_and_several_captions() {
 
 #[test]
 fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
-    let dataset = CocoDataset::load(&fixture(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let dataset =
+        CocoDataset::load(&fixture(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
     let cache_dir = tempfile::tempdir().unwrap();
-    let (cache, skipped) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    let (cache, skipped) =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .unwrap();
     assert!(skipped.is_empty());
     assert_eq!(cache.len(), 3);
     // Grayscale becomes three equal channels.
@@ -84,23 +87,41 @@ fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
 
     // A second open maps the same file instead of rebuilding it.
     let built = fs::metadata(cache.path()).unwrap().modified().unwrap();
-    let (again, _) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    let (again, _) =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .unwrap();
     assert_eq!(again.path(), cache.path());
-    assert_eq!(fs::metadata(again.path()).unwrap().modified().unwrap(), built);
+    assert_eq!(
+        fs::metadata(again.path()).unwrap().modified().unwrap(),
+        built
+    );
     assert_eq!(again.get(9).unwrap(), rgb);
-    assert_eq!(fs::read_dir(cache_dir.path()).unwrap().count(), 1, "no temporary files left");
+    assert_eq!(
+        fs::read_dir(cache_dir.path()).unwrap().count(),
+        1,
+        "no temporary files left"
+    );
 }
 
 #[test]
 fn changed_image_files_get_a_fresh_cache() {
     let root = copy_fixture();
-    let dataset = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let dataset =
+        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
     let cache_dir = tempfile::tempdir().unwrap();
-    let (first, _) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    let (first, _) =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .unwrap();
     let first_path = first.path().to_path_buf();
-    let image = root.path().join("train2014/COCO_train2014_000000000030.jpg");
-    image::RgbImage::from_fn(24, 30, |_, _| image::Rgb([10, 10, 200])).save(&image).unwrap();
-    let (second, _) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).unwrap();
+    let image = root
+        .path()
+        .join("train2014/COCO_train2014_000000000030.jpg");
+    image::RgbImage::from_fn(24, 30, |_, _| image::Rgb([10, 10, 200]))
+        .save(&image)
+        .unwrap();
+    let (second, _) =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .unwrap();
     assert_ne!(second.path(), first_path);
     assert!(second.get(30).unwrap()[2] > 150);
 }
@@ -135,7 +156,11 @@ fn a_missing_annotation_file_is_named() {
 #[test]
 fn unknown_category_names_the_annotation() {
     let root = copy_fixture();
-    edit(&root.path().join("annotations/instances_train2014.json"), "\"category_id\": 18", "\"category_id\": 999");
+    edit(
+        &root.path().join("annotations/instances_train2014.json"),
+        "\"category_id\": 18",
+        "\"category_id\": 999",
+    );
     let message = load_error(root.path());
     assert!(message.contains("annotation 102"), "{message}");
     assert!(message.contains("category_id 999"), "{message}");
@@ -145,7 +170,11 @@ fn unknown_category_names_the_annotation() {
 #[test]
 fn empty_caption_names_the_annotation() {
     let root = copy_fixture();
-    edit(&root.path().join("annotations/captions_train2014.json"), "Nothing but green.", "   ");
+    edit(
+        &root.path().join("annotations/captions_train2014.json"),
+        "Nothing but green.",
+        "   ",
+    );
     let message = load_error(root.path());
     assert!(message.contains("caption annotation 209"), "{message}");
     assert!(message.contains("image 30"), "{message}");
@@ -155,26 +184,58 @@ fn empty_caption_names_the_annotation() {
 #[test]
 fn missing_and_corrupt_images_name_the_file_and_image() {
     let root = copy_fixture();
-    fs::remove_file(root.path().join("train2014/COCO_train2014_000000000009.jpg")).unwrap();
-    fs::write(root.path().join("train2014/COCO_train2014_000000000025.jpg"), b"not a jpeg").unwrap();
-    let dataset = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    fs::remove_file(
+        root.path()
+            .join("train2014/COCO_train2014_000000000009.jpg"),
+    )
+    .unwrap();
+    fs::write(
+        root.path()
+            .join("train2014/COCO_train2014_000000000025.jpg"),
+        b"not a jpeg",
+    )
+    .unwrap();
+    let dataset =
+        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
     let cache_dir = tempfile::tempdir().unwrap();
-    let error = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-        .err()
-        .expect("missing image is an error");
-    assert!(matches!(error, DataError::MissingImage { image_id: 9, .. }), "{error}");
-    assert!(error.to_string().contains("COCO_train2014_000000000009.jpg"), "{error}");
-    assert_eq!(fs::read_dir(cache_dir.path()).unwrap().count(), 0, "no half-written cache");
+    let error =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .err()
+            .expect("missing image is an error");
+    assert!(
+        matches!(error, DataError::MissingImage { image_id: 9, .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("COCO_train2014_000000000009.jpg"),
+        "{error}"
+    );
+    assert_eq!(
+        fs::read_dir(cache_dir.path()).unwrap().count(),
+        0,
+        "no half-written cache"
+    );
 
     // Skipping: both bad images are counted, the good one is cached.
-    let (cache, skipped) = ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Skip, false).unwrap();
+    let (cache, skipped) =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Skip, false)
+            .unwrap();
     assert_eq!(cache.len(), 1);
     assert!(cache.contains(30));
     let kinds: Vec<&str> = skipped.skipped.iter().map(DataError::kind).collect();
     assert_eq!(kinds, vec!["missing image file", "corrupt image file"]);
-    assert!(skipped.skipped[1].to_string().contains("image 25"), "{}", skipped.skipped[1]);
+    assert!(
+        skipped.skipped[1].to_string().contains("image 25"),
+        "{}",
+        skipped.skipped[1]
+    );
     // Reopening under the strict policy still reports the bad image recorded in the cache.
-    assert!(ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false).is_err());
+    assert!(
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .is_err()
+    );
 }
 
 #[test]
@@ -185,16 +246,21 @@ fn skip_policy_counts_bad_annotations_instead_of_failing() {
     edit(&instances, "\"category_id\": 18", "\"category_id\": 999");
     edit(&captions, "Nothing but green.", "");
     // Caption annotation 206 now points at an image that does not exist.
-    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&captions).unwrap()).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(&captions).unwrap()).unwrap();
     json["annotations"][5]["image_id"] = 77.into();
     assert_eq!(json["annotations"][5]["id"], 206);
     fs::write(&captions, serde_json::to_vec(&json).unwrap()).unwrap();
-    let dataset = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Skip).unwrap();
+    let dataset =
+        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Skip).unwrap();
     assert_eq!(dataset.skipped.skipped.len(), 3);
     let summary = dataset.skipped.summary().join("\n");
     assert!(summary.contains("1 x unknown category id"), "{summary}");
     assert!(summary.contains("1 x empty caption"), "{summary}");
-    assert!(summary.contains("1 x annotation of unknown image"), "{summary}");
+    assert!(
+        summary.contains("1 x annotation of unknown image"),
+        "{summary}"
+    );
     // The dog annotation is gone, the person remains.
     assert_eq!(dataset.images[0].multi_hot(80).iter().sum::<f32>(), 1.0);
     assert_eq!(dataset.images[2].captions.len(), 2);

@@ -2,7 +2,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{s, Bool, Distribution, Int, Tensor, TensorData};
 use vislang::nn::*;
 use vislang::train::gradients::params_without_gradient;
 
@@ -16,7 +16,13 @@ fn random<Bk: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B
 }
 
 fn max_abs_diff<Bk: Backend, const D: usize>(a: Tensor<Bk, D>, b: Tensor<Bk, D>) -> f32 {
-    (a - b).abs().max().into_scalar().to_string().parse().unwrap()
+    (a - b)
+        .abs()
+        .max()
+        .into_scalar()
+        .to_string()
+        .parse()
+        .unwrap()
 }
 
 /// Reference attention written out with plain tensor ops: softmax(QK^T/sqrt(d) + mask) V.
@@ -58,7 +64,11 @@ fn cross_attention_accepts_a_context_of_another_width_and_length() {
     let mha = MultiHeadAttentionConfig::new(8, 2)
         .with_d_context(Some(6))
         .init::<B>(&device);
-    let out = mha.forward(random([3, 4, 8], 1), random([3, 7, 6], 2), &AttentionMask::none());
+    let out = mha.forward(
+        random([3, 4, 8], 1),
+        random([3, 7, 6], 2),
+        &AttentionMask::none(),
+    );
     assert_eq!(out.dims(), [3, 4, 8]);
 }
 
@@ -69,7 +79,12 @@ fn padding_mask_hides_padded_keys() {
     let x = random::<B, 3>([2, 5, 8], 3);
     // Row 0: last two keys are padding; row 1: none.
     let padding = Tensor::<B, 2, Bool>::from_data(
-        TensorData::new(vec![false, false, false, true, true, false, false, false, false, false], [2, 5]),
+        TensorData::new(
+            vec![
+                false, false, false, true, true, false, false, false, false, false,
+            ],
+            [2, 5],
+        ),
         &device,
     );
     let mask = AttentionMask::padding(padding.clone());
@@ -90,10 +105,17 @@ fn causal_mask_hides_the_future() {
     let mha = MultiHeadAttentionConfig::new(8, 2).init::<B>(&device);
     let x = random::<B, 3>([1, 6, 8], 5);
     let out = mha.forward(x.clone(), x.clone(), &AttentionMask::causal());
-    let future = x.clone().slice_assign([0..1, 4..6, 0..8], random([1, 2, 8], 6));
+    let future = x
+        .clone()
+        .slice_assign([0..1, 4..6, 0..8], random([1, 2, 8], 6));
     let out_future = mha.forward(future.clone(), future, &AttentionMask::causal());
     // Positions 0..4 cannot see positions 4..6.
-    assert!(max_abs_diff(out.clone().slice([0..1, 0..4]), out_future.clone().slice([0..1, 0..4])) < 1e-5);
+    assert!(
+        max_abs_diff(
+            out.clone().slice([0..1, 0..4]),
+            out_future.clone().slice([0..1, 0..4])
+        ) < 1e-5
+    );
     assert!(max_abs_diff(out.slice([0..1, 4..6]), out_future.slice([0..1, 4..6])) > 1e-3);
 }
 
@@ -137,17 +159,27 @@ fn post_and_pre_norm_layers_keep_shapes_and_differ() {
 fn gradients_reach_every_block_parameter() {
     let device = Default::default();
     for norm in [NormPlacement::Post, NormPlacement::Pre] {
-        let encoder = TransformerEncoderConfig::new(2, TransformerLayerConfig::new(8, 2, 16).with_norm(norm))
+        let encoder =
+            TransformerEncoderConfig::new(2, TransformerLayerConfig::new(8, 2, 16).with_norm(norm))
+                .init::<AB>(&device);
+        let cross = MultiHeadAttentionConfig::new(8, 2)
+            .with_d_context(Some(4))
             .init::<AB>(&device);
-        let cross = MultiHeadAttentionConfig::new(8, 2).with_d_context(Some(4)).init::<AB>(&device);
         let x = random::<AB, 3>([2, 3, 8], 10);
         let ctx = random::<AB, 3>([2, 5, 4], 11);
-        let loss = (encoder.forward(x.clone(), &AttentionMask::none()) + cross.forward(x, ctx, &AttentionMask::none()))
-            .powi_scalar(2)
-            .mean();
+        let loss = (encoder.forward(x.clone(), &AttentionMask::none())
+            + cross.forward(x, ctx, &AttentionMask::none()))
+        .powi_scalar(2)
+        .mean();
         let grads = loss.backward();
-        assert_eq!(params_without_gradient(&encoder, &grads), Vec::<String>::new());
-        assert_eq!(params_without_gradient(&cross, &grads), Vec::<String>::new());
+        assert_eq!(
+            params_without_gradient(&encoder, &grads),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            params_without_gradient(&cross, &grads),
+            Vec::<String>::new()
+        );
     }
 }
 
@@ -161,13 +193,24 @@ fn embeddings_and_patch_encoder_shapes_and_gradients() {
     let embedded = text.forward(tokens, segments, positions);
     assert_eq!(embedded.dims(), [2, 3, 8]);
 
-    let patches = PatchEncoderConfig::new(16, 8, 6).with_stem_channels(4).init::<AB>(&device);
+    let patches = PatchEncoderConfig::new(16, 8, 6)
+        .with_stem_channels(4)
+        .init::<AB>(&device);
     let regions = patches.forward(random([2, 3, 16, 16], 12));
     assert_eq!(regions.features.dims(), [2, 4, 6]);
     assert_eq!(regions.boxes.dims(), [2, 4, 4]);
     // Boxes tile the unit square in row-major order.
-    let boxes: Vec<f32> = regions.boxes.clone().slice([0..1]).into_data().to_vec().unwrap();
-    assert_eq!(boxes, vec![0.0, 0.0, 0.5, 0.5, 0.5, 0.0, 1.0, 0.5, 0.0, 0.5, 0.5, 1.0, 0.5, 0.5, 1.0, 1.0]);
+    let boxes: Vec<f32> = regions
+        .boxes
+        .clone()
+        .slice(s![0..1])
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(
+        boxes,
+        vec![0.0, 0.0, 0.5, 0.5, 0.5, 0.0, 1.0, 0.5, 0.0, 0.5, 0.5, 1.0, 0.5, 0.5, 1.0, 1.0]
+    );
 
     let visual = VisualEmbeddingsConfig::new(6, 8).init::<AB>(&device);
     let v = visual.forward(regions.features, regions.boxes);
@@ -176,6 +219,12 @@ fn embeddings_and_patch_encoder_shapes_and_gradients() {
     let grads = loss.backward();
     // Token 0..5 rows of the embedding table are used; the gradient check is per tensor.
     assert_eq!(params_without_gradient(&text, &grads), Vec::<String>::new());
-    assert_eq!(params_without_gradient(&patches, &grads), Vec::<String>::new());
-    assert_eq!(params_without_gradient(&visual, &grads), Vec::<String>::new());
+    assert_eq!(
+        params_without_gradient(&patches, &grads),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        params_without_gradient(&visual, &grads),
+        Vec::<String>::new()
+    );
 }

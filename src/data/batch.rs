@@ -55,7 +55,12 @@ impl<B: Backend> TextBatch<B> {
     ) -> Self {
         let batch = sequences.len();
         let extra = usize::from(end_id.is_some());
-        let seq = sequences.iter().map(|s| s.len() + extra).max().unwrap_or(0).max(1);
+        let seq = sequences
+            .iter()
+            .map(|s| s.len() + extra)
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut tokens = vec![pad_id as i64; batch * seq];
         let mut padding = vec![true; batch * seq];
         for (b, sequence) in sequences.iter().enumerate() {

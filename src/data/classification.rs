@@ -74,7 +74,11 @@ impl ClassificationSplit {
         let mut skipped = std::mem::take(&mut dataset.skipped);
         skipped.merge(image_report);
         let mut examples = Vec::with_capacity(dataset.images.len());
-        for image in dataset.images.iter().filter(|image| cache.contains(image.id)) {
+        for image in dataset
+            .images
+            .iter()
+            .filter(|image| cache.contains(image.id))
+        {
             let captions = image
                 .captions
                 .iter()

@@ -173,7 +173,10 @@ impl CocoDataset {
         let mut categories: Vec<CocoCategory> = instances
             .categories
             .into_iter()
-            .map(|c| CocoCategory { id: c.id, name: c.name })
+            .map(|c| CocoCategory {
+                id: c.id,
+                name: c.name,
+            })
             .collect();
         categories.sort_by_key(|c| c.id);
         if categories.is_empty() {
@@ -182,8 +185,11 @@ impl CocoDataset {
                 message: "the `categories` list is empty".into(),
             });
         }
-        let category_index: HashMap<u64, usize> =
-            categories.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+        let category_index: HashMap<u64, usize> = categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect();
 
         let image_dir = split.image_dir(root);
         let mut images: Vec<CocoImage> = instances
@@ -200,8 +206,11 @@ impl CocoDataset {
             })
             .collect();
         images.sort_by_key(|image| image.id);
-        let image_index: HashMap<u64, usize> =
-            images.iter().enumerate().map(|(i, image)| (image.id, i)).collect();
+        let image_index: HashMap<u64, usize> = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| (image.id, i))
+            .collect();
         // The captions file lists the same images; one missing from instances is an error.
         for entry in &captions.images {
             if !image_index.contains_key(&entry.id) {

@@ -17,5 +17,7 @@ pub use classification::{
 pub use coco::{CocoCategory, CocoDataset, CocoImage, CocoObject, CocoSplit};
 pub use error::{BadEntryPolicy, DataError, SkipReport};
 pub use image_cache::{preprocess_image, ImageCache};
-pub use synthetic::{ensure_synthetic_coco, write_synthetic_coco, SyntheticCocoConfig, SyntheticError};
+pub use synthetic::{
+    ensure_synthetic_coco, write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
+};
 pub use tokenizer::{SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};

@@ -52,18 +52,78 @@ const CYAN: [u8; 3] = [40, 200, 210];
 /// Twelve COCO categories, each a shape in a colour. Every shape and every colour is used by
 /// two categories, so a model must bind shape to colour.
 pub const GLYPHS: [Glyph; 12] = [
-    Glyph { category_id: 1, shape: Shape::Disk, color: RED, words: &["person", "man", "woman"] },
-    Glyph { category_id: 2, shape: Shape::Disk, color: BLUE, words: &["bicycle", "bike"] },
-    Glyph { category_id: 3, shape: Shape::Square, color: GREEN, words: &["car", "automobile"] },
-    Glyph { category_id: 16, shape: Shape::Square, color: YELLOW, words: &["bird", "sparrow"] },
-    Glyph { category_id: 17, shape: Shape::Triangle, color: RED, words: &["cat", "kitten"] },
-    Glyph { category_id: 18, shape: Shape::Triangle, color: CYAN, words: &["dog", "puppy"] },
-    Glyph { category_id: 28, shape: Shape::Ring, color: MAGENTA, words: &["umbrella", "parasol"] },
-    Glyph { category_id: 44, shape: Shape::Ring, color: GREEN, words: &["bottle", "flask"] },
-    Glyph { category_id: 47, shape: Shape::Cross, color: BLUE, words: &["cup", "mug"] },
-    Glyph { category_id: 52, shape: Shape::Cross, color: YELLOW, words: &["banana", "plantain"] },
-    Glyph { category_id: 62, shape: Shape::Diamond, color: CYAN, words: &["chair", "seat"] },
-    Glyph { category_id: 85, shape: Shape::Diamond, color: MAGENTA, words: &["clock", "timepiece"] },
+    Glyph {
+        category_id: 1,
+        shape: Shape::Disk,
+        color: RED,
+        words: &["person", "man", "woman"],
+    },
+    Glyph {
+        category_id: 2,
+        shape: Shape::Disk,
+        color: BLUE,
+        words: &["bicycle", "bike"],
+    },
+    Glyph {
+        category_id: 3,
+        shape: Shape::Square,
+        color: GREEN,
+        words: &["car", "automobile"],
+    },
+    Glyph {
+        category_id: 16,
+        shape: Shape::Square,
+        color: YELLOW,
+        words: &["bird", "sparrow"],
+    },
+    Glyph {
+        category_id: 17,
+        shape: Shape::Triangle,
+        color: RED,
+        words: &["cat", "kitten"],
+    },
+    Glyph {
+        category_id: 18,
+        shape: Shape::Triangle,
+        color: CYAN,
+        words: &["dog", "puppy"],
+    },
+    Glyph {
+        category_id: 28,
+        shape: Shape::Ring,
+        color: MAGENTA,
+        words: &["umbrella", "parasol"],
+    },
+    Glyph {
+        category_id: 44,
+        shape: Shape::Ring,
+        color: GREEN,
+        words: &["bottle", "flask"],
+    },
+    Glyph {
+        category_id: 47,
+        shape: Shape::Cross,
+        color: BLUE,
+        words: &["cup", "mug"],
+    },
+    Glyph {
+        category_id: 52,
+        shape: Shape::Cross,
+        color: YELLOW,
+        words: &["banana", "plantain"],
+    },
+    Glyph {
+        category_id: 62,
+        shape: Shape::Diamond,
+        color: CYAN,
+        words: &["chair", "seat"],
+    },
+    Glyph {
+        category_id: 85,
+        shape: Shape::Diamond,
+        color: MAGENTA,
+        words: &["clock", "timepiece"],
+    },
 ];
 
 /// Parameters of the synthetic set. The same config always produces byte-identical files.
@@ -89,7 +149,7 @@ impl Default for SyntheticCocoConfig {
             n_val: 500,
             image_size: 96,
             captions_per_image: 3,
-            faint_probability: 0.35,
+            faint_probability: 0.5,
             mention_probability: 0.5,
         }
     }
@@ -134,7 +194,10 @@ struct Placed {
 
 /// Makes sure `root` holds the synthetic set for `config`, generating it if needed. An existing
 /// set with a different config is regenerated; a directory that is not ours is left alone.
-pub fn ensure_synthetic_coco(root: &Path, config: &SyntheticCocoConfig) -> Result<(), SyntheticError> {
+pub fn ensure_synthetic_coco(
+    root: &Path,
+    config: &SyntheticCocoConfig,
+) -> Result<(), SyntheticError> {
     let marker = root.join(MARKER);
     if root.exists() {
         let existing = fs::read(&marker)
@@ -175,7 +238,10 @@ pub fn ensure_synthetic_coco(root: &Path, config: &SyntheticCocoConfig) -> Resul
 }
 
 /// Writes the synthetic set into `root` (which should not exist yet).
-pub fn write_synthetic_coco(root: &Path, config: &SyntheticCocoConfig) -> Result<(), SyntheticError> {
+pub fn write_synthetic_coco(
+    root: &Path,
+    config: &SyntheticCocoConfig,
+) -> Result<(), SyntheticError> {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut next_annotation_id = 1u64;
     for (split, count, first_id) in [
@@ -282,7 +348,11 @@ fn inside(shape: Shape, u: f32, v: f32) -> bool {
 fn draw_image(rng: &mut StdRng, config: &SyntheticCocoConfig) -> (RgbImage, Vec<Placed>) {
     let size = config.image_size;
     let base: i32 = rng.random_range(90..160);
-    let tint: [i32; 3] = [rng.random_range(-15..15), rng.random_range(-15..15), rng.random_range(-15..15)];
+    let tint: [i32; 3] = [
+        rng.random_range(-15..15),
+        rng.random_range(-15..15),
+        rng.random_range(-15..15),
+    ];
     let mut picture = RgbImage::from_fn(size, size, |_, _| {
         let noise: i32 = rng.random_range(-22..=22);
         Rgb(tint.map(|t| (base + t + noise).clamp(0, 255) as u8))
@@ -308,13 +378,20 @@ fn draw_image(rng: &mut StdRng, config: &SyntheticCocoConfig) -> (RgbImage, Vec<
         let jitter = 0.5 * cell - radius - 0.5;
         let cx = ((cell_index % GRID) as f32 + 0.5) * cell + rng.random_range(-jitter..=jitter);
         let cy = ((cell_index / GRID) as f32 + 0.5) * cell + rng.random_range(-jitter..=jitter);
-        let alpha = if faint { rng.random_range(0.28..0.4) } else { 1.0 };
+        let alpha = if faint {
+            rng.random_range(0.28..0.4)
+        } else {
+            1.0
+        };
         let Glyph { shape, color, .. } = GLYPHS[glyph];
         let (x0, x1) = ((cx - radius).floor() as u32, (cx + radius).ceil() as u32);
         let (y0, y1) = ((cy - radius).floor() as u32, (cy + radius).ceil() as u32);
         for y in y0..y1.min(size) {
             for x in x0..x1.min(size) {
-                let (u, v) = ((x as f32 + 0.5 - cx) / radius, (y as f32 + 0.5 - cy) / radius);
+                let (u, v) = (
+                    (x as f32 + 0.5 - cx) / radius,
+                    (y as f32 + 0.5 - cy) / radius,
+                );
                 if inside(shape, u, v) {
                     let pixel = picture.get_pixel_mut(x, y);
                     for c in 0..3 {
@@ -364,7 +441,10 @@ fn write_caption(rng: &mut StdRng, placed: &[Placed], mention_probability: f64) 
         "a photo showing {}.",
         "we can see {} here.",
     ];
-    templates.choose(rng).expect("templates").replace("{}", &list)
+    templates
+        .choose(rng)
+        .expect("templates")
+        .replace("{}", &list)
 }
 
 /// The contiguous label indices (positions in the sorted COCO list) the synthetic set uses.

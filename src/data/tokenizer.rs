@@ -46,6 +46,10 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Trains a lower-casing WordPiece vocabulary of at most `vocab_size` entries.
+    ///
+    /// The `tokenizers` trainer breaks ties between equally frequent merges in hash-map order,
+    /// which differs between processes, so two trainings may give different vocabularies.
+    /// Experiments therefore save the trained `tokenizer.json` and reuse it (see `--tokenizer`).
     pub fn train_wordpiece<'a>(
         texts: impl Iterator<Item = &'a str> + Send,
         vocab_size: usize,

@@ -109,7 +109,13 @@ impl<B: Backend> AttentionMask<B> {
 
     /// Combines padding and pattern into the `[batch, heads, seq_q, seq_k]` boolean mask that
     /// the fused attention op takes. Causality is passed separately so kernels can exploit it.
-    fn expand(&self, batch: usize, heads: usize, seq_q: usize, seq_k: usize) -> Option<Tensor<B, 4, Bool>> {
+    fn expand(
+        &self,
+        batch: usize,
+        heads: usize,
+        seq_q: usize,
+        seq_k: usize,
+    ) -> Option<Tensor<B, 4, Bool>> {
         let padding = self.key_padding.clone().map(|padding| {
             // [batch, seq_k] -> [batch, heads, seq_q, seq_k]
             padding

@@ -36,9 +36,15 @@ impl TextEmbeddingsConfig {
             std: self.init_std,
         };
         TextEmbeddings {
-            token: EmbeddingConfig::new(self.vocab_size, self.d_model).with_initializer(init()).init(device),
-            position: EmbeddingConfig::new(self.max_positions, self.d_model).with_initializer(init()).init(device),
-            segment: EmbeddingConfig::new(self.n_segments, self.d_model).with_initializer(init()).init(device),
+            token: EmbeddingConfig::new(self.vocab_size, self.d_model)
+                .with_initializer(init())
+                .init(device),
+            position: EmbeddingConfig::new(self.max_positions, self.d_model)
+                .with_initializer(init())
+                .init(device),
+            segment: EmbeddingConfig::new(self.n_segments, self.d_model)
+                .with_initializer(init())
+                .init(device),
             norm: LayerNormConfig::new(self.d_model)
                 .with_epsilon(self.layer_norm_eps)
                 .init(device),

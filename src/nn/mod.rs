@@ -7,7 +7,9 @@ pub mod patch_encoder;
 pub mod transformer;
 
 pub use attention::{AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig};
-pub use embeddings::{TextEmbeddings, TextEmbeddingsConfig, VisualEmbeddings, VisualEmbeddingsConfig};
+pub use embeddings::{
+    TextEmbeddings, TextEmbeddingsConfig, VisualEmbeddings, VisualEmbeddingsConfig,
+};
 pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use patch_encoder::{PatchEncoder, PatchEncoderConfig, PatchRegions};
 pub use transformer::{

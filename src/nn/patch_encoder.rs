@@ -100,7 +100,12 @@ impl<B: Backend> PatchEncoder<B> {
         let values: Vec<f32> = (0..g * g)
             .flat_map(|cell| {
                 let (row, col) = ((cell / g) as f32, (cell % g) as f32);
-                [col * step, row * step, (col + 1.0) * step, (row + 1.0) * step]
+                [
+                    col * step,
+                    row * step,
+                    (col + 1.0) * step,
+                    (row + 1.0) * step,
+                ]
             })
             .collect();
         Tensor::from_data(TensorData::new(values, [g * g, 4]), device)

@@ -70,7 +70,9 @@ impl<B: Backend> TransformerLayer<B> {
         match self.norm {
             NormPlacement::Post => {
                 let attended = self.attention.forward(x.clone(), x.clone(), mask);
-                let x = self.attention_norm.forward(x + self.dropout.forward(attended));
+                let x = self
+                    .attention_norm
+                    .forward(x + self.dropout.forward(attended));
                 let transformed = self.feed_forward.forward(x.clone());
                 self.feed_forward_norm
                     .forward(x + self.dropout.forward(transformed))
@@ -98,7 +100,9 @@ pub struct TransformerEncoderConfig {
 impl TransformerEncoderConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerEncoder<B> {
         TransformerEncoder {
-            layers: (0..self.n_layers).map(|_| self.layer.init(device)).collect(),
+            layers: (0..self.n_layers)
+                .map(|_| self.layer.init(device))
+                .collect(),
         }
     }
 }

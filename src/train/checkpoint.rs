@@ -129,7 +129,10 @@ pub fn load_safetensors<B: Backend, M: ModuleSnapshot<B>>(
 type StateRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// Saves any burn record (optimizer state) to `path`.
-pub fn save_record<B: Backend, R: Record<B>>(record: R, path: &Path) -> Result<(), CheckpointError> {
+pub fn save_record<B: Backend, R: Record<B>>(
+    record: R,
+    path: &Path,
+) -> Result<(), CheckpointError> {
     let bytes = Recorder::<B>::record(&StateRecorder::default(), record, ()).map_err(|e| {
         CheckpointError::Format {
             path: path.to_path_buf(),
@@ -145,8 +148,10 @@ pub fn load_record<B: Backend, R: Record<B>>(
     device: &B::Device,
 ) -> Result<R, CheckpointError> {
     let bytes = read(path)?;
-    Recorder::<B>::load(&StateRecorder::default(), bytes, device).map_err(|e| CheckpointError::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    Recorder::<B>::load(&StateRecorder::default(), bytes, device).map_err(|e| {
+        CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
     })
 }

@@ -9,7 +9,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
+
+use indicatif::MultiProgress;
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::grad_clipping::GradientClippingConfig;
@@ -97,7 +100,8 @@ pub fn evaluate<B: Backend>(
     for chunk in indices.chunks(batch_size) {
         let batch = split.batch::<B>(chunk, &vec![0; chunk.len()], special, device);
         let logits = model.forward(batch.images, batch.text).logits;
-        loss_sum = loss_sum + bce_with_logits(logits.clone(), batch.labels.clone()) * chunk.len() as f64;
+        loss_sum =
+            loss_sum + bce_with_logits(logits.clone(), batch.labels.clone()) * chunk.len() as f64;
         probabilities.extend(to_vec(burn::tensor::activation::sigmoid(logits)));
         labels.extend(to_vec(batch.labels));
     }
@@ -127,8 +131,13 @@ pub struct RunSpec<'a> {
     pub model: SingleStreamClassifierConfig,
     pub training: &'a TrainingConfig,
     pub dir: PathBuf,
-    pub show_progress: bool,
+    /// Where progress bars and epoch summaries are drawn.
+    pub progress: &'a MultiProgress,
 }
+
+/// Serialises model initialisation: the CPU backend's random generator is process-wide, so
+/// runs on other threads must not draw from it between `seed` and `init`.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 fn checkpoint_paths(dir: &Path, epoch: usize) -> (PathBuf, PathBuf) {
     (
@@ -158,27 +167,38 @@ pub fn train_run<B: AutodiffBackend>(
     }
     let training = spec.training;
     let name = format!("{} seed {}", spec.modality.name(), spec.seed);
-    B::seed(device, spec.seed);
-    let mut model: SingleStreamClassifier<B> = assign_stable_param_ids(spec.model.init(device));
+    let mut model: SingleStreamClassifier<B> = {
+        let _guard = INIT_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        B::seed(device, spec.seed);
+        assign_stable_param_ids(spec.model.init(device))
+    };
     let n_params = model.num_params();
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(training.weight_decay as f32)
         .with_epsilon(1e-8)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(training.grad_clip as f32)))
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(
+            training.grad_clip as f32,
+        )))
         .init::<B, SingleStreamClassifier<B>>();
 
     let state_path = spec.dir.join("state.json");
     let mut history = Vec::new();
     let mut start_epoch = 0;
     if let Ok(bytes) = fs::read(&state_path) {
-        let state: RunState = serde_json::from_slice(&bytes).map_err(|e| json_error(&state_path, e))?;
+        let state: RunState =
+            serde_json::from_slice(&bytes).map_err(|e| json_error(&state_path, e))?;
         let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, state.epochs_done);
         model = load_safetensors(model, &model_path)?;
         let record = load_record::<B, _>(&optimizer_path, device)?;
         optimizer = optimizer.load_record(record);
         start_epoch = state.epochs_done;
         history = state.history;
-        eprintln!("[{name}] resuming after epoch {start_epoch}");
+        progress::println(
+            spec.progress,
+            &format!("[{name}] resuming after epoch {start_epoch}"),
+        );
     }
 
     let steps_per_epoch = train.len().div_ceil(training.batch_size);
@@ -190,7 +210,9 @@ pub fn train_run<B: AutodiffBackend>(
         final_ratio: 0.05,
     };
     for epoch in start_epoch..training.epochs {
-        // Seeds derived from (seed, epoch) make a resumed epoch identical to an uninterrupted one.
+        // Seeds derived from (seed, epoch) make a resumed epoch identical to an uninterrupted
+        // one. The backend seed drives dropout; with several runs in parallel threads their
+        // dropout draws interleave, so only dropout-free configs are then bit-reproducible.
         let epoch_seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
         B::seed(device, epoch_seed);
         let mut rng = StdRng::seed_from_u64(epoch_seed);
@@ -198,10 +220,10 @@ pub fn train_run<B: AutodiffBackend>(
         order.shuffle(&mut rng);
         let captions: Vec<usize> = order.iter().map(|_| rng.random_range(0..64)).collect();
 
-        let bar = progress::bar(
+        let bar = progress::bar_in(
+            spec.progress,
             steps_per_epoch as u64,
             &format!("{name} epoch {}/{}", epoch + 1, training.epochs),
-            spec.show_progress,
         );
         let started = Instant::now();
         let mut loss_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
@@ -223,6 +245,7 @@ pub fn train_run<B: AutodiffBackend>(
         }
         let train_seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
+        spec.progress.remove(&bar);
         // One device sync per epoch for the loss, rather than one per step.
         let train_loss = scalar(loss_sum) / steps_per_epoch as f64;
         if !train_loss.is_finite() {
@@ -243,7 +266,7 @@ pub fn train_run<B: AutodiffBackend>(
             val_micro_f1: eval.micro_f1,
             train_seconds,
         };
-        eprintln!(
+        progress::println(spec.progress, &format!(
             "[{name}] epoch {}/{}: train loss {:.4}, val loss {:.4}, val mAP {:.4}, val micro-F1 {:.4} ({:.1}s, {:.0} samples/s)",
             log.epoch,
             training.epochs,
@@ -253,7 +276,7 @@ pub fn train_run<B: AutodiffBackend>(
             log.val_micro_f1,
             train_seconds,
             train.len() as f64 / train_seconds
-        );
+        ));
         history.push(log);
 
         // Commit the epoch: weights and optimizer first, then the state that points at them.
@@ -264,15 +287,18 @@ pub fn train_run<B: AutodiffBackend>(
             epochs_done: epoch + 1,
             history: history.clone(),
         };
-        write_atomic(&state_path, &serde_json::to_vec_pretty(&state).expect("state serialises"))?;
+        write_atomic(
+            &state_path,
+            &serde_json::to_vec_pretty(&state).expect("state serialises"),
+        )?;
         let (old_model, old_optimizer) = checkpoint_paths(&spec.dir, epoch);
         let _ = fs::remove_file(old_model);
         let _ = fs::remove_file(old_optimizer);
     }
 
-    let last = history.last().cloned().ok_or_else(|| ClassifyError::Config(
-        "training ran for zero epochs; use --epochs 1 or more".into(),
-    ))?;
+    let last = history.last().cloned().ok_or_else(|| {
+        ClassifyError::Config("training ran for zero epochs; use --epochs 1 or more".into())
+    })?;
     let seconds: f64 = history.iter().map(|h| h.train_seconds).sum();
     let result = RunResult {
         modality: spec.modality,
@@ -288,7 +314,10 @@ pub fn train_run<B: AutodiffBackend>(
         &spec.dir.join("model-config.json"),
         &serde_json::to_vec_pretty(&spec.model).expect("config serialises"),
     )?;
-    write_atomic(&result_path, &serde_json::to_vec_pretty(&result).expect("result serialises"))?;
+    write_atomic(
+        &result_path,
+        &serde_json::to_vec_pretty(&result).expect("result serialises"),
+    )?;
     let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, training.epochs);
     let _ = fs::remove_file(model_path);
     let _ = fs::remove_file(optimizer_path);

@@ -34,6 +34,8 @@ fn ensure_font() {
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Index into the palette; lines of one model over several seeds share a colour.
+    pub color: usize,
 }
 
 /// One bar of a grouped bar chart: a mean with an error bar of `std` each side.
@@ -48,30 +50,37 @@ pub struct BarGroup {
     pub bars: Vec<Bar>,
 }
 
-fn draw_error(e: impl std::fmt::Display) -> String {
-    format!("cannot draw chart: {e}")
-}
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-fn encode_and_write(path: &Path, buffer: Vec<u8>, (w, h): (u32, u32)) -> Result<(), CheckpointError> {
-    let image = image::RgbImage::from_raw(w, h, buffer).expect("buffer is w*h*3");
+const SIZE: (u32, u32) = (800, 500);
+
+/// Draws with `draw` on a white 800x500 canvas and writes it as a PNG (atomically).
+fn render(path: &Path, draw: impl FnOnce(&Area) -> DrawResult) -> Result<(), CheckpointError> {
+    ensure_font();
+    let format_error = |message: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut buffer = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, SIZE).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| format_error(format!("cannot draw chart: {e}")))?;
+        draw(&root).map_err(|e| format_error(format!("cannot draw chart: {e}")))?;
+        root.present()
+            .map_err(|e| format_error(format!("cannot draw chart: {e}")))?;
+    }
+    let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, buffer).expect("buffer is w*h*3");
     let mut png = Vec::new();
     image
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| format_error(e.to_string()))?;
     write_atomic(path, &png)
 }
 
-fn format_error(path: &Path, message: String) -> CheckpointError {
-    CheckpointError::Format {
-        path: path.to_path_buf(),
-        message,
-    }
-}
-
-/// Draws `series` as lines against a shared x axis and writes a PNG.
+/// Draws `series` as lines against a shared x axis and writes a PNG. Series with the same
+/// `color` share a colour, and only the first of them gets a legend entry.
 pub fn line_chart(
     path: &Path,
     title: &str,
@@ -79,9 +88,6 @@ pub fn line_chart(
     y_label: &str,
     series: &[Series],
 ) -> Result<(), CheckpointError> {
-    ensure_font();
-    let size = (800u32, 500u32);
-    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
     let points = series.iter().flat_map(|s| s.points.iter());
     let (mut x_min, mut x_max, mut y_min, mut y_max) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
@@ -91,45 +97,44 @@ pub fn line_chart(
         (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
     }
     let y_pad = ((y_max - y_min) * 0.05).max(1e-6);
-    {
-        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error).map_err(|m| format_error(path, m))?;
-        let mut chart = ChartBuilder::on(&root)
+    render(path, |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(x_min..x_max.max(x_min + 1e-9), (y_min - y_pad)..(y_max + y_pad))
-            .map_err(draw_error)
-            .map_err(|m| format_error(path, m))?;
+            .build_cartesian_2d(
+                x_min..x_max.max(x_min + 1e-9),
+                (y_min - y_pad)..(y_max + y_pad),
+            )?;
         chart
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
             .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(draw_error)
-            .map_err(|m| format_error(path, m))?;
-        for (i, s) in series.iter().enumerate() {
-            let color = SERIES_COLORS[i % SERIES_COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-                .map_err(draw_error)
-                .map_err(|m| format_error(path, m))?
-                .label(&s.name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .draw()?;
+        let mut labelled = Vec::new();
+        for s in series {
+            let color = SERIES_COLORS[s.color % SERIES_COLORS.len()];
+            let drawn = chart.draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))?;
+            if !labelled.contains(&s.color) {
+                labelled.push(s.color);
+                drawn.label(&s.name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            }
         }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(draw_error)
-            .map_err(|m| format_error(path, m))?;
-        root.present().map_err(draw_error).map_err(|m| format_error(path, m))?;
-    }
-    encode_and_write(path, buffer, size)
+            .draw()?;
+        Ok(())
+    })
 }
 
 /// Draws grouped bars (one group per label, one bar per metric) with error bars.
@@ -139,23 +144,16 @@ pub fn grouped_bar_chart(
     metric_names: &[&str],
     groups: &[BarGroup],
 ) -> Result<(), CheckpointError> {
-    ensure_font();
-    let size = (800u32, 500u32);
-    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
     let n_metrics = metric_names.len().max(1);
     let group_width = n_metrics as f64 + 1.0;
     let x_max = groups.len() as f64 * group_width;
-    {
-        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error).map_err(|m| format_error(path, m))?;
-        let mut chart = ChartBuilder::on(&root)
+    render(path, |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, 0.0..1.05)
-            .map_err(draw_error)
-            .map_err(|m| format_error(path, m))?;
+            .build_cartesian_2d(0.0..x_max, 0.0..1.05)?;
         let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
         chart
             .configure_mesh()
@@ -170,36 +168,32 @@ pub fn grouped_bar_chart(
                 }
             })
             .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(draw_error)
-            .map_err(|m| format_error(path, m))?;
+            .draw()?;
         for (m, name) in metric_names.iter().enumerate() {
             let color = SERIES_COLORS[m % SERIES_COLORS.len()];
+            // Bar m of group g spans [x0, x0 + 1).
+            let x0 = |g: usize| g as f64 * group_width + 0.5 + m as f64;
             let bars = groups.iter().enumerate().filter_map(|(g, group)| {
                 group.bars.get(m).map(|bar| {
-                    let x0 = g as f64 * group_width + 0.5 + m as f64;
-                    Rectangle::new([(x0 + 0.05, 0.0), (x0 + 0.95, bar.mean)], color.filled())
+                    Rectangle::new(
+                        [(x0(g) + 0.05, 0.0), (x0(g) + 0.95, bar.mean)],
+                        color.filled(),
+                    )
                 })
             });
-            chart
-                .draw_series(bars)
-                .map_err(draw_error)
-                .map_err(|e| format_error(path, e))?
-                .label(*name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
+            chart.draw_series(bars)?.label(*name).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled())
+            });
             let whiskers = groups.iter().enumerate().filter_map(|(g, group)| {
                 group.bars.get(m).map(|bar| {
-                    let x = g as f64 * group_width + 0.5 + m as f64 + 0.5;
+                    let x = x0(g) + 0.5;
                     PathElement::new(
                         vec![(x, bar.mean - bar.std), (x, bar.mean + bar.std)],
                         BLACK.stroke_width(2),
                     )
                 })
             });
-            chart
-                .draw_series(whiskers)
-                .map_err(draw_error)
-                .map_err(|e| format_error(path, e))?;
+            chart.draw_series(whiskers)?;
         }
         chart
             .configure_series_labels()
@@ -207,10 +201,7 @@ pub fn grouped_bar_chart(
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(draw_error)
-            .map_err(|m| format_error(path, m))?;
-        root.present().map_err(draw_error).map_err(|m| format_error(path, m))?;
-    }
-    encode_and_write(path, buffer, size)
+            .draw()?;
+        Ok(())
+    })
 }

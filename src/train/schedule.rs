@@ -31,7 +31,12 @@ mod tests {
 
     #[test]
     fn warms_up_then_decays() {
-        let s = WarmupCosine { peak: 1e-3, warmup_steps: 10, total_steps: 110, final_ratio: 0.1 };
+        let s = WarmupCosine {
+            peak: 1e-3,
+            warmup_steps: 10,
+            total_steps: 110,
+            final_ratio: 0.1,
+        };
         assert!((s.at(0) - 1e-4).abs() < 1e-12);
         assert!((s.at(9) - 1e-3).abs() < 1e-12);
         assert!((s.at(60) - 1e-3 * 0.55).abs() < 1e-9);

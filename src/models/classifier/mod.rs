@@ -2,4 +2,6 @@
 
 mod single_stream;
 
-pub use single_stream::{ClassifierOutput, Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
+pub use single_stream::{
+    ClassifierOutput, Modality, SingleStreamClassifier, SingleStreamClassifierConfig,
+};

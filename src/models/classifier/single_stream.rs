@@ -121,7 +121,11 @@ impl SingleStreamClassifierConfig {
             head: {
                 let mut head = LinearConfig::new(self.d_model, self.n_labels).init(device);
                 let prior_logit = (self.label_prior / (1.0 - self.label_prior)).ln();
-                head.bias = Some(Param::from_tensor(Tensor::full([self.n_labels], prior_logit, device)));
+                head.bias = Some(Param::from_tensor(Tensor::full(
+                    [self.n_labels],
+                    prior_logit,
+                    device,
+                )));
                 head
             },
             dropout: DropoutConfig::new(self.dropout).init(),
@@ -181,13 +185,18 @@ impl<B: Backend> SingleStreamClassifier<B> {
         next_position += 1;
 
         // img_1..img_N [SEP]
-        if let (Some(patch_encoder), Some(visual)) = (&self.patch_encoder, &self.visual_embeddings) {
+        if let (Some(patch_encoder), Some(visual)) = (&self.patch_encoder, &self.visual_embeddings)
+        {
             let regions = patch_encoder.forward(images);
             let n_regions = regions.features.dims()[1];
             let segment = self
                 .text_embeddings
                 .segment
-                .forward(Tensor::<B, 2, Int>::full([batch, n_regions], IMAGE_SEGMENT, &device));
+                .forward(Tensor::<B, 2, Int>::full(
+                    [batch, n_regions],
+                    IMAGE_SEGMENT,
+                    &device,
+                ));
             parts.push(visual.forward(regions.features, regions.boxes) + segment);
             parts.push(self.special_token(self.sep_id, next_position, batch, &device));
             next_position += 1;
@@ -205,7 +214,10 @@ impl<B: Backend> SingleStreamClassifier<B> {
             .unsqueeze::<2>()
             .expand([batch, seq]);
             let segments = Tensor::<B, 2, Int>::full([batch, seq], TEXT_SEGMENT, &device);
-            parts.push(self.text_embeddings.forward(text.tokens, segments, positions));
+            parts.push(
+                self.text_embeddings
+                    .forward(text.tokens, segments, positions),
+            );
             padding.push(text.padding);
         }
 
@@ -219,7 +231,13 @@ impl<B: Backend> SingleStreamClassifier<B> {
     }
 
     /// `[batch, 1, d_model]` embedding of one special token in the image segment.
-    fn special_token(&self, id: i64, position: usize, batch: usize, device: &B::Device) -> Tensor<B, 3> {
+    fn special_token(
+        &self,
+        id: i64,
+        position: usize,
+        batch: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
         let full = |value: i64| Tensor::<B, 2, Int>::full([batch, 1], value, device);
         self.text_embeddings
             .forward(full(id), full(IMAGE_SEGMENT), full(position as i64))

@@ -1,0 +1,192 @@
+//! The `classify` binary end to end on a tiny synthetic set: outputs, resuming after an
+//! interruption, and clear errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn classify(dir: &Path, out: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_classify"));
+    command
+        .args([
+            "--quiet",
+            "--synthetic-train",
+            "160",
+            "--synthetic-val",
+            "48",
+            "--seeds",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--out")
+        .arg(dir.join(out))
+        .args(extra);
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "classify failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn results(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn trains_all_three_modalities_and_writes_results_and_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(classify(dir.path(), "out", &["--epochs", "1"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for name in ["image-only", "text-only", "joint", "mAP", "micro-F1"] {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+    let out = dir.path().join("out");
+    for file in [
+        "results.json",
+        "results.md",
+        "comparison.png",
+        "curve-val-map.png",
+        "curve-loss.png",
+        "config.json",
+        "tokenizer.json",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    for run in ["image-only-seed0", "text-only-seed0", "joint-seed0"] {
+        for file in ["model.safetensors", "model-config.json", "result.json"] {
+            assert!(
+                out.join("runs").join(run).join(file).exists(),
+                "{run}/{file} missing"
+            );
+        }
+    }
+    let png = image::open(out.join("comparison.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (800, 500));
+    assert_eq!(results(&out)["summary"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn an_interrupted_run_resumes_and_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    run(classify(
+        dir.path(),
+        "reference",
+        &["--epochs", "3", "--modalities", "joint"],
+    ));
+    // WordPiece training is not reproducible across processes (see TextTokenizer), so the
+    // second experiment reuses the first one's tokenizer, as a researcher would.
+    let tokenizer = reference.join("tokenizer.json");
+    let args = [
+        "--epochs",
+        "3",
+        "--modalities",
+        "joint",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+    ];
+
+    // Start the same experiment and kill it once the first epoch is committed.
+    let mut child = classify(dir.path(), "interrupted", &args).spawn().unwrap();
+    let state = dir.path().join("interrupted/runs/joint-seed0/state.json");
+    let started = Instant::now();
+    while !state.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let interrupted = dir.path().join("interrupted");
+    assert!(
+        !interrupted.join("results.json").exists(),
+        "killed before finishing"
+    );
+
+    let output = run(classify(dir.path(), "interrupted", &args));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("resuming after epoch"), "{stderr}");
+    let (a, b) = (results(&reference), results(&interrupted));
+    let history = |r: &serde_json::Value| r["runs"][0]["history"].as_array().unwrap().clone();
+    assert_eq!(history(&a).len(), 3);
+    for (x, y) in history(&a).iter().zip(history(&b)) {
+        for key in ["train_loss", "val_loss", "val_map"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() < 1e-4, "{key}: {x} vs {y}");
+        }
+    }
+
+    // Running a finished experiment again reuses its results.
+    let again = run(classify(dir.path(), "interrupted", &args));
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("epoch 1/3"));
+
+    // A different config in the same directory is refused rather than mixed in.
+    let mut changed = args.to_vec();
+    changed[1] = "4";
+    let output = classify(dir.path(), "interrupted", &changed)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("different config") && stderr.contains("--out"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_and_data_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = classify(dir.path(), "out", &["--device", "tpu"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("use cpu, cuda or cuda:N"));
+
+    #[cfg(not(feature = "cuda"))]
+    {
+        let output = classify(dir.path(), "out", &["--device", "cuda:1"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains("built without CUDA support") && stderr.contains("--features cuda"),
+            "{stderr}"
+        );
+    }
+
+    let output = classify(dir.path(), "out", &["--coco-root", "/nonexistent/coco"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("/nonexistent/coco/annotations/captions_train2014.json"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let output = classify(
+        dir.path(),
+        "nan",
+        &["--epochs", "1", "--modalities", "text-only", "--lr", "1e30"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("training loss of text-only seed 0 became"),
+        "{stderr}"
+    );
+}

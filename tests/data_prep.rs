@@ -1,0 +1,149 @@
+//! The synthetic dataset and the tokenizer.
+
+use std::fs;
+use std::path::Path;
+
+use vislang::data::{
+    ensure_synthetic_coco, write_synthetic_coco, BadEntryPolicy, CocoDataset, CocoSplit,
+    SyntheticCocoConfig, TextTokenizer, SPECIAL_TOKENS,
+};
+
+fn small() -> SyntheticCocoConfig {
+    SyntheticCocoConfig {
+        n_train: 40,
+        n_val: 10,
+        ..Default::default()
+    }
+}
+
+fn read_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for dir in ["annotations", "train2014", "val2014"] {
+        let mut entries: Vec<_> = fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        files.extend(
+            entries
+                .into_iter()
+                .map(|p| (p.display().to_string(), fs::read(&p).unwrap())),
+        );
+    }
+    files
+}
+
+#[test]
+fn synthetic_set_is_deterministic_and_loads_as_coco() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_synthetic_coco(a.path(), &small()).unwrap();
+    write_synthetic_coco(b.path(), &small()).unwrap();
+    let (ta, tb) = (read_tree(a.path()), read_tree(b.path()));
+    assert_eq!(ta.len(), tb.len());
+    assert!(
+        ta.iter().zip(&tb).all(|(x, y)| x.1 == y.1),
+        "same seed, same bytes"
+    );
+
+    let train = CocoDataset::load(a.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    assert_eq!(train.images.len(), 40);
+    assert_eq!(train.categories.len(), 80);
+    assert!(train
+        .images
+        .iter()
+        .all(|i| i.captions.len() == 3 && (2..=4).contains(&i.objects.len())));
+    assert!(image::open(&train.images[0].path).unwrap().width() == 96);
+
+    // Complementarity: captions name only some of the objects.
+    let mut named = 0;
+    let mut total = 0;
+    for image in &train.images {
+        for object in &image.objects {
+            total += 1;
+            let name = &train.categories[object.category].name;
+            named += usize::from(image.captions[0].contains(name.as_str()));
+        }
+    }
+    assert!(
+        named > 0 && named < total,
+        "{named} of {total} objects named in the first caption"
+    );
+}
+
+#[test]
+fn ensure_reuses_regenerates_and_refuses_foreign_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("synthetic");
+    ensure_synthetic_coco(&root, &small()).unwrap();
+    let marker = root.join("vislang-synthetic.json");
+    let written = fs::metadata(&marker).unwrap().modified().unwrap();
+    ensure_synthetic_coco(&root, &small()).unwrap();
+    assert_eq!(
+        fs::metadata(&marker).unwrap().modified().unwrap(),
+        written,
+        "reused"
+    );
+
+    let bigger = SyntheticCocoConfig {
+        n_train: 50,
+        ..small()
+    };
+    ensure_synthetic_coco(&root, &bigger).unwrap();
+    let train = CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    assert_eq!(train.images.len(), 50, "regenerated for the new config");
+
+    // A directory that is not a synthetic set is never touched.
+    let foreign = dir.path().join("my-data");
+    fs::create_dir(&foreign).unwrap();
+    fs::write(foreign.join("precious.txt"), b"keep me").unwrap();
+    let error = ensure_synthetic_coco(&foreign, &small())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("my-data") && error.contains("refusing"),
+        "{error}"
+    );
+    assert_eq!(fs::read(foreign.join("precious.txt")).unwrap(), b"keep me");
+}
+
+#[test]
+fn wordpiece_tokenizer_trains_saves_and_reloads() {
+    let captions = [
+        "A man walking a dog.",
+        "Two dogs and a cat.",
+        "A cat on a chair near a dog",
+    ];
+    let tokenizer = TextTokenizer::train_wordpiece(captions.iter().copied(), 100).unwrap();
+    let ids = tokenizer.encode("a dog and a cat", 32).unwrap();
+    assert_eq!(tokenizer.decode(&ids), "a dog and a cat");
+    assert!(!ids.contains(&tokenizer.special.unk));
+    assert_eq!(
+        tokenizer.encode("a dog and a cat", 2).unwrap(),
+        ids[..2].to_vec()
+    );
+    // Special tokens come first, in BERT's order.
+    let s = tokenizer.special;
+    assert_eq!([s.pad, s.unk, s.cls, s.sep, s.mask], [0, 1, 2, 3, 4]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    tokenizer.save(&path).unwrap();
+    let reloaded = TextTokenizer::from_file(&path).unwrap();
+    assert_eq!(reloaded.encode("a dog and a cat", 32).unwrap(), ids);
+    assert_eq!(reloaded.vocab_size(), tokenizer.vocab_size());
+
+    // A tokenizer without [MASK] is refused by name.
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace("[MASK]", "[MSK]")).unwrap();
+    let message = TextTokenizer::from_file(&path).err().unwrap().to_string();
+    assert!(
+        message.contains("[MASK]") && message.contains("tokenizer.json"),
+        "{message}"
+    );
+    assert_eq!(SPECIAL_TOKENS.len(), 5);
+
+    fs::write(&path, "{ broken").unwrap();
+    let message = TextTokenizer::from_file(&path).err().unwrap().to_string();
+    assert!(message.contains("tokenizer.json"), "{message}");
+}
