@@ -9,7 +9,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
-use vislang::backend::{CpuBackend, NdArrayBackend};
+use vislang::backend::{CpuBackend, DeviceSpec, NdArrayBackend};
 use vislang::data::{
     ensure_synthetic_coco, image_batch, preprocess_image, BadEntryPolicy, ClassificationSplit,
     CocoDataset, CocoSplit, ImageCache, SyntheticCocoConfig, TextTokenizer,
@@ -32,9 +32,10 @@ struct Args {
     /// Batch sizes to time.
     #[arg(long, value_delimiter = ',', default_values_t = vec![32, 64])]
     batch_sizes: Vec<usize>,
-    /// Also time the CUDA backend (needs --features cuda).
-    #[arg(long)]
-    cuda: bool,
+    /// cpu times the two CPU backends; cuda or cuda:N also times that GPU (needs a build with
+    /// --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 fn machine() -> String {
@@ -164,13 +165,21 @@ fn main() {
         "\n## classifier training, synthetic preset ({} steps after warm-up)",
         args.steps
     );
+    let cuda = match args.device {
+        DeviceSpec::Cpu => None,
+        DeviceSpec::Cuda(index) => Some(index),
+    };
     println!(
         "| modality | batch | flex samples/s | ndarray samples/s | flex / ndarray |{}",
-        if args.cuda { " cuda samples/s |" } else { "" }
+        if cuda.is_some() {
+            " cuda samples/s | cuda / flex |"
+        } else {
+            ""
+        }
     );
     println!(
         "|---|---|---|---|---|{}",
-        if args.cuda { "---|" } else { "" }
+        if cuda.is_some() { "---|---|" } else { "" }
     );
     for &batch_size in &args.batch_sizes {
         for modality in Modality::ALL {
@@ -188,13 +197,15 @@ fn main() {
                 args.steps,
                 &Default::default(),
             );
-            let cuda = if args.cuda {
-                cuda_throughput(&data, modality, batch_size, args.steps)
-            } else {
-                String::new()
+            let gpu = match cuda {
+                Some(index) => {
+                    let rate = cuda_throughput(index, &data, modality, batch_size, args.steps);
+                    format!(" {rate:.0} | {:.1} |", rate / flex)
+                }
+                None => String::new(),
             };
             println!(
-                "| {} | {batch_size} | {flex:.0} | {ndarray:.0} | {:.2} |{cuda}",
+                "| {} | {batch_size} | {flex:.0} | {ndarray:.0} | {:.2} |{gpu}",
                 modality.name(),
                 flex / ndarray
             );
@@ -204,20 +215,21 @@ fn main() {
 
 #[cfg(feature = "cuda")]
 fn cuda_throughput(
+    index: usize,
     data: &PreparedData,
     modality: Modality,
     batch_size: usize,
     steps: usize,
-) -> String {
-    let device = burn_cuda::CudaDevice::new(0);
-    format!(
-        " {:.0} |",
-        train_throughput::<Autodiff<burn_cuda::Cuda>>(data, modality, batch_size, steps, &device)
-    )
+) -> f64 {
+    let device = burn_cuda::CudaDevice::new(index);
+    train_throughput::<Autodiff<burn_cuda::Cuda>>(data, modality, batch_size, steps, &device)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_throughput(_: &PreparedData, _: Modality, _: usize, _: usize) -> String {
-    eprintln!("--cuda needs a build with --features cuda");
+fn cuda_throughput(index: usize, _: &PreparedData, _: Modality, _: usize, _: usize) -> f64 {
+    eprintln!(
+        "error: {}",
+        vislang::backend::DeviceError::CudaNotCompiled(DeviceSpec::Cuda(index))
+    );
     std::process::exit(2);
 }

@@ -49,7 +49,7 @@ struct Args {
     /// Batch size [default: 32 synthetic, 64 COCO].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Peak learning rate of AdamW [default: 2e-3 synthetic, 3e-4 COCO].
+    /// Peak learning rate of AdamW [default: 1e-3 synthetic, 3e-4 COCO].
     #[arg(long)]
     lr: Option<f64>,
     /// Model input size in pixels [default: 48 synthetic, 224 COCO].

@@ -117,7 +117,7 @@ impl ClassifyConfig {
             training: TrainingConfig {
                 epochs: 8,
                 batch_size: 32,
-                learning_rate: 2e-3,
+                learning_rate: 1e-3,
                 weight_decay: 0.01,
                 warmup_fraction: 0.1,
                 grad_clip: 1.0,
@@ -379,8 +379,15 @@ pub fn run_classify<B: AutodiffBackend>(
     );
 
     let progress = super::progress::multi(show_progress);
-    let specs: Vec<RunSpec> = config
-        .modalities
+    // Longest runs first (joint, then image-only, then text-only), so that parallel workers
+    // finish together instead of one long run ending alone.
+    let mut by_cost = config.modalities.clone();
+    by_cost.sort_by_key(|m| match m {
+        Modality::Joint => 0,
+        Modality::ImageOnly => 1,
+        Modality::TextOnly => 2,
+    });
+    let specs: Vec<RunSpec> = by_cost
         .iter()
         .flat_map(|&modality| config.seeds.iter().map(move |&seed| (modality, seed)))
         .map(|(modality, seed)| RunSpec {
@@ -395,9 +402,11 @@ pub fn run_classify<B: AutodiffBackend>(
             progress: &progress,
         })
         .collect();
-    let runs = run_in_parallel(&specs, schedule.jobs, |spec| {
+    let mut runs = run_in_parallel(&specs, schedule.jobs, |spec| {
         train_run::<B>(spec, &data.train, &data.val, data.tokenizer.special, device)
     })?;
+    let order = |m: &Modality| config.modalities.iter().position(|x| x == m);
+    runs.sort_by_key(|run| (order(&run.modality), run.seed));
 
     let summary = config
         .modalities
@@ -416,7 +425,7 @@ pub fn run_classify<B: AutodiffBackend>(
         .collect();
     let report = ClassifyReport {
         config: config.clone(),
-        device: format!("{device:?}"),
+        device: format!("{} on {device:?}", B::name(device)),
         train_images: data.train.len(),
         eval_images: data.val.len(),
         skipped_entries: data.skipped.summary(),
