@@ -1,6 +1,8 @@
 //! Checkpoints: round trips, refusal of wrong shapes with the tensors named, atomic writes, and
 //! optimizer state that applies to a model rebuilt in another process.
 
+mod common;
+
 use std::fs;
 
 use burn::backend::{Autodiff, Flex};
@@ -58,7 +60,7 @@ fn value(t: Tensor<B, 1>) -> f32 {
 
 #[test]
 fn safetensors_round_trip_restores_every_parameter() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let path = dir.path().join("model.safetensors");
     let original = build(16, 1);
     save_safetensors(&original, &path).unwrap();
@@ -78,7 +80,7 @@ fn safetensors_round_trip_restores_every_parameter() {
 
 #[test]
 fn a_checkpoint_of_the_wrong_shape_is_refused_naming_the_tensors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let path = dir.path().join("small.safetensors");
     save_safetensors(&build(16, 1), &path).unwrap();
     let error = load_safetensors(build(32, 1), &path).expect_err("shapes differ");
@@ -111,7 +113,7 @@ fn a_checkpoint_of_the_wrong_shape_is_refused_naming_the_tensors() {
 
 #[test]
 fn missing_and_corrupt_checkpoints_name_the_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let missing = dir.path().join("absent.safetensors");
     let message = load_safetensors(build(16, 1), &missing)
         .err()
@@ -133,7 +135,7 @@ fn missing_and_corrupt_checkpoints_name_the_file() {
 
 #[test]
 fn optimizer_state_resumes_training_exactly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let device = Default::default();
     let step = |model: SingleStreamClassifier<B>, optimizer: &mut _| {
         let grads = GradientsParams::from_grads(loss(&model).backward(), &model);

@@ -1,6 +1,8 @@
 //! The `classify` binary end to end on a tiny synthetic set: outputs, resuming after an
 //! interruption, and clear errors.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ fn results(path: &Path) -> serde_json::Value {
 
 #[test]
 fn trains_all_three_modalities_and_writes_results_and_charts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let output = run(classify(dir.path(), "out", &["--epochs", "1"]));
     let stdout = String::from_utf8_lossy(&output.stdout);
     for name in ["image-only", "text-only", "joint", "mAP", "micro-F1"] {
@@ -74,7 +76,7 @@ fn trains_all_three_modalities_and_writes_results_and_charts() {
 
 #[test]
 fn an_interrupted_run_resumes_and_matches_an_uninterrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let reference = dir.path().join("reference");
     run(classify(
         dir.path(),
@@ -94,7 +96,10 @@ fn an_interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     ];
 
     // Start the same experiment and kill it once the first epoch is committed.
-    let mut child = classify(dir.path(), "interrupted", &args).spawn().unwrap();
+    let mut child = classify(dir.path(), "interrupted", &args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let state = dir.path().join("interrupted/runs/joint-seed0/state.json");
     let started = Instant::now();
     while !state.exists() {
@@ -145,7 +150,7 @@ fn an_interrupted_run_resumes_and_matches_an_uninterrupted_one() {
 
 #[test]
 fn bad_arguments_and_data_give_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let output = classify(dir.path(), "out", &["--device", "tpu"])
         .output()
         .unwrap();
@@ -188,5 +193,42 @@ fn bad_arguments_and_data_give_clear_errors() {
     assert!(
         stderr.contains("training loss of text-only seed 0 became"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn runs_the_coco_preset_on_a_directory_in_the_official_layout() {
+    let dir = common::tempdir();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coco-mini");
+    let output = run(classify(
+        dir.path(),
+        "coco",
+        &[
+            "--coco-root",
+            fixture.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--modalities",
+            "joint,text-only",
+        ],
+    ));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("3 train / 1 held-out images, 80 labels"),
+        "{stderr}"
+    );
+    let report = results(&dir.path().join("coco"));
+    assert_eq!(report["config"]["data"]["image_size"], 224);
+    assert_eq!(report["runs"].as_array().unwrap().len(), 2);
+    // The preprocessed images were cached at the preset's size.
+    let cache: Vec<String> = std::fs::read_dir(dir.path().join("data/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cache
+            .iter()
+            .any(|name| name.starts_with("train2014-224px-")),
+        "{cache:?}"
     );
 }

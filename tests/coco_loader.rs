@@ -1,6 +1,8 @@
 //! The COCO loader and image cache on the committed fixture (`tests/fixtures/coco-mini`), and
 //! the errors for bad input.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -11,8 +13,8 @@ fn fixture() -> PathBuf {
 }
 
 /// A writable copy of the fixture.
-fn copy_fixture() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+fn copy_fixture() -> common::TempDir {
+    let dir = common::tempdir();
     copy_dir(&fixture(), dir.path());
     dir
 }
@@ -71,7 +73,7 @@ fn loads_the_official_layout_with_crowds_empty_images_and_several_captions() {
 fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
     let dataset =
         CocoDataset::load(&fixture(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
-    let cache_dir = tempfile::tempdir().unwrap();
+    let cache_dir = common::tempdir();
     let (cache, skipped) =
         ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
             .unwrap();
@@ -108,7 +110,7 @@ fn changed_image_files_get_a_fresh_cache() {
     let root = copy_fixture();
     let dataset =
         CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
-    let cache_dir = tempfile::tempdir().unwrap();
+    let cache_dir = common::tempdir();
     let (first, _) =
         ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
             .unwrap();
@@ -197,7 +199,7 @@ fn missing_and_corrupt_images_name_the_file_and_image() {
     .unwrap();
     let dataset =
         CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
-    let cache_dir = tempfile::tempdir().unwrap();
+    let cache_dir = common::tempdir();
     let error =
         ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
             .err()

@@ -1,5 +1,7 @@
 //! The synthetic dataset and the tokenizer.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
@@ -35,7 +37,7 @@ fn read_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn synthetic_set_is_deterministic_and_loads_as_coco() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (common::tempdir(), common::tempdir());
     write_synthetic_coco(a.path(), &small()).unwrap();
     write_synthetic_coco(b.path(), &small()).unwrap();
     let (ta, tb) = (read_tree(a.path()), read_tree(b.path()));
@@ -72,7 +74,7 @@ fn synthetic_set_is_deterministic_and_loads_as_coco() {
 
 #[test]
 fn ensure_reuses_regenerates_and_refuses_foreign_directories() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let root = dir.path().join("synthetic");
     ensure_synthetic_coco(&root, &small()).unwrap();
     let marker = root.join("vislang-synthetic.json");
@@ -126,7 +128,7 @@ fn wordpiece_tokenizer_trains_saves_and_reloads() {
     let s = tokenizer.special;
     assert_eq!([s.pad, s.unk, s.cls, s.sep, s.mask], [0, 1, 2, 3, 4]);
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let path = dir.path().join("tokenizer.json");
     tokenizer.save(&path).unwrap();
     let reloaded = TextTokenizer::from_file(&path).unwrap();

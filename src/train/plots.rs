@@ -79,6 +79,17 @@ fn render(path: &Path, draw: impl FnOnce(&Area) -> DrawResult) -> Result<(), Che
     write_atomic(path, &png)
 }
 
+/// A chart builder with the title and axis-label room every vislang chart uses.
+fn captioned<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    builder
+}
+
 /// Draws `series` as lines against a shared x axis and writes a PNG. Series with the same
 /// `color` share a colour, and only the first of them gets a legend entry.
 pub fn line_chart(
@@ -98,15 +109,10 @@ pub fn line_chart(
     }
     let y_pad = ((y_max - y_min) * 0.05).max(1e-6);
     render(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                x_min..x_max.max(x_min + 1e-9),
-                (y_min - y_pad)..(y_max + y_pad),
-            )?;
+        let mut chart = captioned(root, title).build_cartesian_2d(
+            x_min..x_max.max(x_min + 1e-9),
+            (y_min - y_pad)..(y_max + y_pad),
+        )?;
         chart
             .configure_mesh()
             .x_desc(x_label)
@@ -148,12 +154,7 @@ pub fn grouped_bar_chart(
     let group_width = n_metrics as f64 + 1.0;
     let x_max = groups.len() as f64 * group_width;
     render(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, 0.0..1.05)?;
+        let mut chart = captioned(root, title).build_cartesian_2d(0.0..x_max, 0.0..1.05)?;
         let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
         chart
             .configure_mesh()

@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests.
+//!
+//! A temporary directory is written here rather than taken from the `tempfile` crate: as a
+//! dev-dependency it changes the features of shared dependencies, so `cargo test --release`
+//! and `cargo run --release` would each build the whole dependency tree.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh directory under the system temp dir, removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Creates a new empty temporary directory, unique within and across test processes.
+pub fn tempdir() -> TempDir {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let path =
+        std::env::temp_dir().join(format!("vislang-test-{}-{n}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&path).expect("temporary directory");
+    TempDir(path)
+}
