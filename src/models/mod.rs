@@ -1,3 +1,4 @@
 //! The model families built from the blocks in [`crate::nn`].
 
 pub mod classifier;
+pub mod vqvae;

@@ -1,0 +1,133 @@
+//! The VQ-VAE image tokenizer: quantizer numerics checked by hand, shapes, gradient flow.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::tensor::{Distribution, Int, Tensor};
+use vislang::models::vqvae::{VectorQuantizer, VectorQuantizerConfig, VqVaeConfig};
+use vislang::train::gradients::params_without_gradient;
+
+type B = Flex;
+type AB = Autodiff<Flex>;
+
+fn quantizer(codebook: Tensor<B, 2>, decay: f64, dead_threshold: f64) -> VectorQuantizer<B> {
+    let [k, d] = codebook.dims();
+    let mut vq = VectorQuantizerConfig::new(k, d)
+        .with_decay(decay)
+        .with_epsilon(0.0)
+        .with_dead_threshold(dead_threshold)
+        .init::<B>(&Default::default());
+    vq.embed_sum = Param::from_tensor(codebook.clone());
+    vq.codebook = Param::from_tensor(codebook);
+    vq
+}
+
+fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec().unwrap()
+}
+
+fn ints<const D: usize>(t: Tensor<B, D, Int>) -> Vec<i64> {
+    t.into_data().convert::<i64>().to_vec().unwrap()
+}
+
+#[test]
+fn the_quantizer_picks_the_nearest_code() {
+    let device = Default::default();
+    let codebook = Tensor::<B, 2>::from_data([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], &device);
+    let vq = quantizer(codebook, 0.99, 0.0);
+    let z = Tensor::<B, 2>::from_data(
+        [[1.0, 1.0], [9.0, 1.0], [2.0, 8.0], [6.0, 0.0], [-5.0, 4.0]],
+        &device,
+    );
+    let out = vq.forward(z.clone());
+    assert_eq!(ints(out.codes), vec![0, 1, 2, 1, 0]);
+    assert_eq!(
+        floats(out.quantized),
+        vec![0.0, 0.0, 10.0, 0.0, 0.0, 10.0, 10.0, 0.0, 0.0, 0.0]
+    );
+    // Commitment: 0.25 * mean of squared distances to the chosen codes.
+    let squared: f32 = [2.0, 2.0, 8.0, 16.0, 41.0].iter().sum();
+    let expected = 0.25 * squared / 10.0;
+    assert!((floats(out.commitment_loss)[0] - expected).abs() < 1e-5);
+}
+
+#[test]
+fn the_ema_update_matches_a_hand_computed_step() {
+    let device = Default::default();
+    // Two 1-d codes at 0 and 10, counts 1 and 1; decay 0.5, no smoothing.
+    let vq = quantizer(Tensor::from_data([[0.0], [10.0]], &device), 0.5, 0.0);
+    let z = Tensor::<B, 2>::from_data([[1.0], [2.0], [9.0]], &device);
+    let codes = vq.nearest_codes(z.clone()); // [0, 0, 1]
+    let vq = vq.ema_update(z, codes);
+    // counts [2, 1], sums [3, 9]:
+    // cluster = 0.5 * [1, 1] + 0.5 * [2, 1] = [1.5, 1.0]
+    // embed_sum = 0.5 * [0, 10] + 0.5 * [3, 9] = [1.5, 9.5]
+    // codebook = embed_sum / cluster = [1.0, 9.5]
+    assert_eq!(floats(vq.cluster_size.val()), vec![1.5, 1.0]);
+    assert_eq!(floats(vq.embed_sum.val()), vec![1.5, 9.5]);
+    assert_eq!(floats(vq.codebook.val()), vec![1.0, 9.5]);
+}
+
+#[test]
+fn dead_codes_are_reseeded_from_encoder_outputs() {
+    let device = Default::default();
+    let mut vq = quantizer(
+        Tensor::from_data([[0.0], [10.0], [100.0]], &device),
+        0.5,
+        0.1,
+    );
+    vq.cluster_size = Param::from_tensor(Tensor::from_data([1.0, 1.0, 0.05], &device));
+    let z = Tensor::<B, 2>::from_data([[1.0], [2.0], [9.0]], &device);
+    let codes = vq.nearest_codes(z.clone());
+    let vq = vq.ema_update(z, codes);
+    // Code 2 received nothing: its count decays to 0.025 < 0.1, so it restarts at an input.
+    let codebook = floats(vq.codebook.val());
+    assert!([1.0, 2.0, 9.0].contains(&codebook[2]), "{codebook:?}");
+    assert_eq!(floats(vq.cluster_size.val())[2], 1.0);
+    assert!(
+        (codebook[0] - 1.0).abs() < 1e-5 && (codebook[1] - 9.5).abs() < 1e-5,
+        "{codebook:?}"
+    );
+}
+
+#[test]
+fn encode_and_decode_shapes_for_every_downsampling_factor() {
+    let device = Default::default();
+    for f in [4, 8, 16] {
+        let model = VqVaeConfig::new(f, 32)
+            .with_hidden(8)
+            .with_d_code(4)
+            .init::<B>(&device);
+        let images =
+            Tensor::<B, 4>::random([2, 3, 32, 48], Distribution::Normal(0.0, 1.0), &device);
+        let out = model.forward(images.clone());
+        assert_eq!(out.reconstruction.dims(), [2, 3, 32, 48]);
+        assert_eq!(out.codes.dims(), [2, 32 / f, 48 / f]);
+        assert_eq!(out.latents.dims(), [2 * (32 / f) * (48 / f), 4]);
+        let codes = model.encode(images);
+        assert_eq!(ints(codes.clone()), ints(out.codes));
+        assert!(ints(codes.clone()).iter().all(|&c| (0..32).contains(&c)));
+        assert_eq!(model.decode(codes).dims(), [2, 3, 32, 48]);
+    }
+}
+
+#[test]
+fn gradients_pass_straight_through_to_the_encoder_but_not_to_the_codebook() {
+    let device = Default::default();
+    let model = VqVaeConfig::new(4, 16)
+        .with_hidden(8)
+        .with_d_code(4)
+        .init::<AB>(&device);
+    let images = Tensor::<AB, 4>::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let out = model.forward(images.clone());
+    let loss = (out.reconstruction - images).powi_scalar(2).mean() + out.commitment_loss;
+    let grads = loss.backward();
+    let unreached = params_without_gradient(&model, &grads);
+    assert_eq!(
+        unreached,
+        vec![
+            "quantizer.codebook",
+            "quantizer.cluster_size",
+            "quantizer.embed_sum"
+        ]
+    );
+}
