@@ -28,8 +28,10 @@ pub struct VectorQuantizerConfig {
     /// Weight of the commitment loss (0.25 in the paper).
     #[config(default = 0.25)]
     pub commitment_weight: f64,
-    /// A code whose EMA count drops below this is re-seeded from an encoder output.
-    #[config(default = 0.01)]
+    /// A code whose EMA count drops below this is re-seeded from an encoder output. Counts
+    /// start at 1, so with the default every code unused in the first batch restarts at a real
+    /// encoder output: a data-dependent initialisation (Jukebox uses the same threshold).
+    #[config(default = 1.0)]
     pub dead_threshold: f64,
 }
 
