@@ -142,16 +142,15 @@ fn main() {
             &tokenizer,
             size,
             config.data.max_text_len,
-            Some(512),
+            None,
             &cache_dir,
             BadEntryPolicy::Fail,
             false,
         )
         .expect("split")
     };
-    let train = prepare(
-        CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset"),
-    );
+    // The whole split, so the cache built above is reused rather than rebuilt for a subset.
+    let train = prepare(dataset);
     let val = prepare(
         CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail).expect("dataset"),
     );

@@ -68,6 +68,11 @@ fn trains_all_three_modalities_and_writes_results_and_charts() {
                 "{run}/{file} missing"
             );
         }
+        // Finished: no resume state, epoch checkpoints or temporary files are left behind.
+        let left = std::fs::read_dir(out.join("runs").join(run))
+            .unwrap()
+            .count();
+        assert_eq!(left, 3, "{run} holds more than its final files");
     }
     let png = image::open(out.join("comparison.png")).unwrap();
     assert_eq!((png.width(), png.height()), (800, 500));

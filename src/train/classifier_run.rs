@@ -5,7 +5,7 @@
 //! - `checkpoint-epoch{N}.safetensors`, `optimizer-epoch{N}.mpk`: the state after epoch N;
 //! - `state.json`: which epoch is complete, and the curves so far (written last: it commits N);
 //!
-//! and when done: `model.safetensors`, `model-config.json` and `result.json`.
+//! and when done, only: `model.safetensors`, `model-config.json` and `result.json`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -318,8 +318,10 @@ pub fn train_run<B: AutodiffBackend>(
         &result_path,
         &serde_json::to_vec_pretty(&result).expect("result serialises"),
     )?;
+    // result.json now marks the run as done; the resume state and its checkpoint go.
     let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, training.epochs);
     let _ = fs::remove_file(model_path);
     let _ = fs::remove_file(optimizer_path);
+    let _ = fs::remove_file(state_path);
     Ok(result)
 }

@@ -318,7 +318,10 @@ fn claim_out_dir(config: &ClassifyConfig, out_dir: &Path) -> Result<(), Classify
             }
             Ok(())
         }
-        Err(_) => Ok(write_atomic(&path, &json)?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(write_atomic(&path, &json)?)
+        }
+        Err(source) => Err(DataError::Io { path, source }.into()),
     }
 }
 
