@@ -1,7 +1,10 @@
-//! Benchmarks: the data pipeline (cache vs JPEG decoding) and classifier training throughput on
-//! the CPU backends (Flex vs NdArray) and, when built with `--features cuda`, on CUDA.
+//! Benchmarks: the data pipeline (cache vs JPEG decoding), classifier training throughput and
+//! the VQ-VAE (training and tokenization throughput, PSNR reached) on the CPU backends (Flex vs
+//! NdArray) and, when built with `--features cuda`, on CUDA.
 
-use std::path::PathBuf;
+mod bench_vqvae;
+
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -17,6 +20,8 @@ use vislang::data::{
 use vislang::models::classifier::Modality;
 use vislang::train::classifier_run::bce_with_logits;
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
+use vislang::train::vqvae::{prepare_vqvae_data, TrainVqVaeConfig, VqVaeData};
+use vislang::train::RunPaths;
 
 /// Prints throughput numbers for the data pipeline and classifier training, with the machine
 /// named, and ratios against a reference measured in the same run.
@@ -36,6 +41,19 @@ struct Args {
     /// --features cuda).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Which sections to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Section::Data, Section::Classifier, Section::Vqvae])]
+    sections: Vec<Section>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum Section {
+    /// JPEG decoding vs the image cache.
+    Data,
+    /// Classifier training samples/s per modality.
+    Classifier,
+    /// VQ-VAE training and tokenization images/s, and the PSNR of the full synthetic preset.
+    Vqvae,
 }
 
 fn machine() -> String {
@@ -91,18 +109,40 @@ fn train_throughput<B: AutodiffBackend>(
 fn main() {
     let args = Args::parse();
     println!("machine: {}", machine());
-    let config = ClassifyConfig::synthetic();
     let synthetic = SyntheticCocoConfig::default();
     let root = args
         .data_dir
         .join(format!("synthetic-coco-seed{}", synthetic.seed));
     ensure_synthetic_coco(&root, &synthetic).expect("synthetic data");
     let cache_dir = args.data_dir.join("cache");
+    let cuda = match args.device {
+        DeviceSpec::Cpu => None,
+        DeviceSpec::Cuda(index) => Some(index),
+    };
+    if args.sections.contains(&Section::Data) {
+        data_section(&root, &cache_dir);
+    }
+    if args.sections.contains(&Section::Classifier) {
+        classifier_section(&args, &root, &cache_dir, cuda);
+    }
+    if args.sections.contains(&Section::Vqvae) {
+        let paths = RunPaths {
+            out_dir: args.data_dir.join("unused"),
+            data_dir: args.data_dir.clone(),
+            cache_dir: cache_dir.clone(),
+        };
+        let data = prepare_vqvae_data(&TrainVqVaeConfig::synthetic().data, &paths, false)
+            .expect("VQ-VAE data");
+        let cuda_rates = cuda.map(|index| cuda_vqvae_throughput(index, &data, args.steps));
+        bench_vqvae::run(&data, &paths, args.steps, cuda_rates);
+    }
+}
 
-    // Data pipeline: decoding JPEGs vs reading the cache, both into normalised batches.
+/// Data pipeline: decoding JPEGs vs reading the cache, both into normalised batches.
+fn data_section(root: &Path, cache_dir: &Path) {
+    let size = ClassifyConfig::synthetic().data.image_size;
     let dataset =
-        CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset");
-    let size = config.data.image_size;
+        CocoDataset::load(root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset");
     let n = dataset.images.len().min(1000);
     let started = Instant::now();
     for image in &dataset.images[..n] {
@@ -110,7 +150,7 @@ fn main() {
     }
     let decode_rate = n as f64 / started.elapsed().as_secs_f64();
     let (cache, _) =
-        ImageCache::open_or_build(&dataset, size, &cache_dir, BadEntryPolicy::Fail, false)
+        ImageCache::open_or_build(&dataset, size, cache_dir, BadEntryPolicy::Fail, false)
             .expect("cache");
     let ids: Vec<u64> = dataset.images.iter().map(|i| i.id).collect();
     let started = Instant::now();
@@ -132,8 +172,14 @@ fn main() {
         "cache -> normalised batch tensor:       {cache_rate:>10.0} images/s ({:.1}x decoding)",
         cache_rate / decode_rate
     );
+}
 
-    // Training throughput.
+/// Classifier training samples/s per modality and batch size.
+fn classifier_section(args: &Args, root: &Path, cache_dir: &Path, cuda: Option<usize>) {
+    let config = ClassifyConfig::synthetic();
+    let size = config.data.image_size;
+    let dataset =
+        CocoDataset::load(root, CocoSplit::Train2014, BadEntryPolicy::Fail).expect("dataset");
     let tokenizer = TextTokenizer::train_wordpiece(dataset.all_captions(), config.data.vocab_size)
         .expect("tokenizer");
     let prepare = |dataset| {
@@ -143,16 +189,16 @@ fn main() {
             size,
             config.data.max_text_len,
             None,
-            &cache_dir,
+            cache_dir,
             BadEntryPolicy::Fail,
             false,
         )
         .expect("split")
     };
-    // The whole split, so the cache built above is reused rather than rebuilt for a subset.
+    // The whole split, so one cache serves every section and run.
     let train = prepare(dataset);
     let val = prepare(
-        CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail).expect("dataset"),
+        CocoDataset::load(root, CocoSplit::Val2014, BadEntryPolicy::Fail).expect("dataset"),
     );
     let data = PreparedData {
         train,
@@ -164,10 +210,6 @@ fn main() {
         "\n## classifier training, synthetic preset ({} steps after warm-up)",
         args.steps
     );
-    let cuda = match args.device {
-        DeviceSpec::Cpu => None,
-        DeviceSpec::Cuda(index) => Some(index),
-    };
     println!(
         "| modality | batch | flex samples/s | ndarray samples/s | flex / ndarray |{}",
         if cuda.is_some() {
@@ -224,11 +266,31 @@ fn cuda_throughput(
     train_throughput::<Autodiff<burn_cuda::Cuda>>(data, modality, batch_size, steps, &device)
 }
 
+#[cfg(feature = "cuda")]
+fn cuda_vqvae_throughput(index: usize, data: &VqVaeData, steps: usize) -> (f64, f64) {
+    let device = burn_cuda::CudaDevice::new(index);
+    let batch = TrainVqVaeConfig::synthetic().training.batch_size;
+    (
+        bench_vqvae::train_throughput::<Autodiff<burn_cuda::Cuda>>(data, batch, steps, &device),
+        bench_vqvae::tokenize_throughput::<burn_cuda::Cuda>(data, &device),
+    )
+}
+
 #[cfg(not(feature = "cuda"))]
-fn cuda_throughput(index: usize, _: &PreparedData, _: Modality, _: usize, _: usize) -> f64 {
+fn cuda_vqvae_throughput(index: usize, _: &VqVaeData, _: usize) -> (f64, f64) {
+    cuda_not_compiled(index)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_not_compiled(index: usize) -> ! {
     eprintln!(
         "error: {}",
         vislang::backend::DeviceError::CudaNotCompiled(DeviceSpec::Cuda(index))
     );
     std::process::exit(2);
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_throughput(index: usize, _: &PreparedData, _: Modality, _: usize, _: usize) -> f64 {
+    cuda_not_compiled(index)
 }

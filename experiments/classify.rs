@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
+use vislang::cli::{exit_status, DataArgs};
 use vislang::models::classifier::Modality;
 use vislang::train::classify::{
-    joint_margin, results_table, run_classify, ClassifyConfig, ClassifyPaths, Schedule,
+    joint_margin, results_table, run_classify, ClassifyConfig, Schedule,
 };
+use vislang::train::RunPaths;
 
 /// Trains image-only, text-only and joint single-stream classifiers ([CLS] img [SEP] text [SEP])
 /// with the same budget and seeds, evaluates them on the held-out split, and prints mAP and
@@ -22,18 +24,11 @@ use vislang::train::classify::{
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
-    /// MSCOCO 2014 root (annotations/, train2014/, val2014/). Without it: the synthetic set.
-    #[arg(long)]
-    coco_root: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Where results, charts and checkpoints are written.
     #[arg(long, default_value = "runs/classify")]
     out: PathBuf,
-    /// Where the synthetic dataset is generated.
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
-    /// Where preprocessed images are cached [default: <data-dir>/cache].
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
     /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
@@ -58,22 +53,6 @@ struct Args {
     /// Use an existing tokenizer.json (e.g. bert-base-uncased's) instead of training WordPiece.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Use only the first N training images (by id).
-    #[arg(long)]
-    max_train_images: Option<usize>,
-    /// Use only the first N held-out images (by id).
-    #[arg(long)]
-    max_eval_images: Option<usize>,
-    /// Skip and count bad entries (missing or corrupt images, unknown categories, empty
-    /// captions) instead of stopping at the first.
-    #[arg(long)]
-    skip_bad: bool,
-    /// Synthetic set: training images.
-    #[arg(long)]
-    synthetic_train: Option<usize>,
-    /// Synthetic set: held-out images.
-    #[arg(long)]
-    synthetic_val: Option<usize>,
     /// Runs trained at once, each on its own thread [default: CPU cores on cpu, 1 on cuda].
     /// The CPU backend keeps about one core busy for these small models, so parallel runs
     /// finish sooner.
@@ -86,7 +65,7 @@ struct Args {
 
 struct Classify {
     config: ClassifyConfig,
-    paths: ClassifyPaths,
+    paths: RunPaths,
     schedule: Schedule,
 }
 
@@ -109,7 +88,7 @@ impl BackendTask for Classify {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config = match &args.coco_root {
+    let mut config = match &args.data.coco_root {
         Some(root) => ClassifyConfig::coco(root.clone()),
         None => ClassifyConfig::synthetic(),
     };
@@ -124,19 +103,12 @@ fn main() -> ExitCode {
     let d = &mut config.data;
     d.image_size = args.image_size.unwrap_or(d.image_size);
     d.tokenizer = args.tokenizer;
-    d.max_train_images = args.max_train_images;
-    d.max_eval_images = args.max_eval_images;
-    d.skip_bad = args.skip_bad;
-    d.synthetic.n_train = args.synthetic_train.unwrap_or(d.synthetic.n_train);
-    d.synthetic.n_val = args.synthetic_val.unwrap_or(d.synthetic.n_val);
+    d.max_train_images = args.data.max_train_images;
+    d.max_eval_images = args.data.max_eval_images;
+    d.skip_bad = args.data.skip_bad;
+    args.data.apply_to(&mut d.synthetic);
 
-    let paths = ClassifyPaths {
-        cache_dir: args
-            .cache_dir
-            .unwrap_or_else(|| args.data_dir.join("cache")),
-        data_dir: args.data_dir,
-        out_dir: args.out,
-    };
+    let paths = args.data.paths(args.out);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args.jobs.unwrap_or(match args.device {
         DeviceSpec::Cpu => cores,
@@ -150,15 +122,5 @@ fn main() -> ExitCode {
             show_progress: !args.quiet,
         },
     };
-    match run_on(args.device, task) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(error)) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status(run_on(args.device, task))
 }

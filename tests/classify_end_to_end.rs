@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 fn classify(dir: &Path, out: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_classify"));
@@ -101,21 +100,10 @@ fn an_interrupted_run_resumes_and_matches_an_uninterrupted_one() {
     ];
 
     // Start the same experiment and kill it once the first epoch is committed.
-    let mut child = classify(dir.path(), "interrupted", &args)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = dir.path().join("interrupted/runs/joint-seed0/state.json");
-    let started = Instant::now();
-    while !state.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_once_exists(
+        classify(dir.path(), "interrupted", &args),
+        &dir.path().join("interrupted/runs/joint-seed0/state.json"),
+    );
     let interrupted = dir.path().join("interrupted");
     assert!(
         !interrupted.join("results.json").exists(),

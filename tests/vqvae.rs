@@ -131,3 +131,104 @@ fn gradients_pass_straight_through_to_the_encoder_but_not_to_the_codebook() {
         ]
     );
 }
+
+mod common;
+
+use vislang::data::{ImageTokens, ImageTokensError, TokenExpectation, TokenFileInfo};
+use vislang::train::vqvae::{codebook_usage, psnr};
+
+fn token_file() -> ImageTokens {
+    ImageTokens {
+        info: TokenFileInfo {
+            split: "val2014".into(),
+            image_size: 32,
+            grid: [2, 3],
+            n_codes: 10,
+            vqvae_checkpoint: "00000000000000aa".into(),
+            images: "00000000000000bb".into(),
+        },
+        image_ids: vec![7, 42],
+        codes: vec![0, 1, 2, 3, 4, 5, 9, 8, 7, 6, 5, 4],
+    }
+}
+
+#[test]
+fn token_files_round_trip_and_refuse_another_checkpoint_or_image_size() {
+    let dir = common::tempdir();
+    let path = dir.path().join("tokens.safetensors");
+    let written = token_file();
+    written.save(&path).unwrap();
+    let expected = TokenExpectation {
+        vqvae_checkpoint: "00000000000000aa".into(),
+        image_size: 32,
+    };
+    let read = ImageTokens::load_expecting(&path, &expected).unwrap();
+    assert_eq!(read.info, written.info);
+    assert_eq!(read.image_ids, vec![7, 42]);
+    assert_eq!(read.image(1), &[9, 8, 7, 6, 5, 4]);
+    assert_eq!(read.index_by_id()[&42], 1);
+
+    let other_checkpoint = TokenExpectation {
+        vqvae_checkpoint: "00000000000000cc".into(),
+        ..expected.clone()
+    };
+    let error = ImageTokens::load_expecting(&path, &other_checkpoint).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImageTokensError::Mismatch {
+                field: "VQ-VAE checkpoint",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let other_size = TokenExpectation {
+        image_size: 64,
+        ..expected
+    };
+    let error = ImageTokens::load_expecting(&path, &other_size).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("image size") && message.contains("64 px"),
+        "{message}"
+    );
+    assert!(message.contains("tokens.safetensors"), "{message}");
+}
+
+#[test]
+fn corrupt_token_files_are_refused_with_the_path_and_the_fault() {
+    let dir = common::tempdir();
+    let path = dir.path().join("tokens.safetensors");
+    std::fs::write(&path, b"not a safetensors file").unwrap();
+    let error = ImageTokens::load(&path).unwrap_err();
+    assert!(matches!(error, ImageTokensError::Format { .. }), "{error}");
+    assert!(error.to_string().contains("tokens.safetensors"));
+
+    // A code outside the codebook is caught, not passed on as an embedding index.
+    let mut bad = token_file();
+    bad.codes[3] = 10;
+    bad.save(&path).unwrap();
+    let message = ImageTokens::load(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("code 10") && message.contains("codebook of 10"),
+        "{message}"
+    );
+
+    let missing = dir.path().join("missing.safetensors");
+    let error = ImageTokens::load(&missing).unwrap_err();
+    assert!(matches!(error, ImageTokensError::Io { .. }), "{error}");
+}
+
+#[test]
+fn psnr_and_codebook_usage_match_hand_computed_values() {
+    // MSE 0.01 on [0, 1] pixels is 20 dB; 0.001 is 30 dB.
+    assert!((psnr(0.01) - 20.0).abs() < 1e-9);
+    assert!((psnr(0.001) - 30.0).abs() < 1e-9);
+    // Two codes used equally out of four: entropy ln 2, perplexity 2, half the codebook.
+    let (perplexity, used) = codebook_usage(&[5.0, 0.0, 5.0, 0.0]);
+    assert!((perplexity - 2.0).abs() < 1e-9);
+    assert_eq!(used, 0.5);
+    // One code only: perplexity 1.
+    assert!((codebook_usage(&[0.0, 3.0, 0.0]).0 - 1.0).abs() < 1e-9);
+}

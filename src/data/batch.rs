@@ -35,6 +35,31 @@ pub fn image_batch<B: Backend>(
     )
 }
 
+/// The inverse of [`image_batch`]: RGB bytes (`[size, size, 3]` each) from normalised
+/// `[batch, 3, size, size]` tensors, clamped to the displayable range.
+pub fn images_to_rgb<B: Backend>(images: Tensor<B, 4>) -> Vec<Vec<u8>> {
+    let [batch, _, h, w] = images.dims();
+    let plane = h * w;
+    let values: Vec<f32> = images
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 data");
+    (0..batch)
+        .map(|b| {
+            let image = &values[b * 3 * plane..(b + 1) * 3 * plane];
+            (0..plane)
+                .flat_map(|p| {
+                    (0..3).map(move |c| {
+                        let v = image[c * plane + p] * IMAGE_STD[c] + IMAGE_MEAN[c];
+                        (v * 255.0).round().clamp(0.0, 255.0) as u8
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Caption token ids padded to the longest in the batch.
 #[derive(Debug, Clone)]
 pub struct TextBatch<B: Backend> {

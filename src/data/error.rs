@@ -88,6 +88,17 @@ pub enum BadEntryPolicy {
     Skip,
 }
 
+impl BadEntryPolicy {
+    /// `Skip` when `skip_bad` (the `--skip-bad` flag), else `Fail`.
+    pub fn skipping(skip_bad: bool) -> Self {
+        if skip_bad {
+            Self::Skip
+        } else {
+            Self::Fail
+        }
+    }
+}
+
 /// The entries left out under [`BadEntryPolicy::Skip`].
 #[derive(Debug, Default)]
 pub struct SkipReport {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::coco::{CocoDataset, CocoImage};
 use super::error::{BadEntryPolicy, DataError, SkipReport};
+use super::fingerprint::Fnv;
 
 /// Bump when preprocessing changes, so old caches are not reused.
 const PREPROCESS_VERSION: u32 = 1;
@@ -109,21 +110,7 @@ pub struct ImageCache {
     image_size: usize,
     index: HashMap<u64, usize>,
     path: PathBuf,
-}
-
-/// FNV-1a, 64 bit: stable across Rust versions, unlike `DefaultHasher`.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf29ce484222325)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x100000001b3);
-        }
-    }
+    fingerprint: String,
 }
 
 fn fingerprint(dataset: &CocoDataset, size: usize) -> String {
@@ -143,7 +130,7 @@ fn fingerprint(dataset: &CocoDataset, size: usize) -> String {
             hash.write(&modified.to_le_bytes());
         }
     }
-    format!("{:016x}", hash.0)
+    hash.hex()
 }
 
 impl ImageCache {
@@ -223,6 +210,7 @@ impl ImageCache {
                 image_size: header.image_size,
                 index,
                 path: path.to_path_buf(),
+                fingerprint: header.fingerprint,
             },
             header.skipped,
         ))
@@ -331,6 +319,11 @@ impl ImageCache {
 
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Identifies the source images and preprocessing this cache was built from.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Where the cache lives on disk.

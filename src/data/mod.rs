@@ -1,23 +1,30 @@
 //! Datasets: MSCOCO 2014 in its official layout, the built-in synthetic set in the same format,
-//! the preprocessed-image cache, the text tokenizer and batching.
+//! the preprocessed-image cache, image-token files, the text tokenizer and batching.
 
 pub mod batch;
 pub mod categories;
 pub mod classification;
 pub mod coco;
 pub mod error;
+pub mod fingerprint;
 pub mod image_cache;
+pub mod image_split;
+pub mod image_tokens;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use batch::{float_rows, image_batch, TextBatch, IMAGE_MEAN, IMAGE_STD};
+pub use batch::{float_rows, image_batch, images_to_rgb, TextBatch, IMAGE_MEAN, IMAGE_STD};
 pub use classification::{
     ClassificationBatch, ClassificationExample, ClassificationSplit, PrepareError,
 };
 pub use coco::{CocoCategory, CocoDataset, CocoImage, CocoObject, CocoSplit};
 pub use error::{BadEntryPolicy, DataError, SkipReport};
 pub use image_cache::{preprocess_image, ImageCache};
+pub use image_split::ImageSplit;
+pub use image_tokens::{
+    checkpoint_fingerprint, ImageTokens, ImageTokensError, TokenExpectation, TokenFileInfo,
+};
 pub use synthetic::{
-    ensure_synthetic_coco, write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
+    dataset_root, ensure_synthetic_coco, write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
 };
 pub use tokenizer::{SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};

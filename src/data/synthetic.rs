@@ -146,6 +146,23 @@ struct Placed {
     bbox: [f32; 4],
 }
 
+/// Where a run's images come from: the MSCOCO root when given, otherwise the synthetic set for
+/// `synthetic` under `data_dir` (generated on first use).
+pub fn dataset_root(
+    coco_root: Option<&Path>,
+    synthetic: &SyntheticCocoConfig,
+    data_dir: &Path,
+) -> Result<PathBuf, SyntheticError> {
+    match coco_root {
+        Some(root) => Ok(root.to_path_buf()),
+        None => {
+            let root = data_dir.join(format!("synthetic-coco-seed{}", synthetic.seed));
+            ensure_synthetic_coco(&root, synthetic)?;
+            Ok(root)
+        }
+    }
+}
+
 /// Makes sure `root` holds the synthetic set for `config`, generating it if needed. An existing
 /// set with a different config is regenerated; a directory that is not ours is left alone.
 pub fn ensure_synthetic_coco(

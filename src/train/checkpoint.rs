@@ -22,6 +22,38 @@ pub enum CheckpointError {
     Format { path: PathBuf, message: String },
     #[error("checkpoint {path} does not fit the model:{details}")]
     Mismatch { path: PathBuf, details: String },
+    #[error("{dir} holds a run with a different config ({dir}/config.json); choose another --out to start a new one, or repeat the original arguments to resume")]
+    OtherRun { dir: PathBuf },
+}
+
+/// Claims `dir` for a run with `config`: a fresh directory gets `config.json`; an existing one
+/// must hold the same config (then the run resumes there), so one run never overwrites another.
+pub fn claim_run_dir<C>(dir: &Path, config: &C) -> Result<(), CheckpointError>
+where
+    C: serde::Serialize,
+{
+    let path = dir.join("config.json");
+    let wanted = serde_json::to_value(config).expect("config serialises");
+    match fs::read(&path) {
+        Ok(existing) => {
+            let existing: serde_json::Value =
+                serde_json::from_slice(&existing).map_err(|e| CheckpointError::Format {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            if existing != wanted {
+                return Err(CheckpointError::OtherRun {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&wanted).expect("config serialises"),
+        ),
+        Err(source) => Err(CheckpointError::Io { path, source }),
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.

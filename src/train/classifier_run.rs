@@ -1,11 +1,6 @@
 //! Training and evaluating one classifier (one modality, one seed), with per-epoch checkpoints
-//! that let an interrupted run continue where it stopped.
-//!
-//! A run directory holds, while training:
-//! - `checkpoint-epoch{N}.safetensors`, `optimizer-epoch{N}.mpk`: the state after epoch N;
-//! - `state.json`: which epoch is complete, and the curves so far (written last: it commits N);
-//!
-//! and when done, only: `model.safetensors`, `model-config.json` and `result.json`.
+//! ([`EpochCheckpoints`]) that let an interrupted run continue where it stopped. A finished run
+//! directory holds only `model.safetensors`, `model-config.json` and `result.json`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,11 +19,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{
-    assign_stable_param_ids, load_record, load_safetensors, save_record, save_safetensors,
-    write_atomic,
-};
+use super::checkpoint::{assign_stable_param_ids, save_safetensors, write_atomic};
 use super::classify::{ClassifyError, TrainingConfig};
+use super::epoch_checkpoints::{epoch_seed, EpochCheckpoints, RunState};
 use super::metrics::{mean_average_precision, micro_f1};
 use super::progress;
 use super::schedule::WarmupCosine;
@@ -59,12 +52,6 @@ pub struct RunResult {
     pub n_params: usize,
     pub train_samples_per_second: f64,
     pub history: Vec<EpochLog>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct RunState {
-    epochs_done: usize,
-    history: Vec<EpochLog>,
 }
 
 /// Metrics of the model on a split.
@@ -139,13 +126,6 @@ pub struct RunSpec<'a> {
 /// runs on other threads must not draw from it between `seed` and `init`.
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
-fn checkpoint_paths(dir: &Path, epoch: usize) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("checkpoint-epoch{epoch}.safetensors")),
-        dir.join(format!("optimizer-epoch{epoch}.mpk")),
-    )
-}
-
 fn json_error(path: &Path, e: serde_json::Error) -> ClassifyError {
     ClassifyError::Corrupt {
         path: path.to_path_buf(),
@@ -167,7 +147,7 @@ pub fn train_run<B: AutodiffBackend>(
     }
     let training = spec.training;
     let name = format!("{} seed {}", spec.modality.name(), spec.seed);
-    let mut model: SingleStreamClassifier<B> = {
+    let model: SingleStreamClassifier<B> = {
         let _guard = INIT_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -175,7 +155,7 @@ pub fn train_run<B: AutodiffBackend>(
         assign_stable_param_ids(spec.model.init(device))
     };
     let n_params = model.num_params();
-    let mut optimizer = AdamWConfig::new()
+    let optimizer = AdamWConfig::new()
         .with_weight_decay(training.weight_decay as f32)
         .with_epsilon(1e-8)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(
@@ -183,18 +163,12 @@ pub fn train_run<B: AutodiffBackend>(
         )))
         .init::<B, SingleStreamClassifier<B>>();
 
-    let state_path = spec.dir.join("state.json");
-    let mut history = Vec::new();
-    let mut start_epoch = 0;
-    if let Ok(bytes) = fs::read(&state_path) {
-        let state: RunState =
-            serde_json::from_slice(&bytes).map_err(|e| json_error(&state_path, e))?;
-        let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, state.epochs_done);
-        model = load_safetensors(model, &model_path)?;
-        let record = load_record::<B, _>(&optimizer_path, device)?;
-        optimizer = optimizer.load_record(record);
-        start_epoch = state.epochs_done;
-        history = state.history;
+    let checkpoints = EpochCheckpoints::new(&spec.dir);
+    let (mut model, mut optimizer, state) =
+        checkpoints.resume::<B, _, _, EpochLog>(model, optimizer, device)?;
+    let start_epoch = state.epochs_done;
+    let mut history = state.history;
+    if start_epoch > 0 {
         progress::println(
             spec.progress,
             &format!("[{name}] resuming after epoch {start_epoch}"),
@@ -203,17 +177,17 @@ pub fn train_run<B: AutodiffBackend>(
 
     let steps_per_epoch = train.len().div_ceil(training.batch_size);
     let total_steps = steps_per_epoch * training.epochs;
-    let schedule = WarmupCosine {
-        peak: training.learning_rate,
-        warmup_steps: ((total_steps as f64 * training.warmup_fraction) as usize).max(1),
+    let schedule = WarmupCosine::new(
+        training.learning_rate,
         total_steps,
-        final_ratio: 0.05,
-    };
+        training.warmup_fraction,
+        0.05,
+    );
     for epoch in start_epoch..training.epochs {
         // Seeds derived from (seed, epoch) make a resumed epoch identical to an uninterrupted
         // one. The backend seed drives dropout; with several runs in parallel threads their
         // dropout draws interleave, so only dropout-free configs are then bit-reproducible.
-        let epoch_seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+        let epoch_seed = epoch_seed(spec.seed, epoch);
         B::seed(device, epoch_seed);
         let mut rng = StdRng::seed_from_u64(epoch_seed);
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -279,21 +253,14 @@ pub fn train_run<B: AutodiffBackend>(
         ));
         history.push(log);
 
-        // Commit the epoch: weights and optimizer first, then the state that points at them.
-        let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, epoch + 1);
-        save_safetensors(&model, &model_path)?;
-        save_record::<B, _>(optimizer.to_record(), &optimizer_path)?;
-        let state = RunState {
-            epochs_done: epoch + 1,
-            history: history.clone(),
-        };
-        write_atomic(
-            &state_path,
-            &serde_json::to_vec_pretty(&state).expect("state serialises"),
+        checkpoints.commit::<B, _, _, _>(
+            &model,
+            &optimizer,
+            &RunState {
+                epochs_done: epoch + 1,
+                history: history.clone(),
+            },
         )?;
-        let (old_model, old_optimizer) = checkpoint_paths(&spec.dir, epoch);
-        let _ = fs::remove_file(old_model);
-        let _ = fs::remove_file(old_optimizer);
     }
 
     let last = history.last().cloned().ok_or_else(|| {
@@ -319,9 +286,6 @@ pub fn train_run<B: AutodiffBackend>(
         &serde_json::to_vec_pretty(&result).expect("result serialises"),
     )?;
     // result.json now marks the run as done; the resume state and its checkpoint go.
-    let (model_path, optimizer_path) = checkpoint_paths(&spec.dir, training.epochs);
-    let _ = fs::remove_file(model_path);
-    let _ = fs::remove_file(optimizer_path);
-    let _ = fs::remove_file(state_path);
+    checkpoints.finish(training.epochs);
     Ok(result)
 }

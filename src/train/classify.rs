@@ -9,12 +9,13 @@ use std::sync::Mutex;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{write_atomic, CheckpointError};
+use super::checkpoint::{claim_run_dir, write_atomic, CheckpointError};
 use super::classifier_run::{train_run, RunResult, RunSpec};
 use super::metrics::MeanStd;
 use super::plots::{grouped_bar_chart, line_chart, Bar, BarGroup, Series};
+use super::RunPaths;
 use crate::data::{
-    ensure_synthetic_coco, BadEntryPolicy, ClassificationSplit, CocoDataset, CocoSplit, DataError,
+    dataset_root, BadEntryPolicy, ClassificationSplit, CocoDataset, CocoSplit, DataError,
     PrepareError, SkipReport, SyntheticCocoConfig, SyntheticError, TextTokenizer, TokenizerError,
 };
 use crate::models::classifier::{Modality, SingleStreamClassifierConfig};
@@ -151,17 +152,6 @@ impl ClassifyConfig {
     }
 }
 
-/// Where the experiment reads and writes.
-#[derive(Debug, Clone)]
-pub struct ClassifyPaths {
-    /// Results, charts, tokenizer and per-run checkpoints.
-    pub out_dir: PathBuf,
-    /// Where the synthetic set is generated.
-    pub data_dir: PathBuf,
-    /// Where preprocessed images are cached.
-    pub cache_dir: PathBuf,
-}
-
 /// Everything that can stop the experiment, each naming what is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
@@ -220,24 +210,15 @@ pub struct PreparedData {
 /// Loads (or generates) the dataset, the tokenizer and the image caches.
 pub fn prepare_data(
     config: &DataConfig,
-    paths: &ClassifyPaths,
+    paths: &RunPaths,
     show_progress: bool,
 ) -> Result<PreparedData, ClassifyError> {
-    let root = match &config.coco_root {
-        Some(root) => root.clone(),
-        None => {
-            let root = paths
-                .data_dir
-                .join(format!("synthetic-coco-seed{}", config.synthetic.seed));
-            ensure_synthetic_coco(&root, &config.synthetic)?;
-            root
-        }
-    };
-    let policy = if config.skip_bad {
-        BadEntryPolicy::Skip
-    } else {
-        BadEntryPolicy::Fail
-    };
+    let root = dataset_root(
+        config.coco_root.as_deref(),
+        &config.synthetic,
+        &paths.data_dir,
+    )?;
+    let policy = BadEntryPolicy::skipping(config.skip_bad);
     let train = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
     let val = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
     if train.categories != val.categories {
@@ -297,34 +278,6 @@ pub fn prepare_data(
     })
 }
 
-/// Checks the output directory: a fresh one gets `config.json`; an existing one must hold
-/// the same config (then the experiment resumes).
-fn claim_out_dir(config: &ClassifyConfig, out_dir: &Path) -> Result<(), ClassifyError> {
-    let path = out_dir.join("config.json");
-    let json = serde_json::to_vec_pretty(config).expect("config serialises");
-    match fs::read(&path) {
-        Ok(existing) => {
-            let existing: ClassifyConfig =
-                serde_json::from_slice(&existing).map_err(|e| ClassifyError::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            if &existing != config {
-                return Err(ClassifyError::Config(format!(
-                    "{} holds an experiment with a different config ({}); choose another --out to start a new one, or repeat the original arguments to resume",
-                    out_dir.display(),
-                    path.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Ok(write_atomic(&path, &json)?)
-        }
-        Err(source) => Err(DataError::Io { path, source }.into()),
-    }
-}
-
 /// The model config of one modality under `config`.
 pub fn model_config(
     config: &ClassifyConfig,
@@ -354,7 +307,7 @@ pub fn model_config(
 /// Runs the whole comparison and writes `results.json`, `results.md` and the charts.
 pub fn run_classify<B: AutodiffBackend>(
     config: &ClassifyConfig,
-    paths: &ClassifyPaths,
+    paths: &RunPaths,
     device: &B::Device,
     schedule: Schedule,
 ) -> Result<ClassifyReport, ClassifyError> {
@@ -368,7 +321,7 @@ pub fn run_classify<B: AutodiffBackend>(
         path: paths.out_dir.clone(),
         source,
     })?;
-    claim_out_dir(config, &paths.out_dir)?;
+    claim_run_dir(&paths.out_dir, config)?;
     let data = prepare_data(&config.data, paths, show_progress)?;
     for line in data.skipped.summary() {
         eprintln!("skipped {line}");

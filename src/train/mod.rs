@@ -3,8 +3,24 @@
 pub mod checkpoint;
 pub mod classifier_run;
 pub mod classify;
+pub mod epoch_checkpoints;
 pub mod gradients;
+pub mod image_grid;
 pub mod metrics;
 pub mod plots;
 pub mod progress;
 pub mod schedule;
+pub mod vqvae;
+
+use std::path::PathBuf;
+
+/// Where an experiment reads and writes.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// Results, charts and checkpoints.
+    pub out_dir: PathBuf,
+    /// Where the synthetic set is generated.
+    pub data_dir: PathBuf,
+    /// Where preprocessed images are cached.
+    pub cache_dir: PathBuf,
+}

@@ -13,6 +13,16 @@ pub struct WarmupCosine {
 }
 
 impl WarmupCosine {
+    /// Warm-up over `warmup_fraction` of `total_steps` (at least one step).
+    pub fn new(peak: f64, total_steps: usize, warmup_fraction: f64, final_ratio: f64) -> Self {
+        Self {
+            peak,
+            warmup_steps: ((total_steps as f64 * warmup_fraction) as usize).max(1),
+            total_steps,
+            final_ratio,
+        }
+    }
+
     /// The learning rate for optimisation step `step` (0-based).
     pub fn at(&self, step: usize) -> f64 {
         if step < self.warmup_steps {

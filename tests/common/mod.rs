@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// A fresh directory under the system temp dir, removed (with its contents) on drop.
 pub struct TempDir(PathBuf);
@@ -35,4 +37,24 @@ pub fn tempdir() -> TempDir {
         std::env::temp_dir().join(format!("vislang-test-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&path).expect("temporary directory");
     TempDir(path)
+}
+
+/// Starts `command` and kills it as soon as `marker` exists (e.g. the `state.json` that commits
+/// a training run's first epoch): an interruption at a known point.
+pub fn kill_once_exists(mut command: Command, marker: &Path) {
+    let mut child = command
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{} never appeared",
+            marker.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
 }

@@ -1,7 +1,7 @@
-//! VQ-VAE image tokenizer (issue #4; the model and quantizer so far, see the session notes).
+//! VQ-VAE image tokenizer: model and quantizer; training is in `crate::train::vqvae`.
 
 mod model;
 mod quantizer;
 
-pub use model::{VqVae, VqVaeConfig, VqVaeOutput};
+pub use model::{ResidualBlock, VqVae, VqVaeConfig, VqVaeOutput};
 pub use quantizer::{Quantized, VectorQuantizer, VectorQuantizerConfig};

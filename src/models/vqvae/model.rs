@@ -2,6 +2,10 @@
 //! convolutional encoder downsamples an image by 4, 8 or 16 into a grid of vectors, each is
 //! replaced by its nearest code, and a convolutional decoder reconstructs the image. The code
 //! grid is the image's token sequence for the DALL-E-style decoder.
+//!
+//! The layout follows the paper's section 4.1: stride-2 4x4 convolutions down, a 3x3
+//! convolution, residual blocks (ReLU, 3x3 conv, ReLU, 1x1 conv), a 1x1 projection to the code
+//! width; the decoder mirrors it with stride-2 4x4 transposed convolutions.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -26,6 +30,9 @@ pub struct VqVaeConfig {
     /// Channels of the convolutional layers.
     #[config(default = 64)]
     pub hidden: usize,
+    /// Residual blocks in the encoder and again in the decoder (2 in the paper).
+    #[config(default = 2)]
+    pub n_res_blocks: usize,
     #[config(default = 0.99)]
     pub decay: f64,
     #[config(default = 0.25)]
@@ -68,21 +75,49 @@ impl VqVaeConfig {
                 .with_padding([1, 1])
                 .init(device)
         };
+        let residual_stack = || {
+            (0..self.n_res_blocks)
+                .map(|_| ResidualBlock {
+                    conv3: same([h, h], 3),
+                    conv1: same([h, h], 1),
+                })
+                .collect()
+        };
         VqVae {
             encoder_down: (0..stages)
                 .map(|i| down([if i == 0 { 3 } else { h }, h]))
                 .collect(),
             encoder_mix: same([h, h], 3),
+            encoder_res: residual_stack(),
             encoder_out: same([h, self.d_code], 1),
             quantizer: VectorQuantizerConfig::new(self.n_codes, self.d_code)
                 .with_decay(self.decay)
                 .with_commitment_weight(self.commitment_weight)
                 .init(device),
             decoder_in: same([self.d_code, h], 3),
+            decoder_res: residual_stack(),
             decoder_up: (0..stages)
                 .map(|i| up([h, if i + 1 == stages { 3 } else { h }]))
                 .collect(),
         }
+    }
+}
+
+/// `x + conv1x1(relu(conv3x3(relu(x))))`, the paper's residual block.
+#[derive(Module, Debug)]
+pub struct ResidualBlock<B: Backend> {
+    pub conv3: Conv2d<B>,
+    pub conv1: Conv2d<B>,
+}
+
+impl<B: Backend> ResidualBlock<B> {
+    /// # Shapes
+    /// - `x`: `[batch, hidden, h, w]`; returns the same shape.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = self
+            .conv1
+            .forward(relu(self.conv3.forward(relu(x.clone()))));
+        x + y
     }
 }
 
@@ -91,9 +126,11 @@ impl VqVaeConfig {
 pub struct VqVae<B: Backend> {
     pub encoder_down: Vec<Conv2d<B>>,
     pub encoder_mix: Conv2d<B>,
+    pub encoder_res: Vec<ResidualBlock<B>>,
     pub encoder_out: Conv2d<B>,
     pub quantizer: VectorQuantizer<B>,
     pub decoder_in: Conv2d<B>,
+    pub decoder_res: Vec<ResidualBlock<B>>,
     pub decoder_up: Vec<ConvTranspose2d<B>>,
 }
 
@@ -121,8 +158,9 @@ impl<B: Backend> VqVae<B> {
             .encoder_down
             .iter()
             .fold(images, |x, conv| relu(conv.forward(x)));
-        let x = relu(self.encoder_mix.forward(x));
-        self.encoder_out.forward(x)
+        let x = self.encoder_mix.forward(x);
+        let x = self.encoder_res.iter().fold(x, |x, block| block.forward(x));
+        self.encoder_out.forward(relu(x))
     }
 
     /// Reconstructs images from quantised latents.
@@ -132,7 +170,8 @@ impl<B: Backend> VqVae<B> {
     /// - returns: `[batch, 3, gh * f, gw * f]`
     pub fn decode_latents(&self, quantized: Tensor<B, 4>) -> Tensor<B, 4> {
         let last = self.decoder_up.len() - 1;
-        let x = relu(self.decoder_in.forward(quantized));
+        let x = self.decoder_in.forward(quantized);
+        let x = relu(self.decoder_res.iter().fold(x, |x, block| block.forward(x)));
         self.decoder_up.iter().enumerate().fold(x, |x, (i, conv)| {
             let y = conv.forward(x);
             if i == last {
@@ -141,6 +180,23 @@ impl<B: Backend> VqVae<B> {
                 relu(y)
             }
         })
+    }
+
+    /// One EMA step of the codebook towards the latents of the last forward pass; call it after
+    /// each optimizer step (see [`VectorQuantizer::ema_update`]).
+    ///
+    /// # Shapes
+    /// - `latents`: `[n, d_code]` ([`VqVaeOutput::latents`])
+    /// - `codes`: `[batch, gh, gw]` ([`VqVaeOutput::codes`]), with `batch * gh * gw = n`
+    pub fn ema_update(mut self, latents: Tensor<B, 2>, codes: Tensor<B, 3, Int>) -> Self {
+        let n = latents.dims()[0];
+        self.quantizer = self.quantizer.ema_update(latents, codes.reshape([n]));
+        self
+    }
+
+    /// The downsampling factor f: images of `h x w` become `h/f x w/f` code grids.
+    pub fn downsample(&self) -> usize {
+        1 << self.encoder_down.len()
     }
 
     /// Encodes, quantises and decodes.

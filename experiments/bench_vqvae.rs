@@ -1,0 +1,124 @@
+//! The VQ-VAE part of `bench`: training and tokenization throughput per backend, and the PSNR
+//! the synthetic preset reaches.
+
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use vislang::backend::{CpuBackend, NdArrayBackend};
+use vislang::train::vqvae::{encode_split, train_vqvae, TrainVqVaeConfig, VqVaeData};
+use vislang::train::RunPaths;
+
+/// Training images/s of the synthetic preset's model.
+pub fn train_throughput<B: AutodiffBackend>(
+    data: &VqVaeData,
+    batch_size: usize,
+    steps: usize,
+    device: &B::Device,
+) -> f64 {
+    B::seed(device, 0);
+    let mut model = TrainVqVaeConfig::synthetic().model.init::<B>(device);
+    let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init::<B, _>();
+    let warmup = 3;
+    let mut started = Instant::now();
+    for step in 0..warmup + steps {
+        if step == warmup {
+            let _ = model.clone().valid().quantizer.codebook.val().into_data();
+            started = Instant::now();
+        }
+        let indices: Vec<usize> = (0..batch_size)
+            .map(|i| (step * batch_size + i) % data.train.len())
+            .collect();
+        let images = data.train.batch::<B>(&indices, device);
+        let output = model.forward(images.clone());
+        let loss = (output.reconstruction - images).powi_scalar(2).mean() + output.commitment_loss;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-3, model, grads);
+        model = model.ema_update(output.latents, output.codes);
+    }
+    let _ = model.quantizer.codebook.val().into_data();
+    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Images/s of encoding the whole held-out split into tokens (an untrained model costs the
+/// same as a trained one).
+pub fn tokenize_throughput<B: Backend>(data: &VqVaeData, device: &B::Device) -> f64 {
+    let model = TrainVqVaeConfig::synthetic().model.init::<B>(device);
+    let _ = encode_split(&model, &data.val, "", 128, device); // warm-up
+    let started = Instant::now();
+    let tokens = encode_split(&model, &data.val, "", 128, device);
+    tokens.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs the section; `cuda` (training and tokenization images/s measured on a GPU) adds a
+/// column.
+pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, cuda: Option<(f64, f64)>) {
+    let config = TrainVqVaeConfig::synthetic();
+    let batch = config.training.batch_size;
+    println!(
+        "\n## VQ-VAE, synthetic preset ({} px, f = {}, {} codes, batch {batch}, {steps} steps after warm-up)",
+        config.data.image_size, config.model.downsample, config.model.n_codes
+    );
+    let flex_train =
+        train_throughput::<Autodiff<CpuBackend>>(data, batch, steps, &Default::default());
+    let ndarray_train =
+        train_throughput::<Autodiff<NdArrayBackend>>(data, batch, steps, &Default::default());
+    let flex_tokens = tokenize_throughput::<CpuBackend>(data, &Default::default());
+    let ndarray_tokens = tokenize_throughput::<NdArrayBackend>(data, &Default::default());
+    let gpu = cuda;
+    println!(
+        "| | flex images/s | ndarray images/s | flex / ndarray |{}",
+        if gpu.is_some() {
+            " cuda images/s | cuda / flex |"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "|---|---|---|---|{}",
+        if gpu.is_some() { "---|---|" } else { "" }
+    );
+    let row = |name: &str, flex: f64, ndarray: f64, cuda: Option<f64>| {
+        let gpu = cuda.map_or(String::new(), |rate| {
+            format!(" {rate:.0} | {:.1} |", rate / flex)
+        });
+        println!(
+            "| {name} | {flex:.0} | {ndarray:.0} | {:.2} |{gpu}",
+            flex / ndarray
+        );
+    };
+    row("training", flex_train, ndarray_train, gpu.map(|g| g.0));
+    row(
+        "tokenization",
+        flex_tokens,
+        ndarray_tokens,
+        gpu.map(|g| g.1),
+    );
+
+    // The full preset, trained from scratch in a scratch directory.
+    let out_dir = std::env::temp_dir().join(format!("vislang-bench-vqvae-{}", std::process::id()));
+    let paths = RunPaths {
+        out_dir: out_dir.clone(),
+        ..paths.clone()
+    };
+    let started = Instant::now();
+    let result = train_vqvae::<Autodiff<CpuBackend>>(&config, &paths, &Default::default(), false)
+        .expect("VQ-VAE training");
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let last = &result.final_epoch;
+    println!(
+        "\nfull synthetic preset on flex ({} epochs, {:.0} s including evaluation and tokenization):",
+        config.training.epochs, seconds
+    );
+    println!(
+        "held-out PSNR {:.2} dB vs {:.2} dB for the mean-image reference (+{:.2} dB); perplexity {:.1}; codes used {:.0}%",
+        last.val_psnr,
+        result.mean_image_psnr,
+        last.val_psnr - result.mean_image_psnr,
+        last.val_perplexity,
+        100.0 * last.val_codes_used
+    );
+}
