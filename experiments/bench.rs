@@ -1,7 +1,9 @@
 //! Benchmarks: the data pipeline (cache vs JPEG decoding), classifier training throughput and
-//! the VQ-VAE (training and tokenization throughput, PSNR reached) on the CPU backends (Flex vs
-//! NdArray) and, when built with `--features cuda`, on CUDA.
+//! the VQ-VAE (training and tokenization throughput, PSNR reached) and the DALL-E decoder
+//! (training tokens/s, generation with and without the cache) on the CPU backends (Flex vs
+//! NdArray) and, for the classifier and VQ-VAE, on CUDA when built with `--features cuda`.
 
+mod bench_dalle;
 mod bench_vqvae;
 
 use std::path::{Path, PathBuf};
@@ -42,7 +44,7 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Which sections to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Section::Data, Section::Classifier, Section::Vqvae])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Section::Data, Section::Classifier, Section::Vqvae, Section::Dalle])]
     sections: Vec<Section>,
 }
 
@@ -54,6 +56,8 @@ enum Section {
     Classifier,
     /// VQ-VAE training and tokenization images/s, and the PSNR of the full synthetic preset.
     Vqvae,
+    /// DALL-E decoder training tokens/s, and generation with and without the cache.
+    Dalle,
 }
 
 fn machine() -> String {
@@ -135,6 +139,9 @@ fn main() {
             .expect("VQ-VAE data");
         let cuda_rates = cuda.map(|index| cuda_vqvae_throughput(index, &data, args.steps));
         bench_vqvae::run(&data, &paths, args.steps, cuda_rates);
+    }
+    if args.sections.contains(&Section::Dalle) {
+        bench_dalle::run(args.steps);
     }
 }
 

@@ -25,6 +25,7 @@ pub use image_tokens::{
     checkpoint_fingerprint, ImageTokens, ImageTokensError, TokenExpectation, TokenFileInfo,
 };
 pub use synthetic::{
-    dataset_root, ensure_synthetic_coco, write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
+    dataset_root, ensure_synthetic_coco, mentioned_categories, write_synthetic_coco,
+    SyntheticCocoConfig, SyntheticError,
 };
 pub use tokenizer::{SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};

@@ -66,6 +66,21 @@ pub const GLYPHS: [Glyph; 12] = [
     glyph(85, Shape::Diamond, MAGENTA, &["clock", "timepiece"]),
 ];
 
+/// The synthetic categories a caption names (by any of their words), as COCO category ids in
+/// the order of [`GLYPHS`].
+pub fn mentioned_categories(caption: &str) -> Vec<u32> {
+    let lower = caption.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
+    GLYPHS
+        .iter()
+        .filter(|glyph| glyph.words.iter().any(|w| words.contains(w)))
+        .map(|glyph| glyph.category_id)
+        .collect()
+}
+
 const fn glyph(
     category_id: u32,
     shape: Shape,

@@ -1,9 +1,12 @@
-//! WordPiece text tokenizer with BERT's special tokens, trained on the captions with the
-//! `tokenizers` crate or loaded from any BERT-style `tokenizer.json` (e.g. bert-base-uncased).
+//! Text tokenizers with BERT's special tokens, trained on the captions with the `tokenizers`
+//! crate: WordPiece for the BERT-style encoders (or any BERT-style `tokenizer.json`, e.g.
+//! bert-base-uncased), and BPE for the DALL-E-style decoder, as in DALL-E.
 
 use std::path::{Path, PathBuf};
 
+use tokenizers::decoders::bpe::BPEDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -81,6 +84,49 @@ impl TextTokenizer {
         tokenizer
             .train(&mut trainer, texts)
             .map_err(|e| TokenizerError::Train(e.to_string()))?;
+        Self::new(Tokenizer::from(tokenizer), Path::new("<trained>"))
+    }
+
+    /// Trains a lower-casing BPE vocabulary of at most `vocab_size` entries (words are split on
+    /// whitespace and punctuation first, as for WordPiece). Not reproducible across processes,
+    /// for the reason given at [`Self::train_wordpiece`]; save it and reuse it.
+    pub fn train_bpe<'a>(
+        texts: impl Iterator<Item = &'a str> + Send,
+        vocab_size: usize,
+    ) -> Result<Self, TokenizerError> {
+        let train_error = |e: tokenizers::Error| TokenizerError::Train(e.to_string());
+        let mut trainer = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(1)
+            .show_progress(false)
+            .end_of_word_suffix("</w>".into())
+            .special_tokens(
+                SPECIAL_TOKENS
+                    .iter()
+                    .map(|t| AddedToken::from(*t, true))
+                    .collect(),
+            )
+            .build();
+        // The end-of-word suffix lets decoding put the spaces back.
+        let model = BPE::builder()
+            .unk_token("[UNK]".into())
+            .end_of_word_suffix("</w>".into())
+            .build()
+            .map_err(train_error)?;
+        let mut tokenizer = TokenizerBuilder::<
+            BPE,
+            BertNormalizer,
+            BertPreTokenizer,
+            PostProcessorWrapper,
+            BPEDecoder,
+        >::new()
+        .with_model(model)
+        .with_normalizer(Some(BertNormalizer::default()))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_decoder(Some(BPEDecoder::default()))
+        .build()
+        .map_err(train_error)?;
+        tokenizer.train(&mut trainer, texts).map_err(train_error)?;
         Self::new(Tokenizer::from(tokenizer), Path::new("<trained>"))
     }
 

@@ -135,7 +135,74 @@ impl<B: Backend> AttentionMask<B> {
     }
 }
 
+/// The keys and values of the positions decoded so far, so that each new position costs one
+/// position of work instead of a recomputation of the prefix.
+#[derive(Debug, Clone)]
+pub struct KeyValueCache<B: Backend> {
+    /// `[batch, heads, cached, d_head]` each.
+    keys_values: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+impl<B: Backend> Default for KeyValueCache<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: Backend> KeyValueCache<B> {
+    pub fn new() -> Self {
+        Self { keys_values: None }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.keys_values.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl<B: Backend> MultiHeadAttention<B> {
+    /// Self-attention of new positions appended after the cached ones: their keys and values
+    /// join `cache`, and their queries attend to every cached and new position that `mask`
+    /// leaves visible. Causality is the caller's to express in `mask.pattern`, because only the
+    /// caller knows the absolute positions.
+    ///
+    /// # Shapes
+    /// - `x_new`: `[batch, n_new, d_model]`
+    /// - `mask.pattern`: `[n_new, cached + n_new]`
+    /// - returns: `[batch, n_new, d_model]`
+    pub fn forward_cached(
+        &self,
+        x_new: Tensor<B, 3>,
+        cache: &mut KeyValueCache<B>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let [batch, n_new, d_model] = x_new.dims();
+        let q = self.split_heads(self.query.forward(x_new.clone())); // [b, h, n_new, d_head]
+        let k_new = self.split_heads(self.key.forward(x_new.clone()));
+        let v_new = self.split_heads(self.value.forward(x_new));
+        let (k, v) = match cache.keys_values.take() {
+            Some((k, v)) => (
+                Tensor::cat(vec![k, k_new], 2), // [b, h, cached + n_new, d_head]
+                Tensor::cat(vec![v, v_new], 2),
+            ),
+            None => (k_new, v_new),
+        };
+        cache.keys_values = Some((k.clone(), v.clone()));
+        let seq_k = k.dims()[2];
+        let options = AttentionModuleOptions {
+            is_causal: mask.causal,
+            ..Default::default()
+        };
+        let mask = mask.expand(batch, self.n_heads, n_new, seq_k);
+        let heads = attention(q, k, v, mask, None, options); // [b, h, n_new, d_head]
+        let merged = heads.swap_dims(1, 2).reshape([batch, n_new, d_model]);
+        self.output.forward(merged)
+    }
+
     /// Attends from `query_input` to `context`.
     ///
     /// # Shapes

@@ -6,7 +6,7 @@ pub mod feed_forward;
 pub mod patch_encoder;
 pub mod transformer;
 
-pub use attention::{AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig};
+pub use attention::{AttentionMask, KeyValueCache, MultiHeadAttention, MultiHeadAttentionConfig};
 pub use embeddings::{
     TextEmbeddings, TextEmbeddingsConfig, VisualEmbeddings, VisualEmbeddingsConfig,
 };

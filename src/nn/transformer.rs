@@ -9,7 +9,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig};
+use super::attention::{
+    AttentionMask, KeyValueCache, MultiHeadAttention, MultiHeadAttentionConfig,
+};
 use super::feed_forward::{FeedForward, FeedForwardConfig};
 
 /// Where the LayerNorm sits relative to each residual branch.
@@ -87,6 +89,37 @@ impl<B: Backend> TransformerLayer<B> {
                 x + self.dropout.forward(transformed)
             }
         }
+    }
+}
+
+impl<B: Backend> TransformerLayer<B> {
+    /// [`TransformerLayer::forward`] for new positions after those in `cache` (pre-LN only: the
+    /// autoregressive decoders are pre-LN). See [`MultiHeadAttention::forward_cached`].
+    ///
+    /// # Shapes
+    /// - `x_new`: `[batch, n_new, d_model]`
+    /// - `mask.pattern`: `[n_new, cached + n_new]`
+    /// - returns: `[batch, n_new, d_model]`
+    pub fn forward_cached(
+        &self,
+        x_new: Tensor<B, 3>,
+        cache: &mut KeyValueCache<B>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        assert_eq!(
+            self.norm,
+            NormPlacement::Pre,
+            "cached decoding is implemented for pre-LN layers"
+        );
+        let normed = self.attention_norm.forward(x_new.clone());
+        let x = x_new
+            + self
+                .dropout
+                .forward(self.attention.forward_cached(normed, cache, mask));
+        let transformed = self
+            .feed_forward
+            .forward(self.feed_forward_norm.forward(x.clone()));
+        x + self.dropout.forward(transformed)
     }
 }
 

@@ -3,6 +3,9 @@
 pub mod checkpoint;
 pub mod classifier_run;
 pub mod classify;
+pub mod dalle;
+pub mod dalle_eval;
+pub mod dalle_generate;
 pub mod epoch_checkpoints;
 pub mod gradients;
 pub mod image_grid;

@@ -626,13 +626,28 @@ pub fn decode_tokens<B: Backend>(
     indices: &[usize],
     device: &B::Device,
 ) -> Vec<Vec<u8>> {
-    let [gh, gw] = tokens.info.grid;
-    let values: Vec<i64> = indices
+    let grids: Vec<Vec<usize>> = indices
         .iter()
-        .flat_map(|&i| tokens.image(i).iter().map(|&c| c as i64))
+        .map(|&i| tokens.image(i).iter().map(|&c| c as usize).collect())
         .collect();
-    let codes =
-        Tensor::<B, 3, Int>::from_data(TensorData::new(values, [indices.len(), gh, gw]), device);
+    decode_codes(model, &grids, tokens.info.grid, device)
+}
+
+/// Decodes row-major code grids of shape `grid` into `[size, size, 3]` RGB bytes.
+pub fn decode_codes<B: Backend>(
+    model: &VqVae<B>,
+    grids: &[Vec<usize>],
+    grid: [usize; 2],
+    device: &B::Device,
+) -> Vec<Vec<u8>> {
+    if grids.is_empty() {
+        return Vec::new();
+    }
+    let values: Vec<i64> = grids.iter().flatten().map(|&c| c as i64).collect();
+    let codes = Tensor::<B, 3, Int>::from_data(
+        TensorData::new(values, [grids.len(), grid[0], grid[1]]),
+        device,
+    );
     images_to_rgb(model.decode(codes))
 }
 

@@ -1,0 +1,146 @@
+//! How often a generated image shows what its caption asks for, next to real images.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::tensor::backend::AutodiffBackend;
+use clap::Parser;
+use vislang::backend::{run_on, BackendTask, DeviceSpec};
+use vislang::cli::exit_status;
+use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, DataError, ImageCache};
+use vislang::models::dalle::SamplingConfig;
+use vislang::train::checkpoint::write_atomic;
+use vislang::train::dalle::{prepare_dalle_data, DalleError, TrainDalleConfig, TrainedDalle};
+use vislang::train::dalle_eval::{evaluate_generation, Judge};
+use vislang::train::RunPaths;
+
+/// Generates one image for each of the first N held-out captions of the synthetic set and asks
+/// an image-only classifier (trained by `classify`) whether each object the caption names is
+/// in it. Prints the rate over (caption, named object) pairs next to the same rate on the real
+/// images (the ceiling), on the real images at the generator's resolution, and on their VQ-VAE
+/// reconstructions; writes them to --out as JSON.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The `train-dalle` output directory.
+    #[arg(long, default_value = "runs/dalle")]
+    dalle: PathBuf,
+    /// The VQ-VAE directory [default: the one the decoder was trained with].
+    #[arg(long)]
+    vqvae: Option<PathBuf>,
+    /// A `classify` run of the image-only model.
+    #[arg(long, default_value = "runs/classify/runs/image-only-seed0")]
+    judge: PathBuf,
+    /// Held-out captions to check.
+    #[arg(long, default_value_t = 200)]
+    captions: usize,
+    #[arg(long, default_value_t = 32)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Classifier-free guidance scale (1 is off).
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Where the synthetic dataset and image cache are.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Where the rates are written.
+    #[arg(long, default_value = "runs/dalle/evaluation.json")]
+    out: PathBuf,
+    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+struct Task {
+    args: Args,
+}
+
+impl BackendTask for Task {
+    type Output = Result<(), DalleError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let args = &self.args;
+        let config_path = args.dalle.join("config.json");
+        let bytes = std::fs::read(&config_path).map_err(|source| DataError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config: TrainDalleConfig =
+            serde_json::from_slice(&bytes).map_err(|e| DalleError::Corrupt {
+                path: config_path,
+                message: e.to_string(),
+            })?;
+        if config.data.coco_root.is_some() {
+            return Err(DalleError::Config(
+                "this check needs the synthetic set, whose captions name objects by known words; for MSCOCO, compute FID on the PNGs that `generate` writes".into(),
+            ));
+        }
+        let trained =
+            TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
+        let judge = Judge::<B::InnerBackend>::load(&args.judge, &device)?;
+        let paths = RunPaths {
+            out_dir: args.dalle.clone(),
+            data_dir: args.data_dir.clone(),
+            cache_dir: args.data_dir.join("cache"),
+        };
+        let data = prepare_dalle_data(&config.data, &paths)?;
+        let root = dataset_root(None, &config.data.synthetic, &args.data_dir)?;
+        let val = CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail)?;
+        let (cache, _) = ImageCache::open_or_build(
+            &val,
+            judge.image_size,
+            &paths.cache_dir,
+            BadEntryPolicy::Fail,
+            true,
+        )?;
+        let sampling = SamplingConfig {
+            top_k: Some(args.top_k),
+            temperature: args.temperature,
+            guidance: args.guidance,
+            seed: args.seed,
+            ..SamplingConfig::default()
+        };
+        let evaluation = evaluate_generation(
+            &trained,
+            &judge,
+            &data.val,
+            &val.categories,
+            &cache,
+            args.captions,
+            &sampling,
+            args.batch_size,
+            &device,
+        )?;
+        println!(
+            "{} held-out captions naming {} objects; found by the image-only classifier in:",
+            evaluation.captions, evaluation.named_objects
+        );
+        println!("| images | rate |\n|---|---|");
+        println!("| real (ceiling) | {:.3} |", evaluation.real);
+        println!(
+            "| real, at the generator's {} px | {:.3} |",
+            trained.config.image_size, evaluation.real_at_tokenizer_resolution
+        );
+        println!(
+            "| VQ-VAE reconstructions | {:.3} |",
+            evaluation.vqvae_reconstruction
+        );
+        println!("| generated | {:.3} |", evaluation.generated);
+        write_atomic(
+            &args.out,
+            &serde_json::to_vec_pretty(&evaluation).expect("evaluation serialises"),
+        )?;
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let device = args.device;
+    exit_status(run_on(device, Task { args }))
+}
