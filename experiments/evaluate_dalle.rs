@@ -43,6 +43,13 @@ struct Args {
     guidance: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also rate the best of --candidates samples per caption, ranked by this joint
+    /// classifier run (e.g. runs/classify/runs/joint-seed0).
+    #[arg(long)]
+    rerank_with: Option<PathBuf>,
+    /// Samples per caption to rerank.
+    #[arg(long, default_value_t = 8)]
+    candidates: usize,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Where the synthetic dataset and image cache are.
@@ -83,6 +90,10 @@ impl BackendTask for Task {
         let trained =
             TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
         let judge = Judge::<B::InnerBackend>::load(&args.judge, &device)?;
+        let ranker = match &args.rerank_with {
+            Some(dir) => Some(Judge::<B::InnerBackend>::load_ranker(dir, &device)?),
+            None => None,
+        };
         let paths = RunPaths {
             out_dir: args.dalle.clone(),
             data_dir: args.data_dir.clone(),
@@ -113,6 +124,7 @@ impl BackendTask for Task {
             &cache,
             args.captions,
             &sampling,
+            ranker.as_ref().map(|r| (r, args.candidates.max(1))),
             args.batch_size,
             &device,
         )?;
@@ -131,6 +143,12 @@ impl BackendTask for Task {
             evaluation.vqvae_reconstruction
         );
         println!("| generated | {:.3} |", evaluation.generated);
+        if let Some(rate) = evaluation.generated_reranked {
+            println!(
+                "| generated, best of {} by the joint classifier | {rate:.3} |",
+                evaluation.candidates
+            );
+        }
         write_atomic(
             &args.out,
             &serde_json::to_vec_pretty(&evaluation).expect("evaluation serialises"),

@@ -10,6 +10,7 @@ use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
 use vislang::models::dalle::SamplingConfig;
 use vislang::train::dalle::{DalleError, TrainedDalle};
+use vislang::train::dalle_eval::{rerank, Judge};
 use vislang::train::dalle_generate::generate_images;
 use vislang::train::image_grid::{write_image_grid, write_png};
 
@@ -17,6 +18,9 @@ use vislang::train::image_grid::{write_image_grid, write_png};
 /// key/value cache), decodes them with the VQ-VAE, and writes one PNG grid per caption
 /// (grid-NNN.png, NNN = the caption's line) plus every image on its own under images/
 /// (NNN-SS.png, a flat folder that FID tools such as pytorch-fid or clean-fid read).
+///
+/// With --rerank-with, more candidates are sampled and the joint classifier keeps the best
+/// (grids and files in order of its score).
 ///
 /// Example: generate --caption "a picture of a cat and a cup." --num 8 --top-k 32 --guidance 3
 #[derive(Parser, Debug)]
@@ -52,6 +56,13 @@ struct Args {
     /// images, slower; for comparison).
     #[arg(long)]
     no_cache: bool,
+    /// Rank candidates with this joint classifier run (e.g.
+    /// runs/classify/runs/joint-seed0) and keep the --num best of --candidates per caption.
+    #[arg(long)]
+    rerank_with: Option<PathBuf>,
+    /// Candidates sampled per caption when reranking [default: 4 x --num].
+    #[arg(long)]
+    candidates: Option<usize>,
     /// Images sampled together.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -90,17 +101,29 @@ impl BackendTask for Task {
             greedy: args.greedy,
             use_cache: !args.no_cache,
         };
+        let ranker = match &args.rerank_with {
+            Some(dir) => Some(Judge::<B::InnerBackend>::load_ranker(dir, &device)?),
+            None => None,
+        };
+        let per_caption = match &ranker {
+            Some(_) => args.candidates.unwrap_or(4 * args.num).max(args.num),
+            None => args.num,
+        };
+        let size = trained.config.image_size;
         let started = Instant::now();
-        let images = generate_images(
+        let mut images = generate_images(
             &trained,
             &self.captions,
-            args.num,
+            per_caption,
             &sampling,
             args.batch_size,
             &device,
         )?;
         let seconds = started.elapsed().as_secs_f64();
-        let size = trained.config.image_size;
+        let generated = images.iter().map(Vec::len).sum::<usize>();
+        if let Some(ranker) = &ranker {
+            images = rerank(ranker, &self.captions, images, size, args.num, &device)?;
+        }
         for (c, caption_images) in images.iter().enumerate() {
             for (s, pixels) in caption_images.iter().enumerate() {
                 write_png(
@@ -115,7 +138,7 @@ impl BackendTask for Task {
             write_image_grid(&grid, &rows, size, (128 / size).max(1) as u32)?;
             println!("{}: {:?}", grid.display(), self.captions[c]);
         }
-        let n = images.iter().map(Vec::len).sum::<usize>();
+        let n = generated;
         let tokens = n * trained.config.model.n_image_tokens();
         println!(
             "{n} images in {seconds:.1}s ({:.1} images/s, {:.0} image tokens/s, {} cache)",

@@ -100,24 +100,73 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         }
     }
 
-    // The evaluation needs an image-only classifier on the same data.
+    // The evaluation needs an image-only classifier on the same data; reranking a joint one.
     let mut classify = vec![
         "--quiet",
         "--epochs",
         "1",
         "--modalities",
-        "image-only",
+        "image-only,joint",
         "--seeds",
         "0",
     ];
     classify.extend(SYNTHETIC);
     run(command(env!("CARGO_BIN_EXE_classify"), dir, &classify));
-    let output = run(command(
+    let output_eval = run(command(
         env!("CARGO_BIN_EXE_evaluate-dalle"),
         dir,
-        &["--captions", "16", "--batch-size", "8"],
+        &[
+            "--captions",
+            "16",
+            "--batch-size",
+            "8",
+            "--rerank-with",
+            "runs/classify/runs/joint-seed0",
+            "--candidates",
+            "3",
+        ],
     ));
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Reranking keeps the --num best of the candidates.
+    run(command(
+        env!("CARGO_BIN_EXE_generate"),
+        dir,
+        &[
+            "--caption",
+            "a picture of a cat.",
+            "--num",
+            "2",
+            "--candidates",
+            "5",
+            "--rerank-with",
+            "runs/classify/runs/joint-seed0",
+            "--out",
+            "runs/reranked",
+        ],
+    ));
+    let kept = std::fs::read_dir(dir.join("runs/reranked/images"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 2);
+    // An image-only classifier cannot rank captions, and says so.
+    let output = command(
+        env!("CARGO_BIN_EXE_generate"),
+        dir,
+        &[
+            "--caption",
+            "a cat.",
+            "--rerank-with",
+            "runs/classify/runs/image-only-seed0",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("joint classifier"),
+        "{stderr}"
+    );
+
+    let stdout = String::from_utf8_lossy(&output_eval.stdout);
     assert!(
         stdout.contains("real (ceiling)") && stdout.contains("generated"),
         "{stdout}"
@@ -130,6 +179,7 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         "real_at_tokenizer_resolution",
         "vqvae_reconstruction",
         "generated",
+        "generated_reranked",
     ] {
         let rate = evaluation[field].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate), "{field}: {rate}");

@@ -9,7 +9,9 @@
 //! - **real at the tokenizer's resolution**: the same image downscaled to the VQ-VAE's size and
 //!   back (what any image of this pipeline can at best be);
 //! - **VQ-VAE reconstruction**: the real image's tokens decoded (the tokenizer's loss);
-//! - **generated**: sampled from the caption.
+//! - **generated**: sampled from the caption;
+//! - optionally **generated, reranked**: the best of several samples by the joint classifier
+//!   ([`Judge::rank_scores`]); the image-only classifier that checks it is a different model.
 
 use std::path::Path;
 
@@ -23,16 +25,19 @@ use super::dalle::{DalleError, DalleSplit, TrainedDalle};
 use super::dalle_generate::generate_images;
 use super::vqvae::decode_codes;
 use crate::data::{
-    image_batch, mentioned_categories, CocoCategory, DataError, ImageCache, TextBatch, IMAGE_MEAN,
-    IMAGE_STD,
+    image_batch, mentioned_categories, CocoCategory, DataError, ImageCache, TextBatch,
+    TextTokenizer, IMAGE_MEAN, IMAGE_STD,
 };
 use crate::models::classifier::{SingleStreamClassifier, SingleStreamClassifierConfig};
 use crate::models::dalle::SamplingConfig;
 
-/// The classifier that checks the images.
+/// A classifier trained by `classify`, used to check (image-only) or rank (joint) images.
 pub struct Judge<B: Backend> {
     pub model: SingleStreamClassifier<B>,
     pub image_size: usize,
+    /// The WordPiece tokenizer of the classify experiment (used by a joint model).
+    pub tokenizer: Option<TextTokenizer>,
+    max_text_len: usize,
 }
 
 impl<B: Backend> Judge<B> {
@@ -50,18 +55,42 @@ impl<B: Backend> Judge<B> {
                 message: e.to_string(),
             })?;
         let image_size = config.image_size;
+        let max_text_len = config.max_text_len;
         let model = load_safetensors(config.init::<B>(device), &dir.join("model.safetensors"))?;
-        Ok(Self { model, image_size })
+        // A classify experiment keeps its tokenizer two levels up: <out>/runs/<run>/.
+        let tokenizer_path = dir.join("../../tokenizer.json");
+        let tokenizer = if config.modality.uses_text() {
+            Some(TextTokenizer::from_file(&tokenizer_path)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            model,
+            image_size,
+            tokenizer,
+            max_text_len,
+        })
     }
 
     /// Label probabilities of `[size, size, 3]` RGB images of any size (resized to the
-    /// classifier's).
+    /// classifier's), without text (an image-only classifier).
     pub fn probabilities(
         &self,
         images: &[Vec<u8>],
         size: usize,
         device: &B::Device,
     ) -> Vec<Vec<f32>> {
+        let tensor = self.image_tensor(images, size, device);
+        self.classify(tensor, device)
+    }
+
+    /// `[n, 3, image_size, image_size]` normalised pixels of RGB images of side `size`.
+    fn image_tensor(
+        &self,
+        images: &[Vec<u8>],
+        size: usize,
+        device: &B::Device,
+    ) -> burn::tensor::Tensor<B, 4> {
         let target = self.image_size as u32;
         let plane = self.image_size * self.image_size;
         let mut values = Vec::with_capacity(images.len() * 3 * plane);
@@ -79,17 +108,23 @@ impl<B: Backend> Judge<B> {
             values.extend(channels);
         }
         let n = images.len();
-        let tensor = burn::tensor::Tensor::<B, 4>::from_data(
+        burn::tensor::Tensor::<B, 4>::from_data(
             burn::tensor::TensorData::new(values, [n, 3, self.image_size, self.image_size]),
             device,
-        );
-        self.classify(tensor, device)
+        )
     }
 
     fn classify(&self, images: burn::tensor::Tensor<B, 4>, device: &B::Device) -> Vec<Vec<f32>> {
         let n = images.dims()[0];
         let empty: Vec<&[u32]> = vec![&[]; n];
-        let text = TextBatch::from_sequences(&empty, None, 0, device);
+        self.classify_with(images, TextBatch::from_sequences(&empty, None, 0, device))
+    }
+
+    fn classify_with(
+        &self,
+        images: burn::tensor::Tensor<B, 4>,
+        text: TextBatch<B>,
+    ) -> Vec<Vec<f32>> {
         let probabilities = sigmoid(self.model.forward(images, text).logits);
         let n_labels = probabilities.dims()[1];
         let values: Vec<f32> = probabilities
@@ -101,6 +136,93 @@ impl<B: Backend> Judge<B> {
     }
 }
 
+impl<B: Backend> Judge<B> {
+    /// Loads a joint classifier run for reranking (see [`Judge::rank_scores`]).
+    pub fn load_ranker(dir: &Path, device: &B::Device) -> Result<Self, DalleError> {
+        let judge = Self::load(dir, device)?;
+        if judge.tokenizer.is_none() {
+            return Err(not_joint(dir));
+        }
+        Ok(judge)
+    }
+
+    /// Ranking scores of candidate images for one caption with a joint classifier: higher
+    /// means the image shows more of what the caption names.
+    ///
+    /// The labels the caption names are those the joint model predicts (probability above 0.5,
+    /// or the single most likely one) for the caption with a neutral, mean-coloured image. A
+    /// candidate's score is the sum of the log-probabilities of those labels given the
+    /// candidate and the caption. The caption is the same for every candidate, so differences
+    /// between scores come from the images alone.
+    pub fn rank_scores(
+        &self,
+        caption: &str,
+        images: &[Vec<u8>],
+        size: usize,
+        device: &B::Device,
+    ) -> Result<Vec<f64>, DalleError> {
+        let tokenizer = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| not_joint(Path::new("the given run")))?;
+        let ids = tokenizer.encode(caption, self.max_text_len)?;
+        let special = tokenizer.special;
+        let text = |n: usize| {
+            let rows: Vec<&[u32]> = vec![ids.as_slice(); n];
+            TextBatch::from_sequences(&rows, Some(special.sep), special.pad, device)
+        };
+        let side = self.image_size;
+        let neutral = burn::tensor::Tensor::<B, 4>::zeros([1, 3, side, side], device);
+        let prior = &self.classify_with(neutral, text(1))[0];
+        let mut named: Vec<usize> = (0..prior.len()).filter(|&l| prior[l] > 0.5).collect();
+        if named.is_empty() {
+            let best = (0..prior.len())
+                .max_by(|&a, &b| prior[a].total_cmp(&prior[b]))
+                .unwrap_or(0);
+            named.push(best);
+        }
+        let probabilities =
+            self.classify_with(self.image_tensor(images, size, device), text(images.len()));
+        Ok(probabilities
+            .iter()
+            .map(|p| named.iter().map(|&l| (p[l].max(1e-7) as f64).ln()).sum())
+            .collect())
+    }
+}
+
+fn not_joint(dir: &Path) -> DalleError {
+    DalleError::Config(format!(
+        "{} is not a joint classifier; reranking reads the caption, so it needs one such as runs/classify/runs/joint-seed0",
+        dir.display()
+    ))
+}
+
+/// Keeps the `keep` best of each caption's candidates by the joint classifier's
+/// [`Judge::rank_scores`], best first.
+pub fn rerank<B: Backend>(
+    judge: &Judge<B>,
+    captions: &[String],
+    candidates: Vec<Vec<Vec<u8>>>,
+    size: usize,
+    keep: usize,
+    device: &B::Device,
+) -> Result<Vec<Vec<Vec<u8>>>, DalleError> {
+    captions
+        .iter()
+        .zip(candidates)
+        .map(|(caption, images)| {
+            let scores = judge.rank_scores(caption, &images, size, device)?;
+            let mut order: Vec<usize> = (0..images.len()).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+            Ok(order
+                .into_iter()
+                .take(keep)
+                .map(|i| images[i].clone())
+                .collect())
+        })
+        .collect()
+}
+
 /// The rates, each over the same (caption, named object) pairs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationEvaluation {
@@ -110,6 +232,9 @@ pub struct GenerationEvaluation {
     pub real_at_tokenizer_resolution: f64,
     pub vqvae_reconstruction: f64,
     pub generated: f64,
+    /// With a reranker: the best of `candidates` generated images per caption.
+    pub generated_reranked: Option<f64>,
+    pub candidates: usize,
     pub sampling: SamplingConfig,
 }
 
@@ -123,6 +248,7 @@ pub fn evaluate_generation<B: Backend>(
     real_cache: &ImageCache,
     n_captions: usize,
     sampling: &SamplingConfig,
+    reranker: Option<(&Judge<B>, usize)>,
     batch_size: usize,
     device: &B::Device,
 ) -> Result<GenerationEvaluation, DalleError> {
@@ -190,6 +316,32 @@ pub fn evaluate_generation<B: Backend>(
             .flatten()
             .collect();
     let generated = judge.probabilities(&generated_images, size, device);
+    let (generated_reranked, candidates) = match reranker {
+        Some((ranker, candidates)) => {
+            // Different seeds from the unreranked sample above.
+            let pool_sampling = SamplingConfig {
+                seed: sampling.seed.wrapping_add(1_000_000),
+                ..sampling.clone()
+            };
+            let pool = generate_images(
+                trained,
+                &captions,
+                candidates,
+                &pool_sampling,
+                batch_size,
+                device,
+            )?;
+            let best: Vec<Vec<u8>> = rerank(ranker, &captions, pool, size, 1, device)?
+                .into_iter()
+                .flatten()
+                .collect();
+            (
+                Some(rate(&judge.probabilities(&best, size, device))),
+                candidates,
+            )
+        }
+        None => (None, 1),
+    };
     Ok(GenerationEvaluation {
         captions: captions.len(),
         named_objects,
@@ -197,6 +349,8 @@ pub fn evaluate_generation<B: Backend>(
         real_at_tokenizer_resolution: rate(&real_low),
         vqvae_reconstruction: rate(&reconstructed),
         generated: rate(&generated),
+        generated_reranked,
+        candidates,
         sampling: sampling.clone(),
     })
 }
