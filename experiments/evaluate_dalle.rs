@@ -7,9 +7,9 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
-use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, DataError, ImageCache};
+use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageCache};
 use vislang::models::dalle::SamplingConfig;
-use vislang::train::checkpoint::write_atomic;
+use vislang::train::checkpoint::{read_json, write_atomic};
 use vislang::train::dalle::{prepare_dalle_data, DalleError, TrainDalleConfig, TrainedDalle};
 use vislang::train::dalle_eval::{evaluate_generation, Judge};
 use vislang::train::RunPaths;
@@ -72,16 +72,7 @@ impl BackendTask for Task {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let args = &self.args;
-        let config_path = args.dalle.join("config.json");
-        let bytes = std::fs::read(&config_path).map_err(|source| DataError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config: TrainDalleConfig =
-            serde_json::from_slice(&bytes).map_err(|e| DalleError::Corrupt {
-                path: config_path,
-                message: e.to_string(),
-            })?;
+        let config: TrainDalleConfig = read_json(&args.dalle.join("config.json"))?;
         if config.data.coco_root.is_some() {
             return Err(DalleError::Config(
                 "this check needs the synthetic set, whose captions name objects by known words; for MSCOCO, compute FID on the PNGs that `generate` writes".into(),

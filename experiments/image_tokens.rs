@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
 use vislang::data::{CocoSplit, ImageTokens, TokenExpectation};
+use vislang::train::checkpoint::read_json;
 use vislang::train::image_grid::{write_image_grid, write_png};
 use vislang::train::vqvae::{
     decode_tokens, encode_split, prepare_vqvae_data, token_file_path, TrainVqVaeConfig,
@@ -95,17 +96,7 @@ impl BackendTask for Task {
                 out,
                 batch_size,
             } => {
-                let config_path = args.vqvae.join("config.json");
-                let bytes =
-                    std::fs::read(&config_path).map_err(|source| vislang::data::DataError::Io {
-                        path: config_path.clone(),
-                        source,
-                    })?;
-                let mut config: TrainVqVaeConfig =
-                    serde_json::from_slice(&bytes).map_err(|e| VqVaeError::Corrupt {
-                        path: config_path,
-                        message: e.to_string(),
-                    })?;
+                let mut config: TrainVqVaeConfig = read_json(&args.vqvae.join("config.json"))?;
                 if coco_root.is_some() {
                     config.data.coco_root = coco_root;
                     config.data.max_train_images = None;

@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 /// A checkpoint that cannot be written or read, naming the file and the tensors at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot access checkpoint {path}: {source}")]
+    #[error("cannot access {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -24,6 +24,14 @@ pub enum CheckpointError {
     Mismatch { path: PathBuf, details: String },
     #[error("{dir} holds a run with a different config ({dir}/config.json); choose another --out to start a new one, or repeat the original arguments to resume")]
     OtherRun { dir: PathBuf },
+}
+
+/// Reads a JSON file (a saved config or result) into `T`, naming the file on failure.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
+    serde_json::from_slice(&read(path)?).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Claims `dir` for a run with `config`: a fresh directory gets `config.json`; an existing one

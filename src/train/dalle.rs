@@ -24,8 +24,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    assign_stable_param_ids, claim_run_dir, load_safetensors, save_safetensors, write_atomic,
-    CheckpointError,
+    assign_stable_param_ids, claim_run_dir, load_safetensors, read_json, save_safetensors,
+    write_atomic, CheckpointError,
 };
 use super::epoch_checkpoints::{epoch_seed, EpochCheckpoints, RunState};
 use super::image_grid::write_image_grid;
@@ -323,15 +323,7 @@ impl<B: Backend> TrainedDalle<B> {
         device: &B::Device,
     ) -> Result<Self, DalleError> {
         let config_path = dir.join("dalle-config.json");
-        let bytes = fs::read(&config_path).map_err(|source| DataError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config: TrainedDalleConfig =
-            serde_json::from_slice(&bytes).map_err(|e| DalleError::Corrupt {
-                path: config_path.clone(),
-                message: e.to_string(),
-            })?;
+        let config: TrainedDalleConfig = read_json(&config_path)?;
         let model = load_safetensors(
             config.model.init::<B>(device),
             &dir.join("dalle.safetensors"),
@@ -378,16 +370,8 @@ pub fn prepare_dalle_data(
     config: &DalleDataConfig,
     paths: &RunPaths,
 ) -> Result<DalleData, DalleError> {
-    let vqvae_config = config.vqvae_dir.join("vqvae-config.json");
-    let bytes = fs::read(&vqvae_config).map_err(|source| DataError::Io {
-        path: vqvae_config.clone(),
-        source,
-    })?;
     let trained: super::vqvae::TrainedVqVaeConfig =
-        serde_json::from_slice(&bytes).map_err(|e| DalleError::Corrupt {
-            path: vqvae_config.clone(),
-            message: e.to_string(),
-        })?;
+        read_json(&config.vqvae_dir.join("vqvae-config.json"))?;
     let expected = TokenExpectation {
         vqvae_checkpoint: config.vqvae_checkpoint.clone(),
         image_size: trained.image_size,

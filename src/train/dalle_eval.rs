@@ -20,13 +20,13 @@ use burn::tensor::backend::Backend;
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::load_safetensors;
+use super::checkpoint::{load_safetensors, read_json};
 use super::dalle::{DalleError, DalleSplit, TrainedDalle};
 use super::dalle_generate::generate_images;
 use super::vqvae::decode_codes;
 use crate::data::{
-    image_batch, mentioned_categories, CocoCategory, DataError, ImageCache, TextBatch,
-    TextTokenizer, IMAGE_MEAN, IMAGE_STD,
+    image_batch, mentioned_categories, CocoCategory, ImageCache, TextBatch, TextTokenizer,
+    IMAGE_MEAN, IMAGE_STD,
 };
 use crate::models::classifier::{SingleStreamClassifier, SingleStreamClassifierConfig};
 use crate::models::dalle::SamplingConfig;
@@ -45,15 +45,7 @@ impl<B: Backend> Judge<B> {
     /// `runs/classify/runs/image-only-seed0`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, DalleError> {
         let config_path = dir.join("model-config.json");
-        let bytes = std::fs::read(&config_path).map_err(|source| DataError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config: SingleStreamClassifierConfig =
-            serde_json::from_slice(&bytes).map_err(|e| DalleError::Corrupt {
-                path: config_path,
-                message: e.to_string(),
-            })?;
+        let config: SingleStreamClassifierConfig = read_json(&config_path)?;
         let image_size = config.image_size;
         let max_text_len = config.max_text_len;
         let model = load_safetensors(config.init::<B>(device), &dir.join("model.safetensors"))?;

@@ -24,8 +24,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    assign_stable_param_ids, claim_run_dir, load_safetensors, save_safetensors, write_atomic,
-    CheckpointError,
+    assign_stable_param_ids, claim_run_dir, load_safetensors, read_json, save_safetensors,
+    write_atomic, CheckpointError,
 };
 use super::epoch_checkpoints::{epoch_seed, EpochCheckpoints, RunState};
 use super::image_grid::write_image_grid;
@@ -191,15 +191,7 @@ impl<B: Backend> TrainedVqVae<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, VqVaeError> {
         let config_path = dir.join("vqvae-config.json");
         let weights = dir.join("vqvae.safetensors");
-        let bytes = fs::read(&config_path).map_err(|source| DataError::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config: TrainedVqVaeConfig =
-            serde_json::from_slice(&bytes).map_err(|e| VqVaeError::Corrupt {
-                path: config_path.clone(),
-                message: e.to_string(),
-            })?;
+        let config: TrainedVqVaeConfig = read_json(&config_path)?;
         let model = load_safetensors(config.model.init::<B>(device), &weights)?;
         let fingerprint = checkpoint_fingerprint(&weights).map_err(|source| DataError::Io {
             path: weights.clone(),

@@ -193,27 +193,30 @@ impl<B: Backend> Dalle<B> {
         Tensor::cat(vec![self.text_position.weight.val(), image], 0)
     }
 
-    /// `[seq_len, total_vocab]` additive mask: 0 where a position may predict an id, a large
-    /// negative number elsewhere (finite, so a fully masked row cannot give NaN).
+    /// `[len, total_vocab]` additive mask: 0 where a position may predict an id, a large
+    /// negative number elsewhere (finite, so a fully masked row cannot give NaN). Built on the
+    /// device from two rows, so no `len x vocab` buffer crosses from the host per step.
     fn segment_mask(&self, len: usize, device: &B::Device) -> Tensor<B, 2> {
         let c = &self.config;
-        let (total, text_end) = (c.total_vocab(), c.text_vocab + c.text_len);
-        let values: Vec<f32> = (0..len * total)
-            .map(|i| {
-                let (position, id) = (i / total, i % total);
-                let allowed = if position < c.text_len {
-                    id < text_end
-                } else {
-                    id >= c.image_offset()
-                };
-                if allowed {
-                    0.0
-                } else {
-                    -1e9
-                }
-            })
-            .collect();
-        Tensor::from_data(TensorData::new(values, [len, total]), device)
+        let total = c.total_vocab();
+        let ids = Tensor::<B, 1, Int>::arange(0..total as i64, device);
+        // Text positions predict text ids and pads; image positions predict image ids.
+        let text_row = ids
+            .clone()
+            .greater_equal_elem((c.text_vocab + c.text_len) as i64);
+        let image_row = ids.lower_elem(c.image_offset() as i64);
+        let blocked_row = |row: Tensor<B, 1, Bool>, n: usize| {
+            row.float()
+                .mul_scalar(-1e9)
+                .unsqueeze_dim::<2>(0)
+                .expand([n, total])
+        };
+        let n_text = len.min(c.text_len);
+        let mut rows = vec![blocked_row(text_row, n_text)];
+        if len > n_text {
+            rows.push(blocked_row(image_row, len - n_text));
+        }
+        Tensor::cat(rows, 0)
     }
 
     /// The stream's input and target ids from text ids and image codes.
