@@ -1,9 +1,10 @@
-//! Benchmarks: the data pipeline (cache vs JPEG decoding), classifier training throughput and
-//! the VQ-VAE (training and tokenization throughput, PSNR reached) and the DALL-E decoder
+//! Benchmarks: the data pipeline (cache vs JPEG decoding), classifier training throughput,
+//! LXMERT pretraining and fine-tuning throughput with peak memory, the VQ-VAE (training and tokenization throughput, PSNR reached) and the DALL-E decoder
 //! (training tokens/s, generation with and without the cache) on the CPU backends (Flex vs
 //! NdArray) and, for the classifier and VQ-VAE, on CUDA when built with `--features cuda`.
 
 mod bench_dalle;
+mod bench_lxmert;
 mod bench_vqvae;
 
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Which sections to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Section::Data, Section::Classifier, Section::Vqvae, Section::Dalle])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Section::Data, Section::Classifier, Section::Lxmert, Section::Vqvae, Section::Dalle])]
     sections: Vec<Section>,
 }
 
@@ -54,6 +55,9 @@ enum Section {
     Data,
     /// Classifier training samples/s per modality.
     Classifier,
+    /// LXMERT pretraining and fine-tuning samples/s and peak memory, next to the joint
+    /// single-stream classifier.
+    Lxmert,
     /// VQ-VAE training and tokenization images/s, and the PSNR of the full synthetic preset.
     Vqvae,
     /// DALL-E decoder training tokens/s, and generation with and without the cache.
@@ -126,8 +130,19 @@ fn main() {
     if args.sections.contains(&Section::Data) {
         data_section(&root, &cache_dir);
     }
-    if args.sections.contains(&Section::Classifier) {
-        classifier_section(&args, &root, &cache_dir, cuda);
+    if args.sections.contains(&Section::Classifier) || args.sections.contains(&Section::Lxmert) {
+        let data = classifier_data(&root, &cache_dir);
+        if args.sections.contains(&Section::Classifier) {
+            classifier_section(&args, &data, cuda);
+        }
+        if args.sections.contains(&Section::Lxmert) {
+            let gpu = |batch: usize| {
+                let index = cuda.expect("only called with a GPU");
+                cuda_lxmert_throughput(index, &data, batch, args.steps)
+            };
+            let gpu: Option<&dyn Fn(usize) -> (f64, f64)> = cuda.map(|_| &gpu as _);
+            bench_lxmert::run(&data, &args.batch_sizes, args.steps, gpu);
+        }
     }
     if args.sections.contains(&Section::Vqvae) {
         let paths = RunPaths {
@@ -181,8 +196,8 @@ fn data_section(root: &Path, cache_dir: &Path) {
     );
 }
 
-/// Classifier training samples/s per modality and batch size.
-fn classifier_section(args: &Args, root: &Path, cache_dir: &Path, cuda: Option<usize>) {
+/// The synthetic set prepared as `classify` prepares it, whole.
+fn classifier_data(root: &Path, cache_dir: &Path) -> PreparedData {
     let config = ClassifyConfig::synthetic();
     let size = config.data.image_size;
     let dataset =
@@ -207,12 +222,16 @@ fn classifier_section(args: &Args, root: &Path, cache_dir: &Path, cuda: Option<u
     let val = prepare(
         CocoDataset::load(root, CocoSplit::Val2014, BadEntryPolicy::Fail).expect("dataset"),
     );
-    let data = PreparedData {
+    PreparedData {
         train,
         val,
         tokenizer,
         skipped: Default::default(),
-    };
+    }
+}
+
+/// Classifier training samples/s per modality and batch size.
+fn classifier_section(args: &Args, data: &PreparedData, cuda: Option<usize>) {
     println!(
         "\n## classifier training, synthetic preset ({} steps after warm-up)",
         args.steps
@@ -232,14 +251,14 @@ fn classifier_section(args: &Args, root: &Path, cache_dir: &Path, cuda: Option<u
     for &batch_size in &args.batch_sizes {
         for modality in Modality::ALL {
             let flex = train_throughput::<Autodiff<CpuBackend>>(
-                &data,
+                data,
                 modality,
                 batch_size,
                 args.steps,
                 &Default::default(),
             );
             let ndarray = train_throughput::<Autodiff<NdArrayBackend>>(
-                &data,
+                data,
                 modality,
                 batch_size,
                 args.steps,
@@ -247,7 +266,7 @@ fn classifier_section(args: &Args, root: &Path, cache_dir: &Path, cuda: Option<u
             );
             let gpu = match cuda {
                 Some(index) => {
-                    let rate = cuda_throughput(index, &data, modality, batch_size, args.steps);
+                    let rate = cuda_throughput(index, data, modality, batch_size, args.steps);
                     format!(" {rate:.0} | {:.1} |", rate / flex)
                 }
                 None => String::new(),
@@ -281,6 +300,27 @@ fn cuda_vqvae_throughput(index: usize, data: &VqVaeData, steps: usize) -> (f64, 
         bench_vqvae::train_throughput::<Autodiff<burn_cuda::Cuda>>(data, batch, steps, &device),
         bench_vqvae::tokenize_throughput::<burn_cuda::Cuda>(data, &device),
     )
+}
+
+/// LXMERT (pretraining, fine-tuning) samples/s on a GPU.
+#[cfg(feature = "cuda")]
+fn cuda_lxmert_throughput(
+    index: usize,
+    data: &PreparedData,
+    batch: usize,
+    steps: usize,
+) -> (f64, f64) {
+    let device = burn_cuda::CudaDevice::new(index);
+    type Gpu = Autodiff<burn_cuda::Cuda>;
+    (
+        bench_lxmert::pretraining_throughput::<Gpu>(data, batch, steps, &device),
+        bench_lxmert::finetuning_throughput::<Gpu>(data, None, batch, steps, &device),
+    )
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_lxmert_throughput(index: usize, _: &PreparedData, _: usize, _: usize) -> (f64, f64) {
+    cuda_not_compiled(index)
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -41,11 +41,24 @@ fn results(path: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn trains_all_three_modalities_and_writes_results_and_charts() {
+fn trains_all_five_models_and_writes_results_and_charts() {
     let dir = common::tempdir();
-    let output = run(classify(dir.path(), "out", &["--epochs", "1"]));
+    let output = run(classify(
+        dir.path(),
+        "out",
+        &["--epochs", "1", "--pretraining-epochs", "1"],
+    ));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for name in ["image-only", "text-only", "joint", "mAP", "micro-F1"] {
+    for name in [
+        "image-only",
+        "text-only",
+        "joint",
+        "| lxmert |",
+        "| lxmert-pretrained |",
+        "mAP",
+        "micro-F1",
+        "LXMERT pretrained minus from scratch",
+    ] {
         assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
     }
     let out = dir.path().join("out");
@@ -60,7 +73,24 @@ fn trains_all_three_modalities_and_writes_results_and_charts() {
     ] {
         assert!(out.join(file).exists(), "{file} missing");
     }
-    for run in ["image-only-seed0", "text-only-seed0", "joint-seed0"] {
+    for file in [
+        "lxmert.safetensors",
+        "lxmert-config.json",
+        "result.json",
+        "curve-loss.png",
+    ] {
+        assert!(
+            out.join("lxmert-pretraining").join(file).exists(),
+            "lxmert-pretraining/{file} missing"
+        );
+    }
+    for run in [
+        "image-only-seed0",
+        "text-only-seed0",
+        "joint-seed0",
+        "lxmert-seed0",
+        "lxmert-pretrained-seed0",
+    ] {
         for file in ["model.safetensors", "model-config.json", "result.json"] {
             assert!(
                 out.join("runs").join(run).join(file).exists(),
@@ -75,7 +105,36 @@ fn trains_all_three_modalities_and_writes_results_and_charts() {
     }
     let png = image::open(out.join("comparison.png")).unwrap();
     assert_eq!((png.width(), png.height()), (800, 500));
-    assert_eq!(results(&out)["summary"].as_array().unwrap().len(), 3);
+    let report = results(&out);
+    assert_eq!(report["summary"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        report["lxmert_pretraining"]["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The pretrained row really starts from the pretraining: with its encoder file damaged,
+    // that row cannot start, and the error names the file.
+    std::fs::remove_dir_all(out.join("runs/lxmert-pretrained-seed0")).unwrap();
+    std::fs::write(
+        out.join("lxmert-pretraining/lxmert.safetensors"),
+        b"damaged",
+    )
+    .unwrap();
+    let mut again = classify(
+        dir.path(),
+        "out",
+        &["--epochs", "1", "--pretraining-epochs", "1"],
+    );
+    let failed = again.output().unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("lxmert-pretraining/lxmert.safetensors") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
 
 #[test]

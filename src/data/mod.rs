@@ -10,6 +10,8 @@ pub mod fingerprint;
 pub mod image_cache;
 pub mod image_split;
 pub mod image_tokens;
+pub mod lxmert_pretraining;
+pub mod region_features;
 pub mod synthetic;
 pub mod tokenizer;
 
@@ -23,6 +25,10 @@ pub use image_cache::{preprocess_image, ImageCache};
 pub use image_split::ImageSplit;
 pub use image_tokens::{
     checkpoint_fingerprint, ImageTokens, ImageTokensError, TokenExpectation, TokenFileInfo,
+};
+pub use lxmert_pretraining::{mask_tokens, BatchRecipe, MaskedTokens, MaskingConfig};
+pub use region_features::{
+    convert_tsv, tsv_line, ConversionSummary, RegionBatch, RegionFeatureError, RegionFeatures,
 };
 pub use synthetic::{
     dataset_root, ensure_synthetic_coco, mentioned_categories, write_synthetic_coco,

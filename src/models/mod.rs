@@ -2,4 +2,5 @@
 
 pub mod classifier;
 pub mod dalle;
+pub mod lxmert;
 pub mod vqvae;

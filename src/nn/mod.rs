@@ -3,6 +3,8 @@
 pub mod attention;
 pub mod embeddings;
 pub mod feed_forward;
+pub mod hf_weights;
+pub mod losses;
 pub mod patch_encoder;
 pub mod transformer;
 
@@ -11,6 +13,8 @@ pub use embeddings::{
     TextEmbeddings, TextEmbeddingsConfig, VisualEmbeddings, VisualEmbeddingsConfig,
 };
 pub use feed_forward::{FeedForward, FeedForwardConfig};
+pub use hf_weights::{HfWeights, HfWeightsError};
+pub use losses::{weighted_cross_entropy, weighted_smooth_l1};
 pub use patch_encoder::{PatchEncoder, PatchEncoderConfig, PatchRegions};
 pub use transformer::{
     NormPlacement, TransformerEncoder, TransformerEncoderConfig, TransformerLayer,

@@ -1,4 +1,4 @@
-//! Training and evaluating one classifier (one modality, one seed), with per-epoch checkpoints
+//! Training and evaluating one classifier (one model kind, one seed), with per-epoch checkpoints
 //! ([`EpochCheckpoints`]) that let an interrupted run continue where it stopped. A finished run
 //! directory holds only `model.safetensors`, `model-config.json` and `result.json`.
 
@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use indicatif::MultiProgress;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::store::ModuleSnapshot;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use rand::rngs::StdRng;
@@ -19,14 +20,17 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{assign_stable_param_ids, save_safetensors, write_atomic};
-use super::classify::{ClassifyError, TrainingConfig};
+use super::checkpoint::{
+    assign_stable_param_ids, load_safetensors, save_safetensors, write_atomic,
+};
+use super::classify::{ClassifierKind, ClassifyError, TrainingConfig};
 use super::epoch_checkpoints::{epoch_seed, EpochCheckpoints, RunState};
 use super::metrics::{mean_average_precision, micro_f1};
 use super::progress;
 use super::schedule::WarmupCosine;
 use crate::data::{ClassificationSplit, SpecialIds};
-use crate::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
+use crate::models::classifier::{MultiLabelClassifier, SingleStreamClassifierConfig};
+use crate::models::lxmert::LxmertClassifierConfig;
 
 /// Metrics after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +48,7 @@ pub struct EpochLog {
 /// The outcome of one finished run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
-    pub modality: Modality,
+    pub model: ClassifierKind,
     pub seed: u64,
     /// Mean average precision on the held-out split, after the last epoch.
     pub map: f64,
@@ -73,8 +77,8 @@ pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 2>) 
 }
 
 /// Evaluates on every example of `split`, with each image's first caption.
-pub fn evaluate<B: Backend>(
-    model: &SingleStreamClassifier<B>,
+pub fn evaluate<B: Backend, M: MultiLabelClassifier<B>>(
+    model: &M,
     split: &ClassificationSplit,
     special: SpecialIds,
     batch_size: usize,
@@ -86,7 +90,7 @@ pub fn evaluate<B: Backend>(
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size) {
         let batch = split.batch::<B>(chunk, &vec![0; chunk.len()], special, device);
-        let logits = model.forward(batch.images, batch.text).logits;
+        let logits = model.classify(batch.images, batch.text);
         loss_sum =
             loss_sum + bce_with_logits(logits.clone(), batch.labels.clone()) * chunk.len() as f64;
         probabilities.extend(to_vec(burn::tensor::activation::sigmoid(logits)));
@@ -111,11 +115,23 @@ fn scalar<B: Backend>(tensor: Tensor<B, 1>) -> f64 {
     tensor.into_scalar().elem::<f64>()
 }
 
+/// The model of a run.
+#[derive(Debug, Clone)]
+pub enum RunModel {
+    SingleStream(SingleStreamClassifierConfig),
+    /// LXMERT, starting from a pretrained encoder (`lxmert.safetensors` of a pretraining run)
+    /// when `pretrained` is set.
+    Lxmert {
+        config: LxmertClassifierConfig,
+        pretrained: Option<PathBuf>,
+    },
+}
+
 /// Everything one run needs.
 pub struct RunSpec<'a> {
-    pub modality: Modality,
+    pub kind: ClassifierKind,
     pub seed: u64,
-    pub model: SingleStreamClassifierConfig,
+    pub model: RunModel,
     pub training: &'a TrainingConfig,
     pub dir: PathBuf,
     /// Where progress bars and epoch summaries are drawn.
@@ -133,6 +149,15 @@ fn json_error(path: &Path, e: serde_json::Error) -> ClassifyError {
     }
 }
 
+/// Seeds the backend with `seed` and builds a model with `init`, holding [`INIT_LOCK`].
+fn seeded_init<B: Backend, T>(seed: u64, device: &B::Device, init: impl FnOnce() -> T) -> T {
+    let _guard = INIT_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    init()
+}
+
 /// Trains one classifier (resuming if its directory holds a partial run) and evaluates it.
 pub fn train_run<B: AutodiffBackend>(
     spec: &RunSpec,
@@ -145,15 +170,42 @@ pub fn train_run<B: AutodiffBackend>(
     if let Ok(bytes) = fs::read(&result_path) {
         return serde_json::from_slice(&bytes).map_err(|e| json_error(&result_path, e));
     }
+    match &spec.model {
+        RunModel::SingleStream(config) => {
+            let model = seeded_init::<B, _>(spec.seed, device, || config.init::<B>(device));
+            let config_json = serde_json::to_vec_pretty(config).expect("config serialises");
+            train_model(spec, model, &config_json, train, val, special, device)
+        }
+        RunModel::Lxmert { config, pretrained } => {
+            let mut model = seeded_init::<B, _>(spec.seed, device, || config.init::<B>(device));
+            if let Some(path) = pretrained {
+                model.lxmert = load_safetensors(model.lxmert, path)?;
+            }
+            let config_json = serde_json::to_vec_pretty(config).expect("config serialises");
+            train_model(spec, model, &config_json, train, val, special, device)
+        }
+    }
+}
+
+/// The training loop shared by every classifier.
+fn train_model<B, M>(
+    spec: &RunSpec,
+    model: M,
+    config_json: &[u8],
+    train: &ClassificationSplit,
+    val: &ClassificationSplit,
+    special: SpecialIds,
+    device: &B::Device,
+) -> Result<RunResult, ClassifyError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ModuleSnapshot<B> + MultiLabelClassifier<B>,
+    M::InnerModule: MultiLabelClassifier<B::InnerBackend>,
+{
+    let result_path = spec.dir.join("result.json");
     let training = spec.training;
-    let name = format!("{} seed {}", spec.modality.name(), spec.seed);
-    let model: SingleStreamClassifier<B> = {
-        let _guard = INIT_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        B::seed(device, spec.seed);
-        assign_stable_param_ids(spec.model.init(device))
-    };
+    let name = format!("{} seed {}", spec.kind.name(), spec.seed);
+    let model = assign_stable_param_ids(model);
     let n_params = model.num_params();
     let optimizer = AdamWConfig::new()
         .with_weight_decay(training.weight_decay as f32)
@@ -161,7 +213,7 @@ pub fn train_run<B: AutodiffBackend>(
         .with_grad_clipping(Some(GradientClippingConfig::Norm(
             training.grad_clip as f32,
         )))
-        .init::<B, SingleStreamClassifier<B>>();
+        .init::<B, M>();
 
     let checkpoints = EpochCheckpoints::new(&spec.dir);
     let (mut model, mut optimizer, state) =
@@ -210,8 +262,8 @@ pub fn train_run<B: AutodiffBackend>(
             let step = epoch * steps_per_epoch + step_in_epoch;
             lr = schedule.at(step);
             let batch = train.batch::<B>(chunk, caption_chunk, special, device);
-            let output = model.forward(batch.images, batch.text);
-            let loss = bce_with_logits(output.logits, batch.labels);
+            let logits = model.classify(batch.images, batch.text);
+            let loss = bce_with_logits(logits, batch.labels);
             loss_sum = loss_sum + loss.clone().inner();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(lr, model, grads);
@@ -268,7 +320,7 @@ pub fn train_run<B: AutodiffBackend>(
     })?;
     let seconds: f64 = history.iter().map(|h| h.train_seconds).sum();
     let result = RunResult {
-        modality: spec.modality,
+        model: spec.kind,
         seed: spec.seed,
         map: last.val_map,
         micro_f1: last.val_micro_f1,
@@ -277,10 +329,7 @@ pub fn train_run<B: AutodiffBackend>(
         history,
     };
     save_safetensors(&model, &spec.dir.join("model.safetensors"))?;
-    write_atomic(
-        &spec.dir.join("model-config.json"),
-        &serde_json::to_vec_pretty(&spec.model).expect("config serialises"),
-    )?;
+    write_atomic(&spec.dir.join("model-config.json"), config_json)?;
     write_atomic(
         &result_path,
         &serde_json::to_vec_pretty(&result).expect("result serialises"),

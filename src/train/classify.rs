@@ -1,24 +1,99 @@
-//! The headline experiment: image-only, text-only and joint classifiers trained with the same
-//! budget and seeds, evaluated on the held-out split, and compared as mean ± std over seeds.
+//! The headline experiment: image-only, text-only and joint single-stream classifiers, and the
+//! two-stream LXMERT with and without pretraining, trained with the same budget and seeds,
+//! evaluated on the held-out split, and compared as mean ± std over seeds.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{claim_run_dir, write_atomic, CheckpointError};
-use super::classifier_run::{train_run, RunResult, RunSpec};
+use super::classifier_run::{train_run, RunModel, RunResult, RunSpec};
+use super::lxmert_pretrain::{
+    pretrain_on, LxmertSize, PretrainError, PretrainLxmertConfig, PretrainResult,
+    PretrainingBudget, PretrainingImages,
+};
 use super::metrics::MeanStd;
 use super::plots::{grouped_bar_chart, line_chart, Bar, BarGroup, Series};
 use super::RunPaths;
+use crate::data::lxmert_pretraining::MaskingConfig;
 use crate::data::{
     dataset_root, BadEntryPolicy, ClassificationSplit, CocoDataset, CocoSplit, DataError,
     PrepareError, SkipReport, SyntheticCocoConfig, SyntheticError, TextTokenizer, TokenizerError,
 };
 use crate::models::classifier::{Modality, SingleStreamClassifierConfig};
+use crate::models::lxmert::{LxmertClassifierConfig, Objectives};
+
+/// The models `classify` compares: the single-stream classifier on each input, and LXMERT
+/// reading both inputs in two streams, trained from scratch or from its pretraining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassifierKind {
+    /// Single-stream `[CLS] img [SEP]`.
+    ImageOnly,
+    /// Single-stream `[CLS] text [SEP]`.
+    TextOnly,
+    /// Single-stream `[CLS] img [SEP] text [SEP]`.
+    Joint,
+    /// LXMERT (two streams, cross-attention), from scratch.
+    Lxmert,
+    /// LXMERT fine-tuned from its pretraining (masked LM, masked objects, matching) on the
+    /// training split.
+    LxmertPretrained,
+}
+
+impl ClassifierKind {
+    pub const ALL: [ClassifierKind; 5] = [
+        ClassifierKind::ImageOnly,
+        ClassifierKind::TextOnly,
+        ClassifierKind::Joint,
+        ClassifierKind::Lxmert,
+        ClassifierKind::LxmertPretrained,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClassifierKind::ImageOnly => "image-only",
+            ClassifierKind::TextOnly => "text-only",
+            ClassifierKind::Joint => "joint",
+            ClassifierKind::Lxmert => "lxmert",
+            ClassifierKind::LxmertPretrained => "lxmert-pretrained",
+        }
+    }
+
+    /// The single-stream modality, for the three single-stream kinds.
+    pub fn modality(self) -> Option<Modality> {
+        match self {
+            ClassifierKind::ImageOnly => Some(Modality::ImageOnly),
+            ClassifierKind::TextOnly => Some(Modality::TextOnly),
+            ClassifierKind::Joint => Some(Modality::Joint),
+            ClassifierKind::Lxmert | ClassifierKind::LxmertPretrained => None,
+        }
+    }
+
+    /// Relative training cost, longest first, for scheduling parallel runs.
+    fn cost_rank(self) -> usize {
+        match self {
+            ClassifierKind::LxmertPretrained => 0,
+            ClassifierKind::Lxmert => 1,
+            ClassifierKind::Joint => 2,
+            ClassifierKind::ImageOnly => 3,
+            ClassifierKind::TextOnly => 4,
+        }
+    }
+}
+
+/// The LXMERT rows: the model size and the pretraining that precedes `lxmert-pretrained`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LxmertSetup {
+    pub model: LxmertSize,
+    pub objectives: Objectives,
+    pub masking: MaskingConfig,
+    pub pretraining: PretrainingBudget,
+}
 
 /// Where the images and captions come from, and how they are prepared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +148,8 @@ pub struct ClassifyConfig {
     pub data: DataConfig,
     pub model: ModelSize,
     pub training: TrainingConfig,
-    pub modalities: Vec<Modality>,
+    pub lxmert: LxmertSetup,
+    pub models: Vec<ClassifierKind>,
     pub seeds: Vec<u64>,
 }
 
@@ -123,8 +199,26 @@ impl ClassifyConfig {
                 warmup_fraction: 0.1,
                 grad_clip: 1.0,
             },
-            modalities: Modality::ALL.to_vec(),
+            lxmert: LxmertSetup {
+                model: LxmertSize::small(),
+                objectives: Objectives::ALL,
+                masking: MaskingConfig::default(),
+                pretraining: PretrainingBudget::synthetic(),
+            },
+            models: ClassifierKind::ALL.to_vec(),
             seeds: vec![0, 1, 2],
+        }
+    }
+
+    /// The pretraining run behind the `lxmert-pretrained` row.
+    pub fn lxmert_pretraining(&self) -> PretrainLxmertConfig {
+        PretrainLxmertConfig {
+            data: self.data.clone(),
+            features: None,
+            model: self.lxmert.model.clone(),
+            objectives: self.lxmert.objectives,
+            masking: self.lxmert.masking,
+            budget: self.lxmert.pretraining.clone(),
         }
     }
 
@@ -148,6 +242,8 @@ impl ClassifyConfig {
         config.training.epochs = 10;
         config.training.batch_size = 64;
         config.training.learning_rate = 3e-4;
+        config.lxmert.model = LxmertSize::base();
+        config.lxmert.pretraining = PretrainingBudget::coco();
         config
     }
 }
@@ -169,6 +265,8 @@ pub enum ClassifyError {
     Corrupt { path: PathBuf, message: String },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Pretrain(Box<PretrainError>),
     #[error("the training loss of {run} became {value} in epoch {epoch}; lower --lr or check the data. The checkpoint of the previous epoch is kept")]
     NonFiniteLoss {
         run: String,
@@ -177,10 +275,16 @@ pub enum ClassifyError {
     },
 }
 
-/// Summary of one modality over seeds.
+impl From<PretrainError> for ClassifyError {
+    fn from(error: PretrainError) -> Self {
+        ClassifyError::Pretrain(Box::new(error))
+    }
+}
+
+/// Summary of one model over seeds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModalitySummary {
-    pub modality: Modality,
+pub struct ModelSummary {
+    pub model: ClassifierKind,
     pub map: MeanStd,
     pub micro_f1: MeanStd,
     pub n_params: usize,
@@ -195,8 +299,10 @@ pub struct ClassifyReport {
     pub train_images: usize,
     pub eval_images: usize,
     pub skipped_entries: Vec<String>,
-    pub summary: Vec<ModalitySummary>,
+    pub summary: Vec<ModelSummary>,
     pub runs: Vec<RunResult>,
+    /// The pretraining behind `lxmert-pretrained`, when that row ran.
+    pub lxmert_pretraining: Option<PretrainResult>,
 }
 
 /// Prepared data shared by every run.
@@ -278,7 +384,18 @@ pub fn prepare_data(
     })
 }
 
-/// The model config of one modality under `config`.
+/// The LXMERT classifier under `config`.
+pub fn lxmert_config(config: &ClassifyConfig, data: &PreparedData) -> LxmertClassifierConfig {
+    let lxmert = config.lxmert.model.config(
+        data.tokenizer.vocab_size(),
+        Some(config.data.image_size),
+        0,
+        config.data.max_text_len + 2,
+    );
+    LxmertClassifierConfig::new(lxmert, data.train.n_labels, data.tokenizer.special.cls)
+}
+
+/// The single-stream model config of one modality under `config`.
 pub fn model_config(
     config: &ClassifyConfig,
     modality: Modality,
@@ -312,9 +429,13 @@ pub fn run_classify<B: AutodiffBackend>(
     schedule: Schedule,
 ) -> Result<ClassifyReport, ClassifyError> {
     let show_progress = schedule.show_progress;
-    if config.training.epochs == 0 || config.training.batch_size == 0 || config.seeds.is_empty() {
+    if config.training.epochs == 0
+        || config.training.batch_size == 0
+        || config.seeds.is_empty()
+        || config.models.is_empty()
+    {
         return Err(ClassifyError::Config(
-            "epochs, batch size and the number of seeds must all be at least 1".into(),
+            "epochs, batch size, the number of seeds and of models must all be at least 1".into(),
         ));
     }
     fs::create_dir_all(&paths.out_dir).map_err(|source| DataError::Io {
@@ -335,43 +456,66 @@ pub fn run_classify<B: AutodiffBackend>(
     );
 
     let progress = super::progress::multi(show_progress);
-    // Longest runs first (joint, then image-only, then text-only), so that parallel workers
-    // finish together instead of one long run ending alone.
-    let mut by_cost = config.modalities.clone();
-    by_cost.sort_by_key(|m| match m {
-        Modality::Joint => 0,
-        Modality::ImageOnly => 1,
-        Modality::TextOnly => 2,
-    });
+    // The pretrained LXMERT row starts from a pretraining on the training split (pixels and
+    // captions only, no labels), run once and shared by its seeds, alongside the other rows.
+    let pretraining_dir = paths.out_dir.join("lxmert-pretraining");
+    let pretraining_config = config.lxmert_pretraining();
+    let pretrain = || -> Result<PretrainResult, ClassifyError> {
+        Ok(pretrain_on::<B>(
+            &pretraining_config,
+            &data,
+            PretrainingImages::Pixels,
+            &pretraining_dir,
+            device,
+            &progress,
+        )?)
+    };
+    let needs_pretraining = config.models.contains(&ClassifierKind::LxmertPretrained);
+
+    // Longest runs first, so that parallel workers finish together instead of one long run
+    // ending alone.
+    let mut by_cost = config.models.clone();
+    by_cost.sort_by_key(|m| m.cost_rank());
     let specs: Vec<RunSpec> = by_cost
         .iter()
-        .flat_map(|&modality| config.seeds.iter().map(move |&seed| (modality, seed)))
-        .map(|(modality, seed)| RunSpec {
-            modality,
+        .flat_map(|&kind| config.seeds.iter().map(move |&seed| (kind, seed)))
+        .map(|(kind, seed)| RunSpec {
+            kind,
             seed,
-            model: model_config(config, modality, &data),
+            model: match kind.modality() {
+                Some(modality) => RunModel::SingleStream(model_config(config, modality, &data)),
+                None => RunModel::Lxmert {
+                    config: lxmert_config(config, &data),
+                    pretrained: (kind == ClassifierKind::LxmertPretrained)
+                        .then(|| pretraining_dir.join("lxmert.safetensors")),
+                },
+            },
             training: &config.training,
             dir: paths
                 .out_dir
                 .join("runs")
-                .join(format!("{}-seed{seed}", modality.name())),
+                .join(format!("{}-seed{seed}", kind.name())),
             progress: &progress,
         })
         .collect();
-    let mut runs = run_in_parallel(&specs, schedule.jobs, |spec| {
-        train_run::<B>(spec, &data.train, &data.val, data.tokenizer.special, device)
-    })?;
-    let order = |m: &Modality| config.modalities.iter().position(|x| x == m);
-    runs.sort_by_key(|run| (order(&run.modality), run.seed));
+    let (lxmert_pretraining, mut runs) = run_in_parallel(
+        &specs,
+        schedule.jobs,
+        needs_pretraining.then_some(&pretrain as &(dyn Fn() -> _ + Sync)),
+        |spec| spec.kind == ClassifierKind::LxmertPretrained,
+        |spec| train_run::<B>(spec, &data.train, &data.val, data.tokenizer.special, device),
+    )?;
+    let order = |m: &ClassifierKind| config.models.iter().position(|x| x == m);
+    runs.sort_by_key(|run| (order(&run.model), run.seed));
 
     let summary = config
-        .modalities
+        .models
         .iter()
-        .map(|&modality| {
-            let of: Vec<&RunResult> = runs.iter().filter(|r| r.modality == modality).collect();
+        .map(|&model| {
+            let of: Vec<&RunResult> = runs.iter().filter(|r| r.model == model).collect();
             let values = |f: fn(&RunResult) -> f64| of.iter().map(|r| f(r)).collect::<Vec<_>>();
-            ModalitySummary {
-                modality,
+            ModelSummary {
+                model,
                 map: MeanStd::of(&values(|r| r.map)),
                 micro_f1: MeanStd::of(&values(|r| r.micro_f1)),
                 n_params: of[0].n_params,
@@ -387,44 +531,84 @@ pub fn run_classify<B: AutodiffBackend>(
         skipped_entries: data.skipped.summary(),
         summary,
         runs,
+        lxmert_pretraining,
     };
     write_report(&report, &paths.out_dir)?;
     Ok(report)
 }
 
-/// Runs `work` on every spec with up to `jobs` threads; results keep the order of `specs`.
-/// After a failure no new run starts, and the first error (in spec order) is returned.
-fn run_in_parallel<'a, T: Send>(
+/// Runs `prerequisite` (if any) and `work` on every spec with up to `jobs` threads. Specs for
+/// which `waits` holds start only after the prerequisite finished; the others start at once, so
+/// the pretraining behind one row overlaps with the other rows' training. Results keep the order
+/// of `specs`. After a failure no new job starts, and the first error (prerequisite first, then
+/// in spec order) is returned.
+fn run_in_parallel<'a, T: Send, P: Send>(
     specs: &'a [RunSpec<'a>],
     jobs: usize,
+    prerequisite: Option<&(dyn Fn() -> Result<P, ClassifyError> + Sync)>,
+    waits: impl Fn(&RunSpec) -> bool + Sync,
     work: impl Fn(&'a RunSpec<'a>) -> Result<T, ClassifyError> + Sync,
-) -> Result<Vec<T>, ClassifyError> {
-    let next = AtomicUsize::new(0);
+) -> Result<(Option<P>, Vec<T>), ClassifyError> {
+    let pending = Mutex::new((0..specs.len()).collect::<Vec<usize>>());
+    let claimed = AtomicBool::new(prerequisite.is_none());
+    let ready = AtomicBool::new(prerequisite.is_none());
     let failed = AtomicBool::new(false);
+    let prerequisite_result: Mutex<Option<Result<P, ClassifyError>>> = Mutex::new(None);
     let results: Vec<Mutex<Option<Result<T, ClassifyError>>>> =
         specs.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, specs.len().max(1)) {
+        for _ in 0..jobs.clamp(1, specs.len() + 1) {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= specs.len() || failed.load(Ordering::SeqCst) {
+                if failed.load(Ordering::SeqCst) {
                     break;
                 }
-                let result = work(&specs[i]);
-                failed.fetch_or(result.is_err(), Ordering::SeqCst);
-                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                if let Some(prerequisite) = prerequisite {
+                    if !claimed.swap(true, Ordering::SeqCst) {
+                        let result = prerequisite();
+                        failed.fetch_or(result.is_err(), Ordering::SeqCst);
+                        *prerequisite_result
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(result);
+                        ready.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                }
+                let (next, left) = {
+                    let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    let is_ready = ready.load(Ordering::SeqCst);
+                    let position = pending.iter().position(|&i| is_ready || !waits(&specs[i]));
+                    (position.map(|p| pending.remove(p)), pending.len())
+                };
+                match next {
+                    Some(i) => {
+                        let result = work(&specs[i]);
+                        failed.fetch_or(result.is_err(), Ordering::SeqCst);
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    }
+                    None if left == 0 => break,
+                    // Only runs waiting for the prerequisite are left.
+                    None => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
             });
         }
     });
+    let prerequisite = match prerequisite_result
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        Some(Err(error)) => return Err(error),
+        Some(Ok(value)) => Some(value),
+        None => None,
+    };
     let mut done = Vec::with_capacity(specs.len());
     for slot in results {
         match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(Ok(result)) => done.push(result),
             Some(Err(error)) => return Err(error),
-            None => {} // not started because another run failed; that error comes first
+            None => {} // not started because another job failed; that error comes first
         }
     }
-    Ok(done)
+    Ok((prerequisite, done))
 }
 
 /// The results table in Markdown.
@@ -436,7 +620,7 @@ pub fn results_table(report: &ClassifyReport) -> String {
     for s in &report.summary {
         table += &format!(
             "| {} | {} | {} | {} | {:.0} |\n",
-            s.modality.name(),
+            s.model.name(),
             s.map,
             s.micro_f1,
             s.n_params,
@@ -449,15 +633,29 @@ pub fn results_table(report: &ClassifyReport) -> String {
 /// The joint model's lead in mAP over the best unimodal model, and the largest spread (std)
 /// among the models compared; `None` unless all three modalities ran.
 pub fn joint_margin(report: &ClassifyReport) -> Option<(f64, f64)> {
-    let get = |m| report.summary.iter().find(|s| s.modality == m);
+    let get = |m| report.summary.iter().find(|s| s.model == m);
     let (image, text, joint) = (
-        get(Modality::ImageOnly)?,
-        get(Modality::TextOnly)?,
-        get(Modality::Joint)?,
+        get(ClassifierKind::ImageOnly)?,
+        get(ClassifierKind::TextOnly)?,
+        get(ClassifierKind::Joint)?,
     );
     let best_unimodal = image.map.mean.max(text.map.mean);
     let spread = image.map.std.max(text.map.std).max(joint.map.std);
     Some((joint.map.mean - best_unimodal, spread))
+}
+
+/// LXMERT's mAP with pretraining minus without, and the larger of their stds; `None` unless
+/// both LXMERT rows ran.
+pub fn pretraining_gain(report: &ClassifyReport) -> Option<(f64, f64)> {
+    let get = |m| report.summary.iter().find(|s| s.model == m);
+    let (scratch, pretrained) = (
+        get(ClassifierKind::Lxmert)?,
+        get(ClassifierKind::LxmertPretrained)?,
+    );
+    Some((
+        pretrained.map.mean - scratch.map.mean,
+        scratch.map.std.max(pretrained.map.std),
+    ))
 }
 
 fn write_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), ClassifyError> {
@@ -466,7 +664,7 @@ fn write_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), ClassifyE
         &serde_json::to_vec_pretty(report).expect("report serialises"),
     )?;
     let mut markdown = format!(
-        "# Image-only vs text-only vs joint\n\n{} train / {} held-out images, device {}.\n\n{}",
+        "# Image-only vs text-only vs joint, and LXMERT with and without pretraining\n\n{} train / {} held-out images, device {}.\n\n{}",
         report.train_images,
         report.eval_images,
         report.device,
@@ -477,13 +675,18 @@ fn write_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), ClassifyE
             "\nJoint minus best unimodal mAP: {margin:+.4} (largest std across seeds: {spread:.4}).\n"
         );
     }
+    if let Some((gain, spread)) = pretraining_gain(report) {
+        markdown += &format!(
+            "\nLXMERT pretrained minus from scratch mAP: {gain:+.4} (larger std across seeds: {spread:.4}).\n"
+        );
+    }
     write_atomic(&out_dir.join("results.md"), markdown.as_bytes())?;
 
     let groups: Vec<BarGroup> = report
         .summary
         .iter()
         .map(|s| BarGroup {
-            label: s.modality.name().to_string(),
+            label: s.model.name().to_string(),
             bars: vec![
                 Bar {
                     mean: s.map.mean,
@@ -508,15 +711,15 @@ fn write_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), ClassifyE
             .runs
             .iter()
             .map(|run| Series {
-                name: run.modality.name().to_string(),
+                name: run.model.name().to_string(),
                 points: run
                     .history
                     .iter()
                     .map(|h| (h.epoch as f64, metric(h)))
                     .collect(),
-                color: Modality::ALL
+                color: ClassifierKind::ALL
                     .iter()
-                    .position(|&m| m == run.modality)
+                    .position(|&m| m == run.model)
                     .unwrap_or(0),
             })
             .collect()

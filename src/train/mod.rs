@@ -9,6 +9,7 @@ pub mod dalle_generate;
 pub mod epoch_checkpoints;
 pub mod gradients;
 pub mod image_grid;
+pub mod lxmert_pretrain;
 pub mod metrics;
 pub mod plots;
 pub mod progress;

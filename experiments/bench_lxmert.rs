@@ -1,0 +1,222 @@
+//! The LXMERT part of `bench`, next to the classifier: pretraining samples/s (all three
+//! objectives) and fine-tuning samples/s of the synthetic preset's model, with the peak memory
+//! of each measurement, on both CPU backends and, when built with `--features cuda`, on CUDA.
+//!
+//! Peak memory on the CPU is the process's peak resident set (`VmHWM`), reset before each
+//! measurement through `/proc/self/clear_refs` (Linux), so it covers that workload alone plus
+//! what the process already held (the dataset cache maps, the binary), which is reported too.
+
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use vislang::backend::{CpuBackend, NdArrayBackend};
+use vislang::data::lxmert_pretraining::{pixel_batch, BatchRecipe};
+use vislang::models::classifier::{Modality, MultiLabelClassifier};
+use vislang::models::lxmert::LxmertPretraining;
+use vislang::train::classifier_run::bce_with_logits;
+use vislang::train::classify::{lxmert_config, model_config, ClassifyConfig, PreparedData};
+
+/// A `/proc/self/status` field in KiB.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `work` with the peak-RSS counter reset; returns its result, the peak (MiB) and the
+/// resident set before it started (MiB). `None` where Linux's counters are unavailable.
+fn with_peak_memory<T>(work: impl FnOnce() -> T) -> (T, Option<(f64, f64)>) {
+    let before = status_kib("VmRSS:");
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let value = work();
+    let peak = status_kib("VmHWM:");
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let memory = match (reset, before, peak) {
+        (true, Some(before), Some(peak)) => Some((mib(peak), mib(before))),
+        _ => None,
+    };
+    (value, memory)
+}
+
+/// Samples/s of `steps` timed pretraining steps (after warm-up) at `batch_size`.
+pub fn pretraining_throughput<B: AutodiffBackend>(
+    data: &PreparedData,
+    batch_size: usize,
+    steps: usize,
+    device: &B::Device,
+) -> f64 {
+    let classify = ClassifyConfig::synthetic();
+    let pretraining = classify.lxmert_pretraining();
+    let config = pretraining.model_config(data.tokenizer.vocab_size(), None, None, None);
+    let n_regions = config.lxmert.pixels.as_ref().map_or(0, |p| p.n_regions());
+    let mut model: LxmertPretraining<B> = config.init(device);
+    let mut optimizer = AdamWConfig::new().init::<B, LxmertPretraining<B>>();
+    let recipe = BatchRecipe {
+        objectives: pretraining.objectives,
+        masking: pretraining.masking,
+        special: data.tokenizer.special,
+        vocab_size: data.tokenizer.vocab_size(),
+    };
+    let mut rng = StdRng::seed_from_u64(0);
+    let warmup = 3;
+    let mut started = Instant::now();
+    for step in 0..warmup + steps {
+        if step == warmup {
+            let _ = model.clone().valid();
+            started = Instant::now();
+        }
+        let indices: Vec<usize> = (0..batch_size)
+            .map(|i| (step * batch_size + i) % data.train.len())
+            .collect();
+        let batch = pixel_batch::<B>(&data.train, &indices, n_regions, &recipe, &mut rng, device);
+        let loss = model.losses(batch, pretraining.objectives).total;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-4, model, grads);
+    }
+    let _ = model.matching_head.weight.val().into_data();
+    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Samples/s of classifier fine-tuning steps: LXMERT, or a single-stream `modality`.
+pub fn finetuning_throughput<B: AutodiffBackend>(
+    data: &PreparedData,
+    single_stream: Option<Modality>,
+    batch_size: usize,
+    steps: usize,
+    device: &B::Device,
+) -> f64 {
+    let config = ClassifyConfig::synthetic();
+    match single_stream {
+        Some(modality) => {
+            let model = model_config(&config, modality, data).init::<B>(device);
+            timed_classifier_steps(model, data, batch_size, steps, device)
+        }
+        None => {
+            let model = lxmert_config(&config, data).init::<B>(device);
+            timed_classifier_steps(model, data, batch_size, steps, device)
+        }
+    }
+}
+
+fn timed_classifier_steps<B, M>(
+    mut model: M,
+    data: &PreparedData,
+    batch_size: usize,
+    steps: usize,
+    device: &B::Device,
+) -> f64
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + MultiLabelClassifier<B>,
+{
+    let mut optimizer = AdamWConfig::new().init::<B, M>();
+    let warmup = 3;
+    let mut started = Instant::now();
+    for step in 0..warmup + steps {
+        if step == warmup {
+            let _ = model.clone().valid();
+            started = Instant::now();
+        }
+        let indices: Vec<usize> = (0..batch_size)
+            .map(|i| (step * batch_size + i) % data.train.len())
+            .collect();
+        let batch = data.train.batch::<B>(
+            &indices,
+            &vec![0; batch_size],
+            data.tokenizer.special,
+            device,
+        );
+        let loss = bce_with_logits(model.classify(batch.images, batch.text), batch.labels);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(1e-4, model, grads);
+    }
+    let _ = model.valid();
+    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A measurement on both CPU backends, with Flex's peak memory.
+fn both_cpu_backends(
+    measure_flex: impl FnOnce() -> f64,
+    measure_ndarray: impl FnOnce() -> f64,
+) -> (f64, f64, Option<(f64, f64)>) {
+    let (flex, memory) = with_peak_memory(measure_flex);
+    let ndarray = measure_ndarray();
+    (flex, ndarray, memory)
+}
+
+/// Prints the LXMERT table. `gpu`, when given, measures (pretraining, fine-tuning) samples/s
+/// on a GPU at a batch size.
+pub fn run(
+    data: &PreparedData,
+    batch_sizes: &[usize],
+    steps: usize,
+    gpu: Option<&dyn Fn(usize) -> (f64, f64)>,
+) {
+    let cuda = gpu;
+    println!(
+        "\n## LXMERT (synthetic preset: 2/1/1 layers, 64 wide, 16 patches), next to the single-stream joint classifier ({steps} steps after warm-up)"
+    );
+    println!(
+        "| workload | batch | flex samples/s | ndarray samples/s | flex / ndarray | flex peak RSS MiB (held before) |{}",
+        if cuda.is_some() { " cuda samples/s | cuda / flex |" } else { "" }
+    );
+    println!(
+        "|---|---|---|---|---|---|{}",
+        if cuda.is_some() { "---|---|" } else { "" }
+    );
+    let print_row =
+        |name: &str, batch: usize, measured: (f64, f64, Option<(f64, f64)>), gpu: Option<f64>| {
+            let (flex, ndarray, memory) = measured;
+            let memory = memory.map_or("n/a".to_string(), |(peak, before)| {
+                format!("{peak:.0} ({before:.0})")
+            });
+            let gpu = match (cuda.is_some(), gpu) {
+                (true, Some(rate)) => format!(" {rate:.0} | {:.1} |", rate / flex),
+                (true, None) => " - | - |".to_string(),
+                (false, _) => String::new(),
+            };
+            println!(
+                "| {name} | {batch} | {flex:.0} | {ndarray:.0} | {:.2} | {memory} |{gpu}",
+                flex / ndarray
+            );
+        };
+    type Flex = Autodiff<CpuBackend>;
+    type NdArray = Autodiff<NdArrayBackend>;
+    let (cpu, nd) = (Default::default(), Default::default());
+    for &batch in batch_sizes {
+        let gpu = cuda.map(|measure| measure(batch));
+        print_row(
+            "lxmert pretraining (MLM + masked patches + matching)",
+            batch,
+            both_cpu_backends(
+                || pretraining_throughput::<Flex>(data, batch, steps, &cpu),
+                || pretraining_throughput::<NdArray>(data, batch, steps, &nd),
+            ),
+            gpu.map(|g| g.0),
+        );
+        print_row(
+            "lxmert fine-tuning (classifier)",
+            batch,
+            both_cpu_backends(
+                || finetuning_throughput::<Flex>(data, None, batch, steps, &cpu),
+                || finetuning_throughput::<NdArray>(data, None, batch, steps, &nd),
+            ),
+            gpu.map(|g| g.1),
+        );
+        let joint = Some(Modality::Joint);
+        print_row(
+            "single-stream joint (classifier)",
+            batch,
+            both_cpu_backends(
+                || finetuning_throughput::<Flex>(data, joint, batch, steps, &cpu),
+                || finetuning_throughput::<NdArray>(data, joint, batch, steps, &nd),
+            ),
+            None,
+        );
+    }
+}

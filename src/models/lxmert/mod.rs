@@ -1,0 +1,18 @@
+//! LXMERT-style two-stream cross-modal encoder (<https://arxiv.org/abs/1908.07490>): the model,
+//! its pretraining heads, a classifier for `classify`, and Hugging Face weight loading.
+
+mod classifier;
+pub mod hf;
+mod model;
+mod pretraining;
+
+pub use classifier::{LxmertClassifier, LxmertClassifierConfig};
+pub use model::{
+    CrossAttentionBlock, CrossModalityLayer, Lxmert, LxmertConfig, LxmertOutput, LxmertText,
+    VisualRegions,
+};
+pub use pretraining::{
+    patch_colour_targets, LxmertPretraining, LxmertPretrainingConfig, MaskedLanguageHead,
+    MaskedObjectHead, Objectives, PretrainingBatch, PretrainingLosses, PretrainingVision,
+    PATCH_TARGET_WIDTH,
+};

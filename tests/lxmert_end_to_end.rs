@@ -1,0 +1,213 @@
+//! `pretrain-lxmert` and `lxmert-features` end to end on small synthetic sets: the outputs,
+//! resuming after an interruption, the region-feature path, and clear errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pretrain(dir: &Path, out: &str, n_train: usize, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pretrain-lxmert"));
+    command
+        .args(["--quiet", "--synthetic-train", &n_train.to_string()])
+        .args(["--synthetic-val", "32", "--batch-size", "16"])
+        .arg("--data-dir")
+        .arg(dir.join(format!("data-{n_train}")))
+        .arg("--out")
+        .arg(dir.join(out))
+        .args(extra);
+    command
+}
+
+fn features(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lxmert-features"));
+    command.args(args);
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "command failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn fails(mut command: Command) -> String {
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "command should have failed");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
+    stderr
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
+    let dir = common::tempdir();
+    let reference = dir.path().join("reference");
+    let output = run(pretrain(dir.path(), "reference", 96, &["--epochs", "2"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("matching accuracy"), "{stdout}");
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "lxmert.safetensors",
+        "lxmert-config.json",
+        "pretraining.safetensors",
+        "pretraining-config.json",
+        "result.json",
+        "curve-loss.png",
+        "curve-val-loss.png",
+        "curve-matching-accuracy.png",
+    ] {
+        assert!(reference.join(file).exists(), "{file} missing");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&reference)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.contains("epoch") || name.ends_with(".tmp") || name == "state.json")
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    let result = json(&reference.join("result.json"));
+    let last = &result["history"][1];
+    for objective in ["masked_language", "object_feature", "matching"] {
+        assert!(
+            last["val"][objective].as_f64().unwrap().is_finite(),
+            "{objective}"
+        );
+    }
+    assert!(
+        last["val"]["object_label"].is_null(),
+        "pixels have no detector labels"
+    );
+
+    // The same run, killed once epoch 1 is committed and started again, ends identically.
+    let tokenizer = reference.join("tokenizer.json");
+    let args = ["--epochs", "2", "--tokenizer", tokenizer.to_str().unwrap()];
+    let interrupted = dir.path().join("interrupted");
+    common::kill_once_exists(
+        pretrain(dir.path(), "interrupted", 96, &args),
+        &interrupted.join("state.json"),
+    );
+    assert!(
+        !interrupted.join("result.json").exists(),
+        "killed before finishing"
+    );
+    let output = run(pretrain(dir.path(), "interrupted", 96, &args));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("resuming after epoch 1"),
+        "did not resume"
+    );
+    let resumed = json(&interrupted.join("result.json"));
+    for epoch in 0..2 {
+        assert_eq!(
+            resumed["history"][epoch]["val"],
+            result["history"][epoch]["val"],
+            "epoch {} differs after resuming",
+            epoch + 1
+        );
+    }
+
+    // Another config in the same directory is refused rather than mixed in.
+    let error = fails(pretrain(dir.path(), "reference", 96, &["--epochs", "3"]));
+    assert!(error.contains("different config"), "{error}");
+}
+
+#[test]
+fn region_features_from_tsv_pretrain_with_detector_labels() {
+    let dir = common::tempdir();
+    let data = dir.path().join("data-96");
+    let tsv = dir.path().join("boxes.tsv");
+    let converted = dir.path().join("features.safetensors");
+    run(features(&[
+        "boxes",
+        "--synthetic-train",
+        "96",
+        "--synthetic-val",
+        "32",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        tsv.to_str().unwrap(),
+    ]));
+    let output = run(features(&[
+        "convert",
+        "--tsv",
+        tsv.to_str().unwrap(),
+        "--out",
+        converted.to_str().unwrap(),
+    ]));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("128 images"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    run(pretrain(
+        dir.path(),
+        "regions",
+        96,
+        &["--epochs", "1", "--features", converted.to_str().unwrap()],
+    ));
+    let result = json(&dir.path().join("regions/result.json"));
+    let val = &result["history"][0]["val"];
+    for objective in [
+        "masked_language",
+        "object_feature",
+        "object_label",
+        "object_attribute",
+        "matching",
+    ] {
+        assert!(
+            val[objective].as_f64().unwrap().is_finite(),
+            "{objective}: {val}"
+        );
+    }
+
+    // A dataset with images the feature file lacks is refused, naming an image id.
+    let error = fails(pretrain(
+        dir.path(),
+        "bigger",
+        160,
+        &["--epochs", "1", "--features", converted.to_str().unwrap()],
+    ));
+    assert!(
+        error.contains("is not in the feature file") && error.contains("features.safetensors"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_settings_get_clear_errors() {
+    let dir = common::tempdir();
+    let error = fails(pretrain(
+        dir.path(),
+        "none",
+        48,
+        &["--no-masked-lm", "--no-masked-objects", "--no-matching"],
+    ));
+    assert!(error.contains("every objective is switched off"), "{error}");
+    let error = fails(pretrain(
+        dir.path(),
+        "missing",
+        48,
+        &["--features", "/nonexistent/features.safetensors"],
+    ));
+    assert!(
+        error.contains("/nonexistent/features.safetensors"),
+        "{error}"
+    );
+    let error = fails(features(&[
+        "convert",
+        "--tsv",
+        "/nonexistent.tsv",
+        "--out",
+        "x.safetensors",
+    ]));
+    assert!(error.contains("/nonexistent.tsv"), "{error}");
+}
