@@ -41,6 +41,12 @@ struct Args {
     /// Pretraining epochs before the lxmert-pretrained row [default: 6 synthetic, 20 COCO].
     #[arg(long)]
     pretraining_epochs: Option<usize>,
+    /// Fine-tune the lxmert-pretrained row from this finished `pretrain-lxmert --out`
+    /// directory instead of pretraining here. Its model size, image size and caption length
+    /// must be this experiment's; its tokenizer.json becomes the experiment's tokenizer
+    /// unless --tokenizer names one (which must then have the same vocabulary).
+    #[arg(long, value_name = "DIR", conflicts_with = "pretraining_epochs")]
+    lxmert_encoder: Option<PathBuf>,
     /// Seeds; every model is trained once per seed [default: 0,1,2].
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
@@ -113,7 +119,19 @@ fn main() -> ExitCode {
     t.learning_rate = args.lr.unwrap_or(t.learning_rate);
     let d = &mut config.data;
     d.image_size = args.image_size.unwrap_or(d.image_size);
-    d.tokenizer = args.tokenizer;
+    d.tokenizer = args.tokenizer.or_else(|| {
+        // The pretrained encoder's embeddings index its own vocabulary.
+        args.lxmert_encoder
+            .as_ref()
+            .map(|dir| dir.join("tokenizer.json"))
+    });
+    if args.lxmert_encoder.is_some() && !config.models.contains(&ClassifierKind::LxmertPretrained) {
+        eprintln!(
+            "error: --lxmert-encoder is for the lxmert-pretrained row, which --models leaves out"
+        );
+        return ExitCode::from(2);
+    }
+    config.lxmert.encoder = args.lxmert_encoder;
     d.max_train_images = args.data.max_train_images;
     d.max_eval_images = args.data.max_eval_images;
     d.skip_bad = args.data.skip_bad;

@@ -134,6 +134,14 @@ fn wordpiece_tokenizer_trains_saves_and_reloads() {
     let reloaded = TextTokenizer::from_file(&path).unwrap();
     assert_eq!(reloaded.encode("a dog and a cat", 32).unwrap(), ids);
     assert_eq!(reloaded.vocab_size(), tokenizer.vocab_size());
+    assert!(reloaded.vocabulary_differences(&tokenizer).is_empty());
+    let other =
+        TextTokenizer::train_wordpiece(["zebras graze", "a zebra"].into_iter(), 100).unwrap();
+    let differences = other.vocabulary_differences(&tokenizer);
+    assert!(
+        differences.iter().any(|t| t == "zebra") && differences.iter().any(|t| t == "dog"),
+        "{differences:?}"
+    );
 
     // A tokenizer without [MASK] is refused by name.
     let text = fs::read_to_string(&path).unwrap();

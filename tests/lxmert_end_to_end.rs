@@ -183,6 +183,68 @@ fn region_features_from_tsv_pretrain_with_detector_labels() {
 }
 
 #[test]
+fn classify_fine_tunes_an_encoder_pretrained_by_pretrain_lxmert() {
+    let dir = common::tempdir();
+    run(pretrain(dir.path(), "pre", 96, &["--epochs", "1"]));
+    let encoder = dir.path().join("pre");
+    let classify = |out: &str, encoder: &Path, extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_classify"));
+        command
+            .args([
+                "--quiet",
+                "--synthetic-train",
+                "96",
+                "--synthetic-val",
+                "32",
+            ])
+            .args(["--seeds", "0", "--epochs", "1", "--batch-size", "16"])
+            .args(["--models", "lxmert-pretrained"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data-96"))
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg("--lxmert-encoder")
+            .arg(encoder)
+            .args(extra);
+        command
+    };
+    run(classify("fine-tuned", &encoder, &[]));
+    let out = dir.path().join("fine-tuned");
+    assert!(
+        !out.join("lxmert-pretraining").exists(),
+        "pretrained again instead of using the encoder"
+    );
+    let results = json(&out.join("results.json"));
+    assert_eq!(results["runs"][0]["model"], "lxmert-pretrained");
+    assert!(results["runs"][0]["map"].as_f64().unwrap().is_finite());
+    assert_eq!(
+        results["lxmert_pretraining"],
+        json(&encoder.join("result.json")),
+        "the report carries the encoder's pretraining"
+    );
+
+    // The row really reads that encoder: a damaged copy is an error naming the file.
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    for entry in std::fs::read_dir(&encoder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, damaged.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(damaged.join("lxmert.safetensors"), b"not safetensors").unwrap();
+    let error = fails(classify("from-damaged", &damaged, &[]));
+    assert!(error.contains("lxmert.safetensors"), "{error}");
+
+    // Another architecture is refused before training, naming the config file and field.
+    let error = fails(classify("bigger-images", &encoder, &["--image-size", "96"]));
+    assert!(
+        error.contains("lxmert-config.json") && error.contains("image_size"),
+        "{error}"
+    );
+}
+
+#[test]
 fn bad_settings_get_clear_errors() {
     let dir = common::tempdir();
     let error = fails(pretrain(

@@ -194,4 +194,23 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// Tokens whose id differs between the two vocabularies (or that only one has), sorted:
+    /// empty when a model trained with one can read ids made by the other.
+    pub fn vocabulary_differences(&self, other: &TextTokenizer) -> Vec<String> {
+        let (mine, theirs) = (self.inner.get_vocab(true), other.inner.get_vocab(true));
+        let mut differ: Vec<String> = mine
+            .iter()
+            .filter(|(token, id)| theirs.get(*token) != Some(id))
+            .map(|(token, _)| token.clone())
+            .chain(
+                theirs
+                    .keys()
+                    .filter(|token| !mine.contains_key(*token))
+                    .cloned(),
+            )
+            .collect();
+        differ.sort();
+        differ
+    }
 }

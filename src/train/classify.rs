@@ -18,6 +18,7 @@ use super::lxmert_pretrain::{
 };
 use super::metrics::MeanStd;
 use super::plots::{grouped_bar_chart, line_chart, Bar, BarGroup, Series};
+use super::pretrained_encoder::PretrainedEncoder;
 use super::RunPaths;
 use crate::data::lxmert_pretraining::MaskingConfig;
 use crate::data::{
@@ -93,6 +94,10 @@ pub struct LxmertSetup {
     pub objectives: Objectives,
     pub masking: MaskingConfig,
     pub pretraining: PretrainingBudget,
+    /// A finished `pretrain-lxmert --out` directory that `lxmert-pretrained` starts from,
+    /// instead of pretraining with `pretraining` here.
+    #[serde(default)]
+    pub encoder: Option<PathBuf>,
 }
 
 /// Where the images and captions come from, and how they are prepared.
@@ -204,6 +209,7 @@ impl ClassifyConfig {
                 objectives: Objectives::ALL,
                 masking: MaskingConfig::default(),
                 pretraining: PretrainingBudget::synthetic(),
+                encoder: None,
             },
             models: ClassifierKind::ALL.to_vec(),
             seeds: vec![0, 1, 2],
@@ -265,6 +271,8 @@ pub enum ClassifyError {
     Corrupt { path: PathBuf, message: String },
     #[error("{0}")]
     Config(String),
+    #[error("{path} does not fit this experiment: {message}")]
+    Incompatible { path: PathBuf, message: String },
     #[error(transparent)]
     Pretrain(Box<PretrainError>),
     #[error("the training loss of {run} became {value} in epoch {epoch}; lower --lr or check the data. The checkpoint of the previous epoch is kept")]
@@ -470,7 +478,21 @@ pub fn run_classify<B: AutodiffBackend>(
             &progress,
         )?)
     };
-    let needs_pretraining = config.models.contains(&ClassifierKind::LxmertPretrained);
+    let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
+    // A pretraining from elsewhere is checked before any training starts.
+    let external = match (&config.lxmert.encoder, wants_pretrained) {
+        (Some(dir), true) => Some(PretrainedEncoder::open(
+            dir,
+            &lxmert_config(config, &data).lxmert,
+            &data.tokenizer,
+        )?),
+        _ => None,
+    };
+    let pretrained_weights = external.as_ref().map_or_else(
+        || pretraining_dir.join("lxmert.safetensors"),
+        |e| e.weights.clone(),
+    );
+    let needs_pretraining = wants_pretrained && external.is_none();
 
     // Longest runs first, so that parallel workers finish together instead of one long run
     // ending alone.
@@ -487,7 +509,7 @@ pub fn run_classify<B: AutodiffBackend>(
                 None => RunModel::Lxmert {
                     config: lxmert_config(config, &data),
                     pretrained: (kind == ClassifierKind::LxmertPretrained)
-                        .then(|| pretraining_dir.join("lxmert.safetensors")),
+                        .then(|| pretrained_weights.clone()),
                 },
             },
             training: &config.training,
@@ -531,7 +553,7 @@ pub fn run_classify<B: AutodiffBackend>(
         skipped_entries: data.skipped.summary(),
         summary,
         runs,
-        lxmert_pretraining,
+        lxmert_pretraining: lxmert_pretraining.or(external.and_then(|e| e.result)),
     };
     write_report(&report, &paths.out_dir)?;
     Ok(report)

@@ -12,6 +12,7 @@ pub mod image_grid;
 pub mod lxmert_pretrain;
 pub mod metrics;
 pub mod plots;
+pub mod pretrained_encoder;
 pub mod progress;
 pub mod schedule;
 pub mod vqvae;

@@ -1,0 +1,123 @@
+//! An LXMERT encoder pretrained by `pretrain-lxmert`, checked before `classify` fine-tunes it:
+//! the architecture must be the one the experiment builds and the vocabulary the one it reads,
+//! or the checkpoint would load into the wrong shapes or read the wrong ids.
+
+use std::path::{Path, PathBuf};
+
+use super::checkpoint::read_json;
+use super::classify::ClassifyError;
+use super::lxmert_pretrain::PretrainResult;
+use crate::data::TextTokenizer;
+use crate::models::lxmert::LxmertConfig;
+
+/// A `pretrain-lxmert --out` directory that passed [`PretrainedEncoder::open`].
+#[derive(Debug, Clone)]
+pub struct PretrainedEncoder {
+    /// `lxmert.safetensors`: the encoder without its pretraining heads.
+    pub weights: PathBuf,
+    /// The run's `result.json`, when it has one.
+    pub result: Option<PretrainResult>,
+}
+
+/// Config fields that may differ: dropout is a training setting, not part of the weights.
+const FREE_FIELDS: [&str; 1] = ["dropout"];
+
+impl PretrainedEncoder {
+    /// Checks `dir/lxmert-config.json` against `expected` and `dir/tokenizer.json` against
+    /// `tokenizer`; errors name the file and every field or token that disagrees.
+    pub fn open(
+        dir: &Path,
+        expected: &LxmertConfig,
+        tokenizer: &TextTokenizer,
+    ) -> Result<Self, ClassifyError> {
+        let config_path = dir.join("lxmert-config.json");
+        let found: LxmertConfig = read_json(&config_path)?;
+        let differences = config_differences(&found, expected);
+        if !differences.is_empty() {
+            return Err(ClassifyError::Incompatible {
+                path: config_path,
+                message: format!(
+                    "{} (pretrain with the same model size, --image-size and caption length as this experiment)",
+                    differences.join("; ")
+                ),
+            });
+        }
+
+        let tokenizer_path = dir.join("tokenizer.json");
+        let pretraining_tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+        let tokens = pretraining_tokenizer.vocabulary_differences(tokenizer);
+        if !tokens.is_empty() {
+            let shown: Vec<&str> = tokens.iter().take(8).map(String::as_str).collect();
+            return Err(ClassifyError::Incompatible {
+                path: tokenizer_path.clone(),
+                message: format!(
+                    "{} tokens have other ids than in this experiment's tokenizer (e.g. {}); pass --tokenizer {} with a fresh --out",
+                    tokens.len(),
+                    shown.join(", "),
+                    tokenizer_path.display()
+                ),
+            });
+        }
+
+        let weights = dir.join("lxmert.safetensors");
+        if !weights.is_file() {
+            return Err(ClassifyError::Incompatible {
+                path: weights,
+                message: "missing: the pretraining has not finished (rerun pretrain-lxmert with the same --out to resume it)".into(),
+            });
+        }
+        let result_path = dir.join("result.json");
+        let result = match result_path.exists() {
+            true => Some(read_json(&result_path)?),
+            false => None,
+        };
+        Ok(Self { weights, result })
+    }
+}
+
+/// `field is X there, Y here` for each field of the two configs that differs, except
+/// [`FREE_FIELDS`].
+fn config_differences(found: &LxmertConfig, expected: &LxmertConfig) -> Vec<String> {
+    let as_object = |config: &LxmertConfig| match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => unreachable!("a Config serialises to a JSON object"),
+    };
+    let (found, expected) = (as_object(found), as_object(expected));
+    let mut names: Vec<&String> = found.keys().chain(expected.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|name| !FREE_FIELDS.contains(&name.as_str()))
+        .filter_map(|name| {
+            let (there, here) = (found.get(name), expected.get(name));
+            (there != here).then(|| {
+                let show =
+                    |v: Option<&serde_json::Value>| v.map_or("absent".into(), |v| v.to_string());
+                format!("{name} is {} there, {} here", show(there), show(here))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_each_field_and_ignore_dropout() {
+        let expected = LxmertConfig::small(100, 32);
+        let same_but_dropout = LxmertConfig::small(100, 32).with_dropout(0.3);
+        assert!(config_differences(&same_but_dropout, &expected).is_empty());
+
+        let found = LxmertConfig::small(120, 32).with_n_cross_layers(3);
+        let differences = config_differences(&found, &expected);
+        assert_eq!(
+            differences,
+            vec![
+                "n_cross_layers is 3 there, 1 here".to_string(),
+                "vocab_size is 120 there, 100 here".to_string(),
+            ]
+        );
+    }
+}
