@@ -90,17 +90,15 @@ struct TextPart<B: Backend> {
 
 /// Picks a caption per example (another example's with `mismatch_rate` when matching is on),
 /// masks it and lays out `[CLS] caption [SEP]`.
-#[allow(clippy::too_many_arguments)]
 fn text_part<B: Backend>(
     split: &ClassificationSplit,
     indices: &[usize],
-    objectives: Objectives,
-    masking: &MaskingConfig,
-    special: SpecialIds,
-    vocab_size: usize,
+    recipe: &BatchRecipe,
     rng: &mut StdRng,
     device: &B::Device,
 ) -> TextPart<B> {
+    let (objectives, masking) = (recipe.objectives, &recipe.masking);
+    let (special, vocab_size) = (recipe.special, recipe.vocab_size);
     let n_examples = split.len();
     let mut rows = Vec::with_capacity(indices.len());
     let mut matched = Vec::with_capacity(indices.len());
@@ -212,40 +210,14 @@ pub fn pixel_batch<B: Backend>(
     rng: &mut StdRng,
     device: &B::Device,
 ) -> PretrainingBatch<B> {
-    let text = text_part::<B>(
-        split,
-        indices,
-        recipe.objectives,
-        &recipe.masking,
-        recipe.special,
-        recipe.vocab_size,
-        rng,
+    let text = text_part::<B>(split, indices, recipe, rng, device);
+    let vision = PretrainingVision::Pixels(image_batch(
+        &split.cache,
+        &image_ids(split, indices),
         device,
-    );
+    ));
     let real = vec![vec![true; n_regions]; indices.len()];
-    let (region_masked, region_weights) = region_masks::<B>(
-        &real,
-        &text.matched,
-        recipe.objectives,
-        &recipe.masking,
-        rng,
-        device,
-    );
-    let image_ids: Vec<u64> = indices
-        .iter()
-        .map(|&i| split.examples[i].image_id)
-        .collect();
-    PretrainingBatch {
-        text: text.text,
-        token_targets: text.token_targets,
-        token_weights: text.token_weights,
-        vision: PretrainingVision::Pixels(image_batch(&split.cache, &image_ids, device)),
-        region_masked,
-        region_weights,
-        object_labels: None,
-        attribute_labels: None,
-        matched: matched_tensor(&text.matched, device),
-    }
+    assemble(text, vision, &real, None, recipe, rng, device)
 }
 
 /// A batch of detector regions read from `features` (which must hold every image).
@@ -257,53 +229,64 @@ pub fn region_batch<B: Backend>(
     rng: &mut StdRng,
     device: &B::Device,
 ) -> Result<PretrainingBatch<B>, RegionFeatureError> {
-    let text = text_part::<B>(
-        split,
-        indices,
-        recipe.objectives,
-        &recipe.masking,
-        recipe.special,
-        recipe.vocab_size,
-        rng,
-        device,
-    );
-    let image_ids: Vec<u64> = indices
-        .iter()
-        .map(|&i| split.examples[i].image_id)
-        .collect();
-    let regions = features.batch::<B>(&image_ids, device)?;
+    let text = text_part::<B>(split, indices, recipe, rng, device);
+    let regions = features.batch::<B>(&image_ids(split, indices), device)?;
     let padding: Vec<bool> = regions
         .padding
         .clone()
         .into_data()
         .to_vec()
         .expect("bool data");
-    let m = features.max_boxes();
     let real: Vec<Vec<bool>> = padding
-        .chunks(m)
+        .chunks(features.max_boxes())
         .map(|row| row.iter().map(|p| !p).collect())
         .collect();
+    let vision = PretrainingVision::Regions(VisualRegions {
+        features: regions.features,
+        boxes: regions.boxes,
+        padding: Some(regions.padding),
+    });
+    let labels = Some((regions.objects, regions.attributes));
+    Ok(assemble(text, vision, &real, labels, recipe, rng, device))
+}
+
+fn image_ids(split: &ClassificationSplit, indices: &[usize]) -> Vec<u64> {
+    indices
+        .iter()
+        .map(|&i| split.examples[i].image_id)
+        .collect()
+}
+
+/// Draws the region masks (after the captions, so both sources draw in the same order) and
+/// puts the batch together; `labels` are the detector's object and attribute ids.
+#[allow(clippy::too_many_arguments)]
+fn assemble<B: Backend>(
+    text: TextPart<B>,
+    vision: PretrainingVision<B>,
+    real: &[Vec<bool>],
+    labels: Option<(Tensor<B, 2, Int>, Tensor<B, 2, Int>)>,
+    recipe: &BatchRecipe,
+    rng: &mut StdRng,
+    device: &B::Device,
+) -> PretrainingBatch<B> {
     let (region_masked, region_weights) = region_masks::<B>(
-        &real,
+        real,
         &text.matched,
         recipe.objectives,
         &recipe.masking,
         rng,
         device,
     );
-    Ok(PretrainingBatch {
+    let (object_labels, attribute_labels) = labels.unzip();
+    PretrainingBatch {
         text: text.text,
         token_targets: text.token_targets,
         token_weights: text.token_weights,
-        vision: PretrainingVision::Regions(VisualRegions {
-            features: regions.features,
-            boxes: regions.boxes,
-            padding: Some(regions.padding),
-        }),
+        vision,
         region_masked,
         region_weights,
-        object_labels: Some(regions.objects),
-        attribute_labels: Some(regions.attributes),
+        object_labels,
+        attribute_labels,
         matched: matched_tensor(&text.matched, device),
-    })
+    }
 }

@@ -67,9 +67,10 @@ impl PretrainedEncoder {
             });
         }
         let result_path = dir.join("result.json");
-        let result = match result_path.exists() {
-            true => Some(read_json(&result_path)?),
-            false => None,
+        let result = if result_path.exists() {
+            Some(read_json(&result_path)?)
+        } else {
+            None
         };
         Ok(Self { weights, result })
     }
