@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
+use std::marker::PhantomData;
+
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::store::ModuleSnapshot;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{CpuBackend, DeviceSpec, NdArrayBackend};
@@ -20,10 +22,12 @@ use vislang::data::{
     ensure_synthetic_coco, image_batch, preprocess_image, BadEntryPolicy, ClassificationSplit,
     CocoDataset, CocoSplit, ImageCache, SyntheticCocoConfig, TextTokenizer,
 };
-use vislang::models::classifier::Modality;
-use vislang::train::classifier_run::bce_with_logits;
+use vislang::models::classifier::{Modality, MultiLabelClassifier};
+use vislang::train::classifier_run::ClassifierTask;
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
+use vislang::train::engine::examples_per_second;
 use vislang::train::vqvae::{prepare_vqvae_data, TrainVqVaeConfig, VqVaeData};
+use vislang::train::Budget;
 use vislang::train::RunPaths;
 
 /// Prints throughput numbers for the data pipeline and classifier training, with the machine
@@ -77,7 +81,7 @@ fn machine() -> String {
     format!("{cpu}, {threads} threads")
 }
 
-/// Training samples/s of one modality at one batch size.
+/// Training samples/s of one modality at one batch size: the engine's own step.
 fn train_throughput<B: AutodiffBackend>(
     data: &PreparedData,
     modality: Modality,
@@ -86,32 +90,36 @@ fn train_throughput<B: AutodiffBackend>(
     device: &B::Device,
 ) -> f64 {
     let config = ClassifyConfig::synthetic();
-    let mut model = model_config(&config, modality, data).init::<B>(device);
-    let mut optimizer = AdamWConfig::new().init::<B, _>();
-    let warmup = 3;
-    let mut started = Instant::now();
-    for step in 0..warmup + steps {
-        if step == warmup {
-            // Sync so warm-up work (and CUDA autotuning) is not timed.
-            let _ = model.clone().valid();
-            started = Instant::now();
-        }
-        let indices: Vec<usize> = (0..batch_size)
-            .map(|i| (step * batch_size + i) % data.train.len())
-            .collect();
-        let batch = data.train.batch::<B>(
-            &indices,
-            &vec![0; batch_size],
-            data.tokenizer.special,
-            device,
-        );
-        let loss = bce_with_logits(model.forward(batch.images, batch.text).logits, batch.labels);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model, grads);
-    }
-    // Reading a parameter forces all queued work to finish.
-    let _ = model.head.bias.as_ref().map(|b| b.val().into_data());
-    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
+    let model = model_config(&config, modality, data).init::<B>(device);
+    classifier_throughput(model, data, batch_size, steps, device)
+}
+
+/// Samples/s of the engine's training step on classifier `model`, at the preset's budget.
+pub fn classifier_throughput<B, M>(
+    model: M,
+    data: &PreparedData,
+    batch_size: usize,
+    steps: usize,
+    device: &B::Device,
+) -> f64
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + ModuleSnapshot<B> + MultiLabelClassifier<B>,
+    M::InnerModule: MultiLabelClassifier<B::InnerBackend>,
+{
+    let budget = Budget {
+        batch_size,
+        ..ClassifyConfig::synthetic().training
+    };
+    let task = ClassifierTask::<M> {
+        train: &data.train,
+        val: &data.val,
+        special: data.tokenizer.special,
+        batch_size,
+        dropout: false,
+        model: PhantomData,
+    };
+    examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
 }
 
 fn main() {

@@ -5,70 +5,59 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use std::path::Path;
+
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::models::dalle::{generate, Dalle, DalleConfig, SamplingConfig};
-use vislang::train::dalle::TrainDalleConfig;
+use vislang::train::dalle::{DalleExample, DalleSplit, DalleTask, TrainDalleConfig};
+use vislang::train::engine::examples_per_second;
+use vislang::train::Budget;
 
 /// The synthetic preset's decoder over a 256-entry BPE vocabulary and 8x8 grids of 512 codes.
 fn preset() -> DalleConfig {
     TrainDalleConfig::synthetic("unused".into()).model_config(256, 512, [8, 8])
 }
 
-fn random_batch<B: Backend>(
-    config: &DalleConfig,
-    batch: usize,
-    rng: &mut StdRng,
-    device: &B::Device,
-) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let text: Vec<i64> = (0..batch)
-        .flat_map(|_| {
-            let caption: Vec<u32> = (0..12).map(|_| rng.random_range(0..256)).collect();
-            config
-                .text_ids(&caption)
-                .into_iter()
-                .map(i64::from)
-                .collect::<Vec<_>>()
+/// `n` examples with one random 12-token caption and random codes each.
+fn random_split(config: &DalleConfig, n: usize, rng: &mut StdRng) -> DalleSplit {
+    let examples = (0..n)
+        .map(|i| DalleExample {
+            image_id: i as u64,
+            captions: vec![(0..12).map(|_| rng.random_range(0..256)).collect()],
+            raw_captions: vec![String::new()],
+            codes: (0..config.n_image_tokens())
+                .map(|_| rng.random_range(0..512))
+                .collect(),
         })
         .collect();
-    let codes: Vec<i64> = (0..batch * config.n_image_tokens())
-        .map(|_| rng.random_range(0..512))
-        .collect();
-    (
-        Tensor::from_data(TensorData::new(text, [batch, config.text_len]), device),
-        Tensor::from_data(
-            TensorData::new(codes, [batch, config.n_image_tokens()]),
-            device,
-        ),
-    )
+    DalleSplit { examples }
 }
 
-/// Training tokens/s (every stream position counts).
+/// Training tokens/s (every stream position counts): the engine's own step.
 pub fn train_throughput<B: AutodiffBackend>(batch: usize, steps: usize, device: &B::Device) -> f64 {
     let config = preset();
-    let mut model: Dalle<B> = config.init(device);
-    let mut optimizer = AdamWConfig::new().init::<B, Dalle<B>>();
-    let mut rng = StdRng::seed_from_u64(0);
-    let warmup = 2;
-    let mut started = Instant::now();
-    for step in 0..warmup + steps {
-        if step == warmup {
-            let _ = model.clone().valid().head.weight.val().into_data();
-            started = Instant::now();
-        }
-        let (text, image) = random_batch::<B>(&config, batch, &mut rng, device);
-        let (logits, targets) = model.forward(text, image);
-        let loss = model.loss(logits, targets).total;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model, grads);
-    }
-    let _ = model.head.weight.val().into_data();
-    (steps * batch * config.seq_len()) as f64 / started.elapsed().as_secs_f64()
+    let preset = TrainDalleConfig::synthetic("unused".into());
+    let budget = Budget {
+        batch_size: batch,
+        ..preset.training
+    };
+    let split = random_split(&config, 4 * batch, &mut StdRng::seed_from_u64(0));
+    let task = DalleTask::<B::InnerBackend> {
+        train: &split,
+        val: &split,
+        model_config: &config,
+        caption_dropout: preset.caption_dropout,
+        batch_size: batch,
+        dropout: false,
+        vqvae: None,
+        out_dir: Path::new("unused"),
+    };
+    let model: Dalle<B> = config.init(device);
+    examples_per_second(&task, model, &budget, 2, steps, device).expect("bench step")
+        * config.seq_len() as f64
 }
 
 /// `(images/s, image tokens/s)` of sampling `batch` images at once.

@@ -6,20 +6,18 @@
 //! measurement through `/proc/self/clear_refs` (Linux), so it covers that workload alone plus
 //! what the process already held (the dataset cache maps, the binary), which is reported too.
 
-use std::time::Instant;
+use std::path::Path;
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use vislang::backend::{CpuBackend, NdArrayBackend};
-use vislang::data::lxmert_pretraining::{pixel_batch, BatchRecipe};
-use vislang::models::classifier::{Modality, MultiLabelClassifier};
+use vislang::models::classifier::Modality;
 use vislang::models::lxmert::LxmertPretraining;
-use vislang::train::classifier_run::bce_with_logits;
 use vislang::train::classify::{lxmert_config, model_config, ClassifyConfig, PreparedData};
+use vislang::train::engine::examples_per_second;
+use vislang::train::lxmert_pretrain::{PretrainTask, PretrainingImages};
+
+use crate::classifier_throughput;
 
 /// A `/proc/self/status` field in KiB.
 fn status_kib(field: &str) -> Option<u64> {
@@ -43,43 +41,26 @@ fn with_peak_memory<T>(work: impl FnOnce() -> T) -> (T, Option<(f64, f64)>) {
     (value, memory)
 }
 
-/// Samples/s of `steps` timed pretraining steps (after warm-up) at `batch_size`.
+/// Samples/s of `steps` timed pretraining steps (after warm-up) at `batch_size`: the
+/// engine's own step.
 pub fn pretraining_throughput<B: AutodiffBackend>(
     data: &PreparedData,
     batch_size: usize,
     steps: usize,
     device: &B::Device,
 ) -> f64 {
-    let classify = ClassifyConfig::synthetic();
-    let pretraining = classify.lxmert_pretraining();
+    let mut pretraining = ClassifyConfig::synthetic().lxmert_pretraining();
+    pretraining.budget.batch_size = batch_size;
     let config = pretraining.model_config(data.tokenizer.vocab_size(), None, None, None);
-    let n_regions = config.lxmert.pixels.as_ref().map_or(0, |p| p.n_regions());
-    let mut model: LxmertPretraining<B> = config.init(device);
-    let mut optimizer = AdamWConfig::new().init::<B, LxmertPretraining<B>>();
-    let recipe = BatchRecipe {
-        objectives: pretraining.objectives,
-        masking: pretraining.masking,
-        special: data.tokenizer.special,
-        vocab_size: data.tokenizer.vocab_size(),
-    };
-    let mut rng = StdRng::seed_from_u64(0);
-    let warmup = 3;
-    let mut started = Instant::now();
-    for step in 0..warmup + steps {
-        if step == warmup {
-            let _ = model.clone().valid();
-            started = Instant::now();
-        }
-        let indices: Vec<usize> = (0..batch_size)
-            .map(|i| (step * batch_size + i) % data.train.len())
-            .collect();
-        let batch = pixel_batch::<B>(&data.train, &indices, n_regions, &recipe, &mut rng, device);
-        let loss = model.losses(batch, pretraining.objectives).total;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model, grads);
-    }
-    let _ = model.matching_head.weight.val().into_data();
-    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
+    let model: LxmertPretraining<B> = config.init(device);
+    let task = PretrainTask::new(
+        &pretraining,
+        &config,
+        data,
+        PretrainingImages::Pixels,
+        Path::new("unused"),
+    );
+    examples_per_second(&task, model, &pretraining.budget, 3, steps, device).expect("bench step")
 }
 
 /// Samples/s of classifier fine-tuning steps: LXMERT, or a single-stream `modality`.
@@ -94,52 +75,15 @@ pub fn finetuning_throughput<B: AutodiffBackend>(
     match single_stream {
         Some(modality) => {
             let model = model_config(&config, modality, data).init::<B>(device);
-            timed_classifier_steps(model, data, batch_size, steps, device)
+            classifier_throughput(model, data, batch_size, steps, device)
         }
         None => {
             let model = lxmert_config(&config, data).init::<B>(device);
-            timed_classifier_steps(model, data, batch_size, steps, device)
+            classifier_throughput(model, data, batch_size, steps, device)
         }
     }
 }
 
-fn timed_classifier_steps<B, M>(
-    mut model: M,
-    data: &PreparedData,
-    batch_size: usize,
-    steps: usize,
-    device: &B::Device,
-) -> f64
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + MultiLabelClassifier<B>,
-{
-    let mut optimizer = AdamWConfig::new().init::<B, M>();
-    let warmup = 3;
-    let mut started = Instant::now();
-    for step in 0..warmup + steps {
-        if step == warmup {
-            let _ = model.clone().valid();
-            started = Instant::now();
-        }
-        let indices: Vec<usize> = (0..batch_size)
-            .map(|i| (step * batch_size + i) % data.train.len())
-            .collect();
-        let batch = data.train.batch::<B>(
-            &indices,
-            &vec![0; batch_size],
-            data.tokenizer.special,
-            device,
-        );
-        let loss = bce_with_logits(model.classify(batch.images, batch.text), batch.labels);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-4, model, grads);
-    }
-    let _ = model.valid();
-    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// A measurement on both CPU backends, with Flex's peak memory.
 fn both_cpu_backends(
     measure_flex: impl FnOnce() -> f64,
     measure_ndarray: impl FnOnce() -> f64,

@@ -4,42 +4,34 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use std::path::Path;
+
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use vislang::backend::{CpuBackend, NdArrayBackend};
-use vislang::train::vqvae::{encode_split, train_vqvae, TrainVqVaeConfig, VqVaeData};
+use vislang::train::engine::examples_per_second;
+use vislang::train::vqvae::{encode_split, train_vqvae, TrainVqVaeConfig, VqVaeData, VqVaeTask};
+use vislang::train::Budget;
 use vislang::train::RunPaths;
 
-/// Training images/s of the synthetic preset's model.
+/// Training images/s of the synthetic preset's model: the engine's own step.
 pub fn train_throughput<B: AutodiffBackend>(
     data: &VqVaeData,
     batch_size: usize,
     steps: usize,
     device: &B::Device,
 ) -> f64 {
-    B::seed(device, 0);
-    let mut model = TrainVqVaeConfig::synthetic().model.init::<B>(device);
-    let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init::<B, _>();
-    let warmup = 3;
-    let mut started = Instant::now();
-    for step in 0..warmup + steps {
-        if step == warmup {
-            let _ = model.clone().valid().quantizer.codebook.val().into_data();
-            started = Instant::now();
-        }
-        let indices: Vec<usize> = (0..batch_size)
-            .map(|i| (step * batch_size + i) % data.train.len())
-            .collect();
-        let images = data.train.batch::<B>(&indices, device);
-        let output = model.forward(images.clone());
-        let loss = (output.reconstruction - images).powi_scalar(2).mean() + output.commitment_loss;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(1e-3, model, grads);
-        model = model.ema_update(output.latents, output.codes);
-    }
-    let _ = model.quantizer.codebook.val().into_data();
-    (steps * batch_size) as f64 / started.elapsed().as_secs_f64()
+    let preset = TrainVqVaeConfig::synthetic();
+    let budget = Budget {
+        batch_size,
+        ..preset.training
+    };
+    let model = preset.model.init::<B>(device);
+    let task = VqVaeTask {
+        data,
+        batch_size,
+        out_dir: Path::new("unused"),
+    };
+    examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
 }
 
 /// Images/s of encoding the whole held-out split into tokens (an untrained model costs the
@@ -104,8 +96,9 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, cuda: Option<(f64, 
         ..paths.clone()
     };
     let started = Instant::now();
-    let result = train_vqvae::<Autodiff<CpuBackend>>(&config, &paths, &Default::default(), false)
-        .expect("VQ-VAE training");
+    let result =
+        train_vqvae::<Autodiff<CpuBackend>>(&config, &paths, &Default::default(), false, 50)
+            .expect("VQ-VAE training");
     let seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out_dir);
     let last = &result.final_epoch;
@@ -115,10 +108,10 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, cuda: Option<(f64, 
     );
     println!(
         "held-out PSNR {:.2} dB vs {:.2} dB for the mean-image reference (+{:.2} dB); perplexity {:.1}; codes used {:.0}%",
-        last.val_psnr,
+        last.eval.psnr,
         result.mean_image_psnr,
-        last.val_psnr - result.mean_image_psnr,
-        last.val_perplexity,
-        100.0 * last.val_codes_used
+        last.eval.psnr - result.mean_image_psnr,
+        last.eval.perplexity,
+        100.0 * last.eval.codes_used
     );
 }

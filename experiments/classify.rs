@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, DataArgs};
+use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::train::classify::{
     joint_margin, pretraining_gain, results_table, run_classify, ClassifierKind, ClassifyConfig,
     Schedule,
@@ -27,6 +27,8 @@ use vislang::train::RunPaths;
 struct Args {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// Where results, charts and checkpoints are written.
     #[arg(long, default_value = "runs/classify")]
     out: PathBuf,
@@ -50,15 +52,6 @@ struct Args {
     /// Seeds; every model is trained once per seed [default: 0,1,2].
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
-    /// Training epochs [default: 8 synthetic, 10 COCO].
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Batch size [default: 32 synthetic, 64 COCO].
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Peak learning rate of AdamW [default: 1e-3 synthetic, 3e-4 COCO].
-    #[arg(long)]
-    lr: Option<f64>,
     /// Model input size in pixels [default: 48 synthetic, 224 COCO].
     #[arg(long)]
     image_size: Option<usize>,
@@ -102,7 +95,10 @@ impl BackendTask for Classify {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = parse_with_presets(
+        &ClassifyConfig::synthetic().training,
+        &ClassifyConfig::coco(PathBuf::new()).training,
+    );
     let mut config = match &args.data.coco_root {
         Some(root) => ClassifyConfig::coco(root.clone()),
         None => ClassifyConfig::synthetic(),
@@ -113,10 +109,7 @@ fn main() -> ExitCode {
     if let Some(seeds) = args.seeds {
         config.seeds = seeds;
     }
-    let t = &mut config.training;
-    t.epochs = args.epochs.unwrap_or(t.epochs);
-    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
-    t.learning_rate = args.lr.unwrap_or(t.learning_rate);
+    args.budget.apply_to(&mut config.training);
     let d = &mut config.data;
     d.image_size = args.image_size.unwrap_or(d.image_size);
     d.tokenizer = args.tokenizer.or_else(|| {
@@ -149,6 +142,7 @@ fn main() -> ExitCode {
         schedule: Schedule {
             jobs,
             show_progress: !args.quiet,
+            log_every: args.budget.log_every(),
         },
     };
     exit_status(run_on(args.device, task))

@@ -8,10 +8,10 @@ use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
 use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageCache};
+use vislang::inference::dalle_eval::{evaluate_generation, Judge};
+use vislang::io::checkpoint::{read_json, write_atomic};
 use vislang::models::dalle::SamplingConfig;
-use vislang::train::checkpoint::{read_json, write_atomic};
 use vislang::train::dalle::{prepare_dalle_data, DalleError, TrainDalleConfig, TrainedDalle};
-use vislang::train::dalle_eval::{evaluate_generation, Judge};
 use vislang::train::RunPaths;
 
 /// Generates one image for each of the first N held-out captions of the synthetic set and asks

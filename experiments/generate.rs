@@ -8,11 +8,12 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
+use vislang::inference::dalle::generate_images;
+use vislang::inference::dalle::TrainedDalle;
+use vislang::inference::dalle_eval::{rerank, Judge};
+use vislang::inference::ArtifactError;
+use vislang::io::image_grid::{write_image_grid, write_png};
 use vislang::models::dalle::SamplingConfig;
-use vislang::train::dalle::{DalleError, TrainedDalle};
-use vislang::train::dalle_eval::{rerank, Judge};
-use vislang::train::dalle_generate::generate_images;
-use vislang::train::image_grid::{write_image_grid, write_png};
 
 /// Generates images from captions: samples image tokens with the decoder (batched, with a
 /// key/value cache), decodes them with the VQ-VAE, and writes one PNG grid per caption
@@ -86,7 +87,7 @@ struct Task {
 }
 
 impl BackendTask for Task {
-    type Output = Result<(), DalleError>;
+    type Output = Result<(), ArtifactError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let args = &self.args;

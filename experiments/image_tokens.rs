@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
 use vislang::data::{CocoSplit, ImageTokens, TokenExpectation};
-use vislang::train::checkpoint::read_json;
-use vislang::train::image_grid::{write_image_grid, write_png};
+use vislang::io::checkpoint::read_json;
+use vislang::io::image_grid::{write_image_grid, write_png};
 use vislang::train::vqvae::{
     decode_tokens, encode_split, prepare_vqvae_data, token_file_path, TrainVqVaeConfig,
     TrainedVqVae, VqVaeError,

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, DataArgs};
-use vislang::train::lxmert_pretrain::{pretrain_lxmert, PretrainError, PretrainLxmertConfig};
+use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
+use vislang::train::engine::EpochEvaluation;
+use vislang::train::lxmert_pretrain::{
+    budgets, pretrain_lxmert, PretrainError, PretrainLxmertConfig,
+};
 use vislang::train::RunPaths;
 
 /// Pretrains LXMERT (language encoder, object-relationship encoder, cross-modality encoder
@@ -32,6 +35,8 @@ use vislang::train::RunPaths;
 struct Args {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// Where checkpoints, curves and the pretrained encoder are written.
     #[arg(long, default_value = "runs/lxmert-pretraining")]
     out: PathBuf,
@@ -50,15 +55,6 @@ struct Args {
     /// Switch off cross-modality matching.
     #[arg(long)]
     no_matching: bool,
-    /// Training epochs [default: 6 synthetic, 20 COCO].
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Batch size [default: 32 synthetic, 256 COCO].
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Peak learning rate of AdamW [default: 1e-3 synthetic, 1e-4 COCO].
-    #[arg(long)]
-    lr: Option<f64>,
     /// Model input size in pixels [default: 48 synthetic, 224 COCO].
     #[arg(long)]
     image_size: Option<usize>,
@@ -78,26 +74,31 @@ struct Pretrain {
     config: PretrainLxmertConfig,
     paths: RunPaths,
     show_progress: bool,
+    log_every: usize,
 }
 
 impl BackendTask for Pretrain {
     type Output = Result<(), PretrainError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let result = pretrain_lxmert::<B>(&self.config, &self.paths, &device, self.show_progress)?;
+        let result = pretrain_lxmert::<B>(
+            &self.config,
+            &self.paths,
+            &device,
+            self.show_progress,
+            self.log_every,
+        )?;
         if let Some(last) = result.history.last() {
+            let metrics: Vec<String> = last
+                .eval
+                .metrics()
+                .iter()
+                .map(|(name, value)| format!("{name} {value:.3}"))
+                .collect();
             println!(
-                "held-out losses after epoch {}: {:.3} total{}{}{}",
+                "held-out after epoch {}: {}",
                 last.epoch,
-                last.val.total,
-                last.val
-                    .masked_language
-                    .map_or(String::new(), |v| format!(", masked LM {v:.3}")),
-                last.val
-                    .object_feature
-                    .map_or(String::new(), |v| format!(", object feature {v:.3}")),
-                last.val_matching_accuracy
-                    .map_or(String::new(), |a| format!(", matching accuracy {a:.3}")),
+                metrics.join(", ")
             );
         }
         println!(
@@ -111,7 +112,7 @@ impl BackendTask for Pretrain {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = parse_with_presets(&budgets::synthetic(), &budgets::coco());
     let mut config = match &args.data.coco_root {
         Some(root) => PretrainLxmertConfig::coco(root.clone()),
         None => PretrainLxmertConfig::synthetic(),
@@ -120,11 +121,8 @@ fn main() -> ExitCode {
     config.objectives.masked_language = !args.no_masked_lm;
     config.objectives.masked_objects = !args.no_masked_objects;
     config.objectives.matching = !args.no_matching;
-    let b = &mut config.budget;
-    b.epochs = args.epochs.unwrap_or(b.epochs);
-    b.batch_size = args.batch_size.unwrap_or(b.batch_size);
-    b.learning_rate = args.lr.unwrap_or(b.learning_rate);
-    b.seed = args.seed;
+    args.budget.apply_to(&mut config.budget);
+    config.budget.seed = args.seed;
     let d = &mut config.data;
     d.image_size = args.image_size.unwrap_or(d.image_size);
     d.tokenizer = args.tokenizer;
@@ -137,6 +135,7 @@ fn main() -> ExitCode {
         config,
         paths: args.data.paths(args.out),
         show_progress: !args.quiet,
+        log_every: args.budget.log_every(),
     };
     exit_status(run_on(args.device, task))
 }

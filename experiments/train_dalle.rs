@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::exit_status;
+use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::models::dalle::AttentionLayout;
 use vislang::train::dalle::{train_dalle, with_vqvae_fingerprint, DalleError, TrainDalleConfig};
 use vislang::train::RunPaths;
@@ -30,12 +30,11 @@ struct Args {
     /// The `train-vqvae` output directory (its token files and checkpoint).
     #[arg(long, default_value = "runs/vqvae")]
     vqvae: PathBuf,
-    /// MSCOCO 2014 root, for the captions; the token files must come from the same images.
-    #[arg(long)]
-    coco_root: Option<PathBuf>,
-    /// Where the synthetic dataset is (generated if missing).
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
+    /// The captions' dataset; the token files must come from the same images.
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// Where checkpoints, curves and samples are written.
     #[arg(long, default_value = "runs/dalle")]
     out: PathBuf,
@@ -69,29 +68,13 @@ struct Args {
     /// Dense causal attention even for the COCO preset.
     #[arg(long, conflicts_with = "sparse_kernel")]
     dense: bool,
-    /// Training epochs [default: 6 synthetic, 20 COCO].
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Batch size [default: 32].
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Peak learning rate of AdamW [default: 2e-3 synthetic, 3e-4 COCO].
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Probability of replacing a caption with the null caption during training.
+    /// Probability of replacing a caption with the null caption during training, in [0, 1]
+    /// [default: 0.1].
     #[arg(long)]
     caption_dropout: Option<f64>,
+    /// Seed of initialisation, shuffling, caption choice and caption dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Skip and count bad caption entries instead of stopping at the first.
-    #[arg(long)]
-    skip_bad: bool,
-    /// Synthetic set: training images (must match the set the VQ-VAE encoded).
-    #[arg(long)]
-    synthetic_train: Option<usize>,
-    /// Synthetic set: held-out images (must match the set the VQ-VAE encoded).
-    #[arg(long)]
-    synthetic_val: Option<usize>,
     /// Hide progress bars (epoch summaries are still printed).
     #[arg(long)]
     quiet: bool,
@@ -101,6 +84,7 @@ struct Train {
     config: TrainDalleConfig,
     paths: RunPaths,
     show_progress: bool,
+    log_every: usize,
 }
 
 impl BackendTask for Train {
@@ -108,11 +92,17 @@ impl BackendTask for Train {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let config = with_vqvae_fingerprint(self.config)?;
-        let result = train_dalle::<B>(&config, &self.paths, &device, self.show_progress)?;
+        let result = train_dalle::<B>(
+            &config,
+            &self.paths,
+            &device,
+            self.show_progress,
+            self.log_every,
+        )?;
         let last = &result.final_epoch;
         println!(
             "held-out cross-entropy: text {:.3}, image {:.3} nats/token ({} parameters, {:.0} training tokens/s)",
-            last.val_text_loss, last.val_image_loss, result.n_params, last.train_tokens_per_second
+            last.eval.text_loss, last.eval.image_loss, result.n_params, result.train_tokens_per_second
         );
         println!(
             "decoder, curves and samples: {}",
@@ -123,18 +113,22 @@ impl BackendTask for Train {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let mut config = match &args.coco_root {
+    let args: Args = parse_with_presets(
+        &TrainDalleConfig::synthetic(PathBuf::new()).training,
+        &TrainDalleConfig::coco(PathBuf::new(), PathBuf::new()).training,
+    );
+    let mut config = match &args.data.coco_root {
         Some(root) => TrainDalleConfig::coco(root.clone(), args.vqvae.clone()),
         None => TrainDalleConfig::synthetic(args.vqvae.clone()),
     };
     let d = &mut config.data;
     d.text_len = args.text_len.unwrap_or(d.text_len);
     d.bpe_vocab = args.bpe_vocab.unwrap_or(d.bpe_vocab);
-    d.skip_bad = args.skip_bad;
+    d.skip_bad = args.data.skip_bad;
     d.bpe = args.bpe;
-    d.synthetic.n_train = args.synthetic_train.unwrap_or(d.synthetic.n_train);
-    d.synthetic.n_val = args.synthetic_val.unwrap_or(d.synthetic.n_val);
+    d.max_train_images = args.data.max_train_images;
+    d.max_eval_images = args.data.max_eval_images;
+    args.data.apply_to(&mut d.synthetic);
     let m = &mut config.model;
     m.d_model = args.d_model.unwrap_or(m.d_model);
     m.n_heads = args.heads.unwrap_or(m.n_heads);
@@ -145,20 +139,14 @@ fn main() -> ExitCode {
     if args.dense {
         m.attention = AttentionLayout::Dense;
     }
-    let t = &mut config.training;
-    t.epochs = args.epochs.unwrap_or(t.epochs);
-    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
-    t.learning_rate = args.lr.unwrap_or(t.learning_rate);
-    t.caption_dropout = args.caption_dropout.unwrap_or(t.caption_dropout);
-    t.seed = args.seed;
+    args.budget.apply_to(&mut config.training);
+    config.training.seed = args.seed;
+    config.caption_dropout = args.caption_dropout.unwrap_or(config.caption_dropout);
     let task = Train {
         config,
-        paths: RunPaths {
-            cache_dir: args.data_dir.join("cache"),
-            data_dir: args.data_dir,
-            out_dir: args.out,
-        },
+        paths: args.data.paths(args.out),
         show_progress: !args.quiet,
+        log_every: args.budget.log_every(),
     };
     exit_status(run_on(args.device, task))
 }

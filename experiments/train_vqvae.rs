@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, DataArgs};
+use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::train::vqvae::{train_vqvae, TrainVqVaeConfig, VqVaeError};
 use vislang::train::RunPaths;
 
@@ -27,6 +27,8 @@ use vislang::train::RunPaths;
 struct Args {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// Where checkpoints, charts, grids and token files are written.
     #[arg(long, default_value = "runs/vqvae")]
     out: PathBuf,
@@ -48,15 +50,6 @@ struct Args {
     /// Channels of the convolutions [default: 64 synthetic, 128 COCO].
     #[arg(long)]
     hidden: Option<usize>,
-    /// Training epochs [default: 12 synthetic, 10 COCO].
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Batch size [default: 32 synthetic, 64 COCO].
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Peak learning rate of Adam [default: 1e-3 synthetic, 3e-4 COCO].
-    #[arg(long)]
-    lr: Option<f64>,
     /// Seed of initialisation, shuffling and codebook re-seeding.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -69,21 +62,28 @@ struct Train {
     config: TrainVqVaeConfig,
     paths: RunPaths,
     show_progress: bool,
+    log_every: usize,
 }
 
 impl BackendTask for Train {
     type Output = Result<(), VqVaeError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let result = train_vqvae::<B>(&self.config, &self.paths, &device, self.show_progress)?;
+        let result = train_vqvae::<B>(
+            &self.config,
+            &self.paths,
+            &device,
+            self.show_progress,
+            self.log_every,
+        )?;
         let last = &result.final_epoch;
         println!(
             "held-out PSNR {:.2} dB (mean-image baseline {:.2} dB), reconstruction MSE {:.4}, perplexity {:.1}, codes used {:.0}% of {}",
-            last.val_psnr,
+            last.eval.psnr,
             result.mean_image_psnr,
-            last.val_recon_loss,
-            last.val_perplexity,
-            100.0 * last.val_codes_used,
+            last.eval.recon_loss,
+            last.eval.perplexity,
+            100.0 * last.eval.codes_used,
             self.config.model.n_codes
         );
         println!(
@@ -96,7 +96,10 @@ impl BackendTask for Train {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = parse_with_presets(
+        &TrainVqVaeConfig::synthetic().training,
+        &TrainVqVaeConfig::coco(PathBuf::new()).training,
+    );
     let mut config = match &args.data.coco_root {
         Some(root) => TrainVqVaeConfig::coco(root.clone()),
         None => TrainVqVaeConfig::synthetic(),
@@ -112,16 +115,14 @@ fn main() -> ExitCode {
     m.n_codes = args.codes.unwrap_or(m.n_codes);
     m.d_code = args.code_dim.unwrap_or(m.d_code);
     m.hidden = args.hidden.unwrap_or(m.hidden);
-    let t = &mut config.training;
-    t.epochs = args.epochs.unwrap_or(t.epochs);
-    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
-    t.learning_rate = args.lr.unwrap_or(t.learning_rate);
-    t.seed = args.seed;
+    args.budget.apply_to(&mut config.training);
+    config.training.seed = args.seed;
 
     let task = Train {
         config,
         paths: args.data.paths(args.out),
         show_progress: !args.quiet,
+        log_every: args.budget.log_every(),
     };
     exit_status(run_on(args.device, task))
 }

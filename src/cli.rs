@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::data::SyntheticCocoConfig;
-use crate::train::RunPaths;
+use crate::train::{Budget, RunPaths};
 
 /// The dataset options every experiment takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -69,4 +69,78 @@ pub fn exit_status<E: Display, F: Display>(outcome: Result<Result<(), E>, F>) ->
     };
     eprintln!("error: {error}");
     ExitCode::FAILURE
+}
+
+/// The training budget's options, the same in every training binary. Unset options keep the
+/// preset's value; [`parse_with_presets`] writes each binary's preset values into `--help`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BudgetArgs {
+    /// Training epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples per optimisation step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of AdamW, reached after the warm-up.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// AdamW's decoupled weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Fraction of all steps spent warming the learning rate up, in [0, 1).
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Clip gradients to this global L2 norm (0 turns clipping off).
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Steps between reads of the training loss from the device into metrics.jsonl (each
+    /// read is one device synchronisation).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_every: u64,
+}
+
+impl BudgetArgs {
+    /// Overrides the preset's fields with the options given.
+    pub fn apply_to(&self, budget: &mut Budget) {
+        budget.epochs = self.epochs.unwrap_or(budget.epochs);
+        budget.batch_size = self.batch_size.unwrap_or(budget.batch_size);
+        budget.learning_rate = self.lr.unwrap_or(budget.learning_rate);
+        budget.weight_decay = self.weight_decay.unwrap_or(budget.weight_decay);
+        budget.warmup_fraction = self.warmup.unwrap_or(budget.warmup_fraction);
+        if let Some(clip) = self.grad_clip {
+            budget.grad_clip = (clip != 0.0).then_some(clip);
+        }
+    }
+
+    pub fn log_every(&self) -> usize {
+        self.log_every as usize
+    }
+}
+
+/// Parses `A`, with the `--help` of each budget option showing the values of the synthetic
+/// and the COCO preset.
+pub fn parse_with_presets<A: clap::Parser>(synthetic: &Budget, coco: &Budget) -> A {
+    let presets =
+        |f: fn(&Budget) -> String| format!("{} synthetic, {} COCO", f(synthetic), f(coco));
+    let clip = |b: &Budget| b.grad_clip.map_or("0 (off)".into(), |c| c.to_string());
+    let defaults = [
+        ("epochs", presets(|b| b.epochs.to_string())),
+        ("batch_size", presets(|b| b.batch_size.to_string())),
+        ("lr", presets(|b| b.learning_rate.to_string())),
+        ("weight_decay", presets(|b| b.weight_decay.to_string())),
+        ("warmup", presets(|b| b.warmup_fraction.to_string())),
+        (
+            "grad_clip",
+            format!("{} synthetic, {} COCO", clip(synthetic), clip(coco)),
+        ),
+    ];
+    let mut command = A::command();
+    for (id, values) in defaults {
+        command = command.mut_arg(id, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {values}]"))
+        });
+    }
+    let matches = command.get_matches();
+    A::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }

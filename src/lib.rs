@@ -14,6 +14,8 @@
 pub mod backend;
 pub mod cli;
 pub mod data;
+pub mod inference;
+pub mod io;
 pub mod models;
 pub mod nn;
 pub mod train;

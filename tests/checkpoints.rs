@@ -11,11 +11,11 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use vislang::data::TextBatch;
-use vislang::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
-use vislang::train::checkpoint::{
+use vislang::io::checkpoint::{
     assign_stable_param_ids, load_record, load_safetensors, save_record, save_safetensors,
     CheckpointError,
 };
+use vislang::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
 use vislang::train::classifier_run::bce_with_logits;
 
 type B = Autodiff<Flex>;

@@ -53,8 +53,8 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         serde_json::from_slice(&std::fs::read(dir.join(run).join("result.json")).unwrap()).unwrap()
     };
     assert_eq!(
-        result("runs/dalle")["final_epoch"]["val_image_loss"],
-        result("runs/resumed")["final_epoch"]["val_image_loss"]
+        result("runs/dalle")["final_epoch"]["eval"]["image_loss"],
+        result("runs/resumed")["final_epoch"]["eval"]["image_loss"]
     );
     for file in [
         "dalle.safetensors",

@@ -78,12 +78,15 @@ fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
     let last = &result["history"][1];
     for objective in ["masked_language", "object_feature", "matching"] {
         assert!(
-            last["val"][objective].as_f64().unwrap().is_finite(),
+            last["eval"]["losses"][objective]
+                .as_f64()
+                .unwrap()
+                .is_finite(),
             "{objective}"
         );
     }
     assert!(
-        last["val"]["object_label"].is_null(),
+        last["eval"]["losses"]["object_label"].is_null(),
         "pixels have no detector labels"
     );
 
@@ -107,8 +110,8 @@ fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
     let resumed = json(&interrupted.join("result.json"));
     for epoch in 0..2 {
         assert_eq!(
-            resumed["history"][epoch]["val"],
-            result["history"][epoch]["val"],
+            resumed["history"][epoch]["eval"],
+            result["history"][epoch]["eval"],
             "epoch {} differs after resuming",
             epoch + 1
         );
@@ -155,7 +158,7 @@ fn region_features_from_tsv_pretrain_with_detector_labels() {
         &["--epochs", "1", "--features", converted.to_str().unwrap()],
     ));
     let result = json(&dir.path().join("regions/result.json"));
-    let val = &result["history"][0]["val"];
+    let val = &result["history"][0]["eval"]["losses"];
     for objective in [
         "masked_language",
         "object_feature",

@@ -70,9 +70,9 @@ fn a_short_run_reconstructs_held_out_images_and_uses_most_of_the_codebook() {
     ));
     let result = json(&out.join("result.json"));
     let last = &result["final_epoch"];
-    let psnr = last["val_psnr"].as_f64().unwrap();
+    let psnr = last["eval"]["psnr"].as_f64().unwrap();
     let floor = result["mean_image_psnr"].as_f64().unwrap();
-    let codes_used = last["val_codes_used"].as_f64().unwrap();
+    let codes_used = last["eval"]["codes_used"].as_f64().unwrap();
     assert!(
         psnr >= floor + 5.0,
         "held-out PSNR {psnr:.2} dB is not 5 dB above the mean-image floor {floor:.2} dB"
@@ -142,13 +142,14 @@ fn an_interrupted_run_resumes_and_matches_and_stale_tokens_are_refused() {
     let reference = json(&dir.path().join("reference/result.json"));
     let resumed = json(&dir.path().join("interrupted/result.json"));
     for field in [
-        "val_recon_loss",
-        "val_psnr",
-        "val_perplexity",
-        "train_recon_loss",
+        "/eval/recon_loss",
+        "/eval/psnr",
+        "/eval/perplexity",
+        "/train/reconstruction",
     ] {
         assert_eq!(
-            reference["final_epoch"][field], resumed["final_epoch"][field],
+            reference["final_epoch"].pointer(field),
+            resumed["final_epoch"].pointer(field),
             "{field} differs after resuming"
         );
     }

@@ -6,11 +6,12 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::batch::{float_rows, image_batch, TextBatch};
+use super::batch::{float_rows, image_batch};
 use super::coco::CocoDataset;
 use super::error::{BadEntryPolicy, DataError, SkipReport};
 use super::image_cache::ImageCache;
 use super::tokenizer::{SpecialIds, TextTokenizer, TokenizerError};
+use crate::models::TextBatch;
 
 /// One image with its captions (as token ids) and labels.
 #[derive(Debug, Clone)]

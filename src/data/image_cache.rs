@@ -229,7 +229,7 @@ impl ImageCache {
             source,
         };
         fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io_error)?;
-        let progress = crate::train::progress::bar(
+        let progress = crate::io::progress::bar(
             dataset.images.len() as u64,
             &format!("preprocessing {} to {size}px", dataset.split.name()),
             show_progress,

@@ -149,7 +149,7 @@ impl ImageTokens {
         ];
         let bytes =
             safetensors::serialize(tensors, Some(metadata)).map_err(|e| format(e.to_string()))?;
-        crate::train::checkpoint::write_atomic(path, &bytes).map_err(|e| ImageTokensError::Format {
+        crate::io::checkpoint::write_atomic(path, &bytes).map_err(|e| ImageTokensError::Format {
             path: path.to_path_buf(),
             message: e.to_string(),
         })

@@ -5,21 +5,25 @@ pub mod batch;
 pub mod categories;
 pub mod classification;
 pub mod coco;
+pub mod dalle_split;
 pub mod error;
 pub mod fingerprint;
 pub mod image_cache;
 pub mod image_split;
 pub mod image_tokens;
 pub mod lxmert_pretraining;
+pub mod prepared;
 pub mod region_features;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use batch::{float_rows, image_batch, images_to_rgb, TextBatch, IMAGE_MEAN, IMAGE_STD};
+pub use crate::models::TextBatch;
+pub use batch::{float_rows, image_batch, images_to_rgb, IMAGE_MEAN, IMAGE_STD};
 pub use classification::{
     ClassificationBatch, ClassificationExample, ClassificationSplit, PrepareError,
 };
 pub use coco::{CocoCategory, CocoDataset, CocoImage, CocoObject, CocoSplit};
+pub use dalle_split::{DalleExample, DalleSplit};
 pub use error::{BadEntryPolicy, DataError, SkipReport};
 pub use image_cache::{preprocess_image, ImageCache};
 pub use image_split::ImageSplit;
@@ -27,6 +31,7 @@ pub use image_tokens::{
     checkpoint_fingerprint, ImageTokens, ImageTokensError, TokenExpectation, TokenFileInfo,
 };
 pub use lxmert_pretraining::{mask_tokens, BatchRecipe, MaskedTokens, MaskingConfig};
+pub use prepared::{prepare_data, DataConfig, LoadError, PreparedData};
 pub use region_features::{
     convert_tsv, tsv_line, ConversionSummary, RegionBatch, RegionFeatureError, RegionFeatures,
 };

@@ -4,3 +4,7 @@ pub mod classifier;
 pub mod dalle;
 pub mod lxmert;
 pub mod vqvae;
+
+mod text_batch;
+
+pub use text_batch::TextBatch;

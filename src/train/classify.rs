@@ -2,7 +2,6 @@
 //! two-stream LXMERT with and without pretraining, trained with the same budget and seeds,
 //! evaluated on the held-out split, and compared as mean ± std over seeds.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -10,82 +9,26 @@ use std::sync::Mutex;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{claim_run_dir, write_atomic, CheckpointError};
-use super::classifier_run::{train_run, RunModel, RunResult, RunSpec};
+use super::budget::Budget;
+pub use super::classifier_run::ClassifierKind;
+use super::classifier_run::{train_run, ClassifierEvaluation, RunModel, RunResult, RunSpec};
 use super::lxmert_pretrain::{
-    pretrain_on, LxmertSize, PretrainError, PretrainLxmertConfig, PretrainResult,
-    PretrainingBudget, PretrainingImages,
+    budgets, pretrain_on, LxmertSize, PretrainError, PretrainLxmertConfig, PretrainResult,
+    PretrainingImages,
 };
 use super::metrics::MeanStd;
 use super::plots::{grouped_bar_chart, line_chart, Bar, BarGroup, Series};
 use super::pretrained_encoder::PretrainedEncoder;
+use super::report::Report;
+use super::run_dir::{EpochLog, RunDir};
 use super::RunPaths;
+use super::TrainError;
 use crate::data::lxmert_pretraining::MaskingConfig;
-use crate::data::{
-    dataset_root, BadEntryPolicy, ClassificationSplit, CocoDataset, CocoSplit, DataError,
-    PrepareError, SkipReport, SyntheticCocoConfig, SyntheticError, TextTokenizer, TokenizerError,
-};
+pub use crate::data::{prepare_data, DataConfig, PreparedData};
+use crate::data::{DataError, LoadError, PrepareError, SyntheticError, TokenizerError};
+use crate::io::checkpoint::{write_atomic, CheckpointError};
 use crate::models::classifier::{Modality, SingleStreamClassifierConfig};
 use crate::models::lxmert::{LxmertClassifierConfig, Objectives};
-
-/// The models `classify` compares: the single-stream classifier on each input, and LXMERT
-/// reading both inputs in two streams, trained from scratch or from its pretraining.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassifierKind {
-    /// Single-stream `[CLS] img [SEP]`.
-    ImageOnly,
-    /// Single-stream `[CLS] text [SEP]`.
-    TextOnly,
-    /// Single-stream `[CLS] img [SEP] text [SEP]`.
-    Joint,
-    /// LXMERT (two streams, cross-attention), from scratch.
-    Lxmert,
-    /// LXMERT fine-tuned from its pretraining (masked LM, masked objects, matching) on the
-    /// training split.
-    LxmertPretrained,
-}
-
-impl ClassifierKind {
-    pub const ALL: [ClassifierKind; 5] = [
-        ClassifierKind::ImageOnly,
-        ClassifierKind::TextOnly,
-        ClassifierKind::Joint,
-        ClassifierKind::Lxmert,
-        ClassifierKind::LxmertPretrained,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ClassifierKind::ImageOnly => "image-only",
-            ClassifierKind::TextOnly => "text-only",
-            ClassifierKind::Joint => "joint",
-            ClassifierKind::Lxmert => "lxmert",
-            ClassifierKind::LxmertPretrained => "lxmert-pretrained",
-        }
-    }
-
-    /// The single-stream modality, for the three single-stream kinds.
-    pub fn modality(self) -> Option<Modality> {
-        match self {
-            ClassifierKind::ImageOnly => Some(Modality::ImageOnly),
-            ClassifierKind::TextOnly => Some(Modality::TextOnly),
-            ClassifierKind::Joint => Some(Modality::Joint),
-            ClassifierKind::Lxmert | ClassifierKind::LxmertPretrained => None,
-        }
-    }
-
-    /// Relative training cost, longest first, for scheduling parallel runs.
-    fn cost_rank(self) -> usize {
-        match self {
-            ClassifierKind::LxmertPretrained => 0,
-            ClassifierKind::Lxmert => 1,
-            ClassifierKind::Joint => 2,
-            ClassifierKind::ImageOnly => 3,
-            ClassifierKind::TextOnly => 4,
-        }
-    }
-}
 
 /// The LXMERT rows: the model size and the pretraining that precedes `lxmert-pretrained`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,31 +36,11 @@ pub struct LxmertSetup {
     pub model: LxmertSize,
     pub objectives: Objectives,
     pub masking: MaskingConfig,
-    pub pretraining: PretrainingBudget,
+    pub pretraining: Budget,
     /// A finished `pretrain-lxmert --out` directory that `lxmert-pretrained` starts from,
     /// instead of pretraining with `pretraining` here.
     #[serde(default)]
     pub encoder: Option<PathBuf>,
-}
-
-/// Where the images and captions come from, and how they are prepared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataConfig {
-    /// MSCOCO 2014 in the official layout; `None` uses the built-in synthetic set.
-    pub coco_root: Option<PathBuf>,
-    pub synthetic: SyntheticCocoConfig,
-    /// Side of the square model input, in pixels.
-    pub image_size: usize,
-    /// Longest caption in tokens (longer ones are truncated).
-    pub max_text_len: usize,
-    /// Size of the WordPiece vocabulary trained on the training captions.
-    pub vocab_size: usize,
-    /// An existing `tokenizer.json` to use instead of training one.
-    pub tokenizer: Option<PathBuf>,
-    pub max_train_images: Option<usize>,
-    pub max_eval_images: Option<usize>,
-    /// Skip and count bad entries instead of failing.
-    pub skip_bad: bool,
 }
 
 /// The classifier's size.
@@ -133,26 +56,14 @@ pub struct ModelSize {
     pub dropout: f64,
 }
 
-/// The optimisation budget, identical for every modality and seed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainingConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    /// Fraction of all steps spent warming the learning rate up.
-    pub warmup_fraction: f64,
-    /// Gradients are clipped to this global L2 norm.
-    pub grad_clip: f64,
-}
-
 /// The whole experiment. Saved as `config.json` in the output directory; a later run in the
 /// same directory resumes only if its config is identical.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifyConfig {
     pub data: DataConfig,
     pub model: ModelSize,
-    pub training: TrainingConfig,
+    /// The budget of every run; its seed is replaced by each of `seeds`.
+    pub training: Budget,
     pub lxmert: LxmertSetup,
     pub models: Vec<ClassifierKind>,
     pub seeds: Vec<u64>,
@@ -166,23 +77,15 @@ pub struct Schedule {
     /// runs in parallel share the backend's random generator and are not bit-reproducible.
     pub jobs: usize,
     pub show_progress: bool,
+    /// Steps between reads of the training loss (see `engine::RunDisplay::log_every`).
+    pub log_every: usize,
 }
 
 impl ClassifyConfig {
     /// Sized to finish in a few minutes on a 2-core CPU on the built-in synthetic set.
     pub fn synthetic() -> Self {
         Self {
-            data: DataConfig {
-                coco_root: None,
-                synthetic: SyntheticCocoConfig::default(),
-                image_size: 48,
-                max_text_len: 24,
-                vocab_size: 200,
-                tokenizer: None,
-                max_train_images: None,
-                max_eval_images: None,
-                skip_bad: false,
-            },
+            data: DataConfig::synthetic(),
             model: ModelSize {
                 d_model: 64,
                 n_heads: 4,
@@ -196,19 +99,12 @@ impl ClassifyConfig {
                 // runs in parallel threads stay reproducible.
                 dropout: 0.0,
             },
-            training: TrainingConfig {
-                epochs: 8,
-                batch_size: 32,
-                learning_rate: 1e-3,
-                weight_decay: 0.01,
-                warmup_fraction: 0.1,
-                grad_clip: 1.0,
-            },
+            training: Budget::new(8, 32, 1e-3),
             lxmert: LxmertSetup {
                 model: LxmertSize::small(),
                 objectives: Objectives::ALL,
                 masking: MaskingConfig::default(),
-                pretraining: PretrainingBudget::synthetic(),
+                pretraining: budgets::synthetic(),
                 encoder: None,
             },
             models: ClassifierKind::ALL.to_vec(),
@@ -231,10 +127,7 @@ impl ClassifyConfig {
     /// A starting point for MSCOCO 2014 on a GPU: 224 px images as 7x7 regions.
     pub fn coco(root: PathBuf) -> Self {
         let mut config = Self::synthetic();
-        config.data.coco_root = Some(root);
-        config.data.image_size = 224;
-        config.data.max_text_len = 32;
-        config.data.vocab_size = 8000;
+        config.data = DataConfig::coco(root);
         config.model = ModelSize {
             d_model: 384,
             n_heads: 6,
@@ -249,7 +142,7 @@ impl ClassifyConfig {
         config.training.batch_size = 64;
         config.training.learning_rate = 3e-4;
         config.lxmert.model = LxmertSize::base();
-        config.lxmert.pretraining = PretrainingBudget::coco();
+        config.lxmert.pretraining = budgets::coco();
         config
     }
 }
@@ -257,6 +150,8 @@ impl ClassifyConfig {
 /// Everything that can stop the experiment, each naming what is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -267,20 +162,14 @@ pub enum ClassifyError {
     Synthetic(#[from] SyntheticError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{path} is corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Train(#[from] TrainError),
     #[error("{0}")]
     Config(String),
     #[error("{path} does not fit this experiment: {message}")]
     Incompatible { path: PathBuf, message: String },
     #[error(transparent)]
     Pretrain(Box<PretrainError>),
-    #[error("the training loss of {run} became {value} in epoch {epoch}; lower --lr or check the data. The checkpoint of the previous epoch is kept")]
-    NonFiniteLoss {
-        run: String,
-        epoch: usize,
-        value: f64,
-    },
 }
 
 impl From<PretrainError> for ClassifyError {
@@ -311,85 +200,6 @@ pub struct ClassifyReport {
     pub runs: Vec<RunResult>,
     /// The pretraining behind `lxmert-pretrained`, when that row ran.
     pub lxmert_pretraining: Option<PretrainResult>,
-}
-
-/// Prepared data shared by every run.
-pub struct PreparedData {
-    pub train: ClassificationSplit,
-    pub val: ClassificationSplit,
-    pub tokenizer: TextTokenizer,
-    pub skipped: SkipReport,
-}
-
-/// Loads (or generates) the dataset, the tokenizer and the image caches.
-pub fn prepare_data(
-    config: &DataConfig,
-    paths: &RunPaths,
-    show_progress: bool,
-) -> Result<PreparedData, ClassifyError> {
-    let root = dataset_root(
-        config.coco_root.as_deref(),
-        &config.synthetic,
-        &paths.data_dir,
-    )?;
-    let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let train = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
-    let val = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
-    if train.categories != val.categories {
-        return Err(ClassifyError::Config(format!(
-            "{} and {} list different categories",
-            CocoSplit::Train2014.instances_path(&root).display(),
-            CocoSplit::Val2014.instances_path(&root).display()
-        )));
-    }
-
-    // The tokenizer of an earlier run in this directory wins, so checkpoints keep their ids.
-    let saved = paths.out_dir.join("tokenizer.json");
-    let tokenizer = if saved.exists() {
-        TextTokenizer::from_file(&saved)?
-    } else {
-        let tokenizer = match &config.tokenizer {
-            Some(path) => TextTokenizer::from_file(path)?,
-            None => TextTokenizer::train_wordpiece(train.all_captions(), config.vocab_size)?,
-        };
-        fs::create_dir_all(&paths.out_dir).map_err(|source| DataError::Io {
-            path: paths.out_dir.clone(),
-            source,
-        })?;
-        tokenizer.save(&saved)?;
-        tokenizer
-    };
-
-    let prepare = |dataset, max_images| {
-        ClassificationSplit::prepare(
-            dataset,
-            &tokenizer,
-            config.image_size,
-            config.max_text_len,
-            max_images,
-            &paths.cache_dir,
-            policy,
-            show_progress,
-        )
-    };
-    let mut train = prepare(train, config.max_train_images)?;
-    let mut val = prepare(val, config.max_eval_images)?;
-    let mut skipped = std::mem::take(&mut train.skipped);
-    skipped.merge(std::mem::take(&mut val.skipped));
-    if train.is_empty() || val.is_empty() {
-        return Err(ClassifyError::Config(format!(
-            "no usable images under {} ({} train, {} val)",
-            root.display(),
-            train.len(),
-            val.len()
-        )));
-    }
-    Ok(PreparedData {
-        train,
-        val,
-        tokenizer,
-        skipped,
-    })
 }
 
 /// The LXMERT classifier under `config`.
@@ -437,20 +247,22 @@ pub fn run_classify<B: AutodiffBackend>(
     schedule: Schedule,
 ) -> Result<ClassifyReport, ClassifyError> {
     let show_progress = schedule.show_progress;
-    if config.training.epochs == 0
-        || config.training.batch_size == 0
-        || config.seeds.is_empty()
-        || config.models.is_empty()
-    {
+    config.training.validate()?;
+    let mut seeds = config.seeds.clone();
+    seeds.sort_unstable();
+    seeds.dedup();
+    if seeds.len() != config.seeds.len() {
+        return Err(ClassifyError::Config(format!(
+            "--seeds {:?} names a seed twice",
+            config.seeds
+        )));
+    }
+    if config.seeds.is_empty() || config.models.is_empty() {
         return Err(ClassifyError::Config(
-            "epochs, batch size, the number of seeds and of models must all be at least 1".into(),
+            "--seeds and --models must each name at least one".into(),
         ));
     }
-    fs::create_dir_all(&paths.out_dir).map_err(|source| DataError::Io {
-        path: paths.out_dir.clone(),
-        source,
-    })?;
-    claim_run_dir(&paths.out_dir, config)?;
+    RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
     let data = prepare_data(&config.data, paths, show_progress)?;
     for line in data.skipped.summary() {
         eprintln!("skipped {line}");
@@ -463,7 +275,7 @@ pub fn run_classify<B: AutodiffBackend>(
         data.tokenizer.vocab_size()
     );
 
-    let progress = super::progress::multi(show_progress);
+    let progress = crate::io::progress::multi(show_progress);
     // The pretrained LXMERT row starts from a pretraining on the training split (pixels and
     // captions only, no labels), run once and shared by its seeds, alongside the other rows.
     let pretraining_dir = paths.out_dir.join("lxmert-pretraining");
@@ -476,6 +288,7 @@ pub fn run_classify<B: AutodiffBackend>(
             &pretraining_dir,
             device,
             &progress,
+            schedule.log_every,
         )?)
     };
     let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
@@ -503,7 +316,10 @@ pub fn run_classify<B: AutodiffBackend>(
         .flat_map(|&kind| config.seeds.iter().map(move |&seed| (kind, seed)))
         .map(|(kind, seed)| RunSpec {
             kind,
-            seed,
+            budget: Budget {
+                seed,
+                ..config.training.clone()
+            },
             model: match kind.modality() {
                 Some(modality) => RunModel::SingleStream(model_config(config, modality, &data)),
                 None => RunModel::Lxmert {
@@ -512,12 +328,12 @@ pub fn run_classify<B: AutodiffBackend>(
                         .then(|| pretrained_weights.clone()),
                 },
             },
-            training: &config.training,
             dir: paths
                 .out_dir
                 .join("runs")
                 .join(format!("{}-seed{seed}", kind.name())),
             progress: &progress,
+            log_every: schedule.log_every,
         })
         .collect();
     let (lxmert_pretraining, mut runs) = run_in_parallel(
@@ -525,7 +341,15 @@ pub fn run_classify<B: AutodiffBackend>(
         schedule.jobs,
         needs_pretraining.then_some(&pretrain as &(dyn Fn() -> _ + Sync)),
         |spec| spec.kind == ClassifierKind::LxmertPretrained,
-        |spec| train_run::<B>(spec, &data.train, &data.val, data.tokenizer.special, device),
+        |spec| {
+            Ok(train_run::<B>(
+                spec,
+                &data.train,
+                &data.val,
+                data.tokenizer.special,
+                device,
+            )?)
+        },
     )?;
     let order = |m: &ClassifierKind| config.models.iter().position(|x| x == m);
     runs.sort_by_key(|run| (order(&run.model), run.seed));
@@ -633,6 +457,68 @@ fn run_in_parallel<'a, T: Send, P: Send>(
     Ok((prerequisite, done))
 }
 
+/// `report.html`: the table, the charts, the config, and a link to each run's own report.
+fn write_html_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), ClassifyError> {
+    let mut html =
+        Report::new("Image-only vs text-only vs joint, and LXMERT with and without pretraining");
+    let rows: Vec<Vec<String>> = report
+        .summary
+        .iter()
+        .map(|s| {
+            vec![
+                s.model.name().to_string(),
+                s.map.to_string(),
+                s.micro_f1.to_string(),
+                s.n_params.to_string(),
+                format!("{:.0}", s.train_samples_per_second),
+            ]
+        })
+        .collect();
+    html.paragraph(&format!(
+        "{} train / {} held-out images, device {}, mean ± std over seeds {:?}.",
+        report.train_images, report.eval_images, report.device, report.config.seeds
+    ))
+    .table(
+        &[
+            "model",
+            "held-out mAP",
+            "micro-F1",
+            "parameters",
+            "train samples/s",
+        ],
+        &rows,
+    );
+    if let Some((margin, spread)) = joint_margin(report) {
+        html.paragraph(&format!(
+            "Joint minus best unimodal mAP: {margin:+.4} (largest std across seeds: {spread:.4})."
+        ));
+    }
+    if let Some((gain, spread)) = pretraining_gain(report) {
+        html.paragraph(&format!(
+            "LXMERT pretrained minus from scratch mAP: {gain:+.4} (larger std across seeds: {spread:.4})."
+        ));
+    }
+    html.image(
+        &out_dir.join("comparison.png"),
+        &["Held-out mAP and micro-F1, mean ± std over seeds".into()],
+    )
+    .heading("Curves")
+    .curves(out_dir)
+    .heading("Runs");
+    for run in &report.runs {
+        let name = format!("{}-seed{}", run.model.name(), run.seed);
+        html.link(
+            &format!("runs/{name}/report.html"),
+            &format!("{name}: mAP {:.4}, micro-F1 {:.4}", run.map, run.micro_f1),
+        );
+    }
+    if out_dir.join("lxmert-pretraining/report.html").exists() {
+        html.link("lxmert-pretraining/report.html", "the LXMERT pretraining");
+    }
+    html.heading("Config").json(&report.config).write(out_dir)?;
+    Ok(())
+}
+
 /// The results table in Markdown.
 pub fn results_table(report: &ClassifyReport) -> String {
     let mut table = format!(
@@ -728,7 +614,7 @@ fn write_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), ClassifyE
         &groups,
     )?;
 
-    let curve = |metric: fn(&super::classifier_run::EpochLog) -> f64| -> Vec<Series> {
+    let curve = |metric: fn(&EpochLog<ClassifierEvaluation>) -> f64| -> Vec<Series> {
         report
             .runs
             .iter()
@@ -751,14 +637,15 @@ fn write_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), ClassifyE
         "Held-out mAP per epoch (one line per seed)",
         "epoch",
         "mAP",
-        &curve(|h| h.val_map),
+        &curve(|h| h.eval.map),
     )?;
     line_chart(
         &out_dir.join("curve-loss.png"),
         "Training loss per epoch (one line per seed)",
         "epoch",
         "binary cross-entropy",
-        &curve(|h| h.train_loss),
+        &curve(|h| h.train.get("total").unwrap_or(f64::NAN)),
     )?;
+    write_html_report(report, out_dir)?;
     Ok(())
 }

@@ -9,35 +9,33 @@
 //! - `samples/epoch-NNN.png`: images generated for a few held-out captions (one row each);
 //! - when done: `dalle.safetensors`, `dalle-config.json` and `result.json`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::ElementConversion;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{
-    assign_stable_param_ids, claim_run_dir, load_safetensors, read_json, save_safetensors,
-    write_atomic, CheckpointError,
+use super::budget::Budget;
+use super::engine::{
+    seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
 };
-use super::epoch_checkpoints::{epoch_seed, EpochCheckpoints, RunState};
-use super::image_grid::write_image_grid;
 use super::plots::{line_chart, Series};
-use super::progress;
-use super::schedule::WarmupCosine;
+use super::report::training_report;
+use super::run_dir::{EpochLog, RunDir};
 use super::vqvae::{decode_codes, token_file_path, TrainedVqVae, VqVaeError};
-use super::RunPaths;
+use super::{RunPaths, TrainError};
 use crate::data::{
     checkpoint_fingerprint, dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, DataError,
     ImageTokens, SyntheticCocoConfig, TextTokenizer, TokenExpectation, TokenizerError,
 };
+pub use crate::data::{DalleExample, DalleSplit};
+pub use crate::inference::dalle::{TrainedDalle, TrainedDalleConfig};
+use crate::inference::ArtifactError;
+use crate::io::checkpoint::{read_json, save_safetensors, write_atomic, CheckpointError};
+use crate::io::image_grid::write_image_grid;
+use crate::io::progress;
 use crate::models::dalle::{generate, AttentionLayout, Dalle, DalleConfig, SamplingConfig};
 
 /// Where the captions and image tokens come from.
@@ -58,6 +56,9 @@ pub struct DalleDataConfig {
     /// reproducible across processes; see `TextTokenizer::train_wordpiece`).
     pub bpe: Option<PathBuf>,
     pub skip_bad: bool,
+    /// Use only the first N training / held-out images with tokens (by id).
+    pub max_train_images: Option<usize>,
+    pub max_eval_images: Option<usize>,
 }
 
 /// The decoder's size and attention layout.
@@ -71,27 +72,15 @@ pub struct DalleSize {
     pub attention: AttentionLayout,
 }
 
-/// The optimisation budget.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DalleTrainingConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub warmup_fraction: f64,
-    pub grad_clip: f64,
-    /// Probability that an example's caption is replaced by the null caption, so that the
-    /// model also learns the unconditional distribution used by guidance.
-    pub caption_dropout: f64,
-    pub seed: u64,
-}
-
 /// A whole `train-dalle` run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainDalleConfig {
     pub data: DalleDataConfig,
     pub model: DalleSize,
-    pub training: DalleTrainingConfig,
+    pub training: Budget,
+    /// Probability that an example's caption is replaced by the null caption, so that the
+    /// model also learns the unconditional distribution used by guidance.
+    pub caption_dropout: f64,
 }
 
 impl TrainDalleConfig {
@@ -109,6 +98,8 @@ impl TrainDalleConfig {
                 bpe_vocab: 256,
                 bpe: None,
                 skip_bad: false,
+                max_train_images: None,
+                max_eval_images: None,
             },
             model: DalleSize {
                 d_model: 64,
@@ -118,16 +109,12 @@ impl TrainDalleConfig {
                 dropout: 0.0,
                 attention: AttentionLayout::Dense,
             },
-            training: DalleTrainingConfig {
-                epochs: 6,
-                batch_size: 32,
-                learning_rate: 2e-3,
-                weight_decay: 0.01,
+            training: Budget {
                 warmup_fraction: 0.05,
-                grad_clip: 1.0,
-                caption_dropout: 0.1,
-                seed: 0,
+                final_lr_ratio: 0.1,
+                ..Budget::new(6, 32, 2e-3)
             },
+            caption_dropout: 0.1,
         }
     }
 
@@ -180,109 +167,25 @@ pub enum DalleError {
     Synthetic(#[from] crate::data::SyntheticError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{path} is corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
     #[error("{0}")]
     Config(String),
-    #[error("the training loss became {value} in epoch {epoch}; lower --lr or check the data. The checkpoint of the previous epoch is kept")]
-    NonFiniteLoss { epoch: usize, value: f64 },
 }
 
-/// One image: its captions as BPE ids and its token grid.
-#[derive(Debug, Clone)]
-pub struct DalleExample {
-    pub image_id: u64,
-    pub captions: Vec<Vec<u32>>,
-    pub raw_captions: Vec<String>,
-    pub codes: Vec<u16>,
-}
-
-/// The examples of one split.
-pub struct DalleSplit {
-    pub examples: Vec<DalleExample>,
-}
-
-impl DalleSplit {
-    /// Pairs the captions of `split` with the image tokens of `tokens`; images without tokens
-    /// (skipped when the tokens were made) are left out.
-    pub fn prepare(
-        dataset: &CocoDataset,
-        tokens: &ImageTokens,
-        bpe: &TextTokenizer,
-        text_len: usize,
-    ) -> Result<Self, TokenizerError> {
-        let index = tokens.index_by_id();
-        let mut examples = Vec::with_capacity(tokens.len());
-        for image in &dataset.images {
-            let Some(&i) = index.get(&image.id) else {
-                continue;
-            };
-            let captions = image
-                .captions
-                .iter()
-                .map(|caption| bpe.encode(caption, text_len))
-                .collect::<Result<Vec<_>, _>>()?;
-            examples.push(DalleExample {
-                image_id: image.id,
-                captions,
-                raw_captions: image.captions.clone(),
-                codes: tokens.image(i).to_vec(),
-            });
-        }
-        Ok(Self { examples })
-    }
-
-    pub fn len(&self) -> usize {
-        self.examples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.examples.is_empty()
-    }
-
-    /// Text ids `[batch, text_len]` and codes `[batch, n_image_tokens]` of `indices`, with
-    /// caption `caption_choice[i]` (modulo the number of captions) or, where `null[i]`, the
-    /// null caption.
-    pub fn batch<B: Backend>(
-        &self,
-        config: &DalleConfig,
-        indices: &[usize],
-        caption_choice: &[usize],
-        null: &[bool],
-        device: &B::Device,
-    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-        let n = indices.len();
-        let mut text = Vec::with_capacity(n * config.text_len);
-        let mut codes = Vec::with_capacity(n * config.n_image_tokens());
-        for (j, &i) in indices.iter().enumerate() {
-            let example = &self.examples[i];
-            let caption: &[u32] = if null[j] {
-                &[]
-            } else {
-                &example.captions[caption_choice[j] % example.captions.len()]
-            };
-            text.extend(config.text_ids(caption).into_iter().map(|t| t as i64));
-            codes.extend(example.codes.iter().map(|&c| c as i64));
-        }
-        (
-            Tensor::from_data(TensorData::new(text, [n, config.text_len]), device),
-            Tensor::from_data(TensorData::new(codes, [n, config.n_image_tokens()]), device),
-        )
-    }
-}
-
-/// Metrics after one epoch (cross-entropies in nats per token).
+/// Held-out cross-entropies after an epoch, in nats per token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DalleEpochLog {
-    pub epoch: usize,
-    pub steps: usize,
-    pub learning_rate: f64,
-    pub train_text_loss: f64,
-    pub train_image_loss: f64,
-    pub val_text_loss: f64,
-    pub val_image_loss: f64,
-    pub train_seconds: f64,
-    pub train_tokens_per_second: f64,
+pub struct DalleEvaluation {
+    pub text_loss: f64,
+    pub image_loss: f64,
+}
+
+impl EpochEvaluation for DalleEvaluation {
+    fn metrics(&self) -> Vec<(&'static str, f64)> {
+        vec![("text CE", self.text_loss), ("image CE", self.image_loss)]
+    }
 }
 
 /// What `result.json` holds.
@@ -292,67 +195,9 @@ pub struct DalleResult {
     pub train_images: usize,
     pub eval_images: usize,
     pub n_params: usize,
-    pub final_epoch: DalleEpochLog,
-    pub history: Vec<DalleEpochLog>,
-}
-
-/// What `dalle-config.json` holds: enough to rebuild the decoder and find its tokenizers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainedDalleConfig {
-    pub model: DalleConfig,
-    pub vqvae_dir: PathBuf,
-    pub vqvae_checkpoint: String,
-    pub image_size: usize,
-}
-
-/// A trained decoder with its caption tokenizer and VQ-VAE, ready to generate.
-pub struct TrainedDalle<B: Backend> {
-    pub model: Dalle<B>,
-    pub config: TrainedDalleConfig,
-    pub bpe: TextTokenizer,
-    pub vqvae: TrainedVqVae<B>,
-}
-
-impl<B: Backend> TrainedDalle<B> {
-    /// Loads a `train-dalle` output directory and the VQ-VAE it was trained on (from
-    /// `vqvae_dir`, or from the directory recorded at training time), refusing a VQ-VAE whose
-    /// checkpoint is not the one the decoder learned.
-    pub fn load(
-        dir: &Path,
-        vqvae_dir: Option<&Path>,
-        device: &B::Device,
-    ) -> Result<Self, DalleError> {
-        let config_path = dir.join("dalle-config.json");
-        let config: TrainedDalleConfig = read_json(&config_path)?;
-        let model = load_safetensors(
-            config.model.init::<B>(device),
-            &dir.join("dalle.safetensors"),
-        )?;
-        let bpe = TextTokenizer::from_file(&dir.join("caption-bpe.json"))?;
-        let vqvae_dir = vqvae_dir.unwrap_or(&config.vqvae_dir);
-        let vqvae = TrainedVqVae::load(vqvae_dir, device)?;
-        if vqvae.fingerprint != config.vqvae_checkpoint {
-            return Err(DalleError::Config(format!(
-                "the VQ-VAE in {} (checkpoint {}) is not the one {} was trained on (checkpoint {}); pass the original with --vqvae",
-                vqvae_dir.display(),
-                vqvae.fingerprint,
-                dir.display(),
-                config.vqvae_checkpoint
-            )));
-        }
-        Ok(Self {
-            model,
-            config,
-            bpe,
-            vqvae,
-        })
-    }
-
-    /// The stream's text ids of a caption.
-    pub fn text_ids(&self, caption: &str) -> Result<Vec<u32>, TokenizerError> {
-        let ids = self.bpe.encode(caption, self.config.model.text_len)?;
-        Ok(self.config.model.text_ids(&ids))
-    }
+    pub train_tokens_per_second: f64,
+    pub final_epoch: EpochLog<DalleEvaluation>,
+    pub history: Vec<EpochLog<DalleEvaluation>>,
 }
 
 /// Everything a run trains on.
@@ -406,8 +251,15 @@ pub fn prepare_dalle_data(
         bpe.save(&saved)?;
         bpe
     };
-    let train = DalleSplit::prepare(&train_set, &train_tokens, &bpe, config.text_len)?;
-    let val = DalleSplit::prepare(&val_set, &val_tokens, &bpe, config.text_len)?;
+    let mut train = DalleSplit::prepare(&train_set, &train_tokens, &bpe, config.text_len)?;
+    let mut val = DalleSplit::prepare(&val_set, &val_tokens, &bpe, config.text_len)?;
+    for (split, max) in [
+        (&mut train, config.max_train_images),
+        (&mut val, config.max_eval_images),
+    ] {
+        split.examples.sort_by_key(|e| e.image_id);
+        split.examples.truncate(max.unwrap_or(usize::MAX));
+    }
     if train.is_empty() || val.is_empty() {
         return Err(DalleError::Config(format!(
             "no image of {} has tokens in {} ({} train, {} val); were the tokens made from another dataset?",
@@ -432,7 +284,7 @@ pub fn evaluate_dalle<B: Backend>(
     split: &DalleSplit,
     batch_size: usize,
     device: &B::Device,
-) -> (f64, f64) {
+) -> DalleEvaluation {
     let (mut text, mut image) = (0.0, 0.0);
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size) {
@@ -446,12 +298,92 @@ pub fn evaluate_dalle<B: Backend>(
         image += loss.image.into_scalar().elem::<f64>() * n;
     }
     let n = split.len().max(1) as f64;
-    (text / n, image / n)
+    DalleEvaluation {
+        text_loss: text / n,
+        image_loss: image / n,
+    }
 }
 
 /// Held-out examples whose samples are drawn every epoch.
 const SHOWN_CAPTIONS: usize = 4;
 const SAMPLES_PER_CAPTION: usize = 6;
+
+/// The decoder as a task of the engine: `(CE_text + 7 CE_image) / 8` of a batch with a
+/// random caption per image, dropped to the null caption with probability `caption_dropout`.
+pub struct DalleTask<'a, B: Backend> {
+    pub train: &'a DalleSplit,
+    pub val: &'a DalleSplit,
+    pub model_config: &'a DalleConfig,
+    pub caption_dropout: f64,
+    /// Of the held-out evaluation.
+    pub batch_size: usize,
+    /// Whether the model has dropout (draws from the backend's generator).
+    pub dropout: bool,
+    /// Decodes the sample grids drawn after each epoch; none without it.
+    pub vqvae: Option<&'a TrainedVqVae<B>>,
+    pub out_dir: &'a Path,
+}
+
+impl<B: AutodiffBackend> TrainingTask<B> for DalleTask<'_, B::InnerBackend> {
+    type Model = Dalle<B>;
+    type Aux = ();
+    type Evaluation = DalleEvaluation;
+
+    fn n_train(&self) -> usize {
+        self.train.len()
+    }
+
+    fn uses_backend_random(&self) -> bool {
+        self.dropout
+    }
+
+    fn loss(
+        &self,
+        model: &Dalle<B>,
+        indices: &[usize],
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<StepOutput<B, ()>, TrainError> {
+        let captions: Vec<usize> = indices.iter().map(|_| rng.random_range(0..64)).collect();
+        let null: Vec<bool> = indices
+            .iter()
+            .map(|_| rng.random_bool(self.caption_dropout))
+            .collect();
+        let (text, codes) =
+            self.train
+                .batch::<B>(self.model_config, indices, &captions, &null, device);
+        let (logits, targets) = model.forward(text, codes);
+        let loss = model.loss(logits, targets);
+        Ok(StepOutput {
+            losses: Losses {
+                total: loss.total,
+                parts: vec![("text", loss.text), ("image", loss.image)],
+            },
+            aux: (),
+        })
+    }
+
+    fn evaluate(
+        &self,
+        model: &Dalle<B::InnerBackend>,
+        epoch: usize,
+        device: &B::Device,
+    ) -> Result<DalleEvaluation, TrainError> {
+        let evaluation = evaluate_dalle(model, self.val, self.batch_size, device);
+        if let Some(vqvae) = self.vqvae {
+            let path = self
+                .out_dir
+                .join("samples")
+                .join(format!("epoch-{epoch:03}.png"));
+            write_samples(model, vqvae, self.val, &path, device)?;
+        }
+        Ok(evaluation)
+    }
+
+    fn charts(&self, history: &[EpochLog<DalleEvaluation>]) -> Result<(), TrainError> {
+        Ok(write_loss_curve(history, self.out_dir)?)
+    }
+}
 
 /// Trains the decoder (resuming a partial run in `paths.out_dir`) and writes its checkpoint,
 /// curves and sample grids.
@@ -460,26 +392,27 @@ pub fn train_dalle<B: AutodiffBackend>(
     paths: &RunPaths,
     device: &B::Device,
     show_progress: bool,
+    log_every: usize,
 ) -> Result<DalleResult, DalleError> {
-    let training = &config.training;
-    if training.epochs == 0 || training.batch_size == 0 || config.data.text_len == 0 {
-        return Err(DalleError::Config(
-            "--epochs, --batch-size and --text-len must be at least 1".into(),
-        ));
+    config.training.validate()?;
+    if config.data.text_len == 0 {
+        return Err(DalleError::Config("--text-len must be at least 1".into()));
     }
-    if !config.model.d_model.is_multiple_of(config.model.n_heads) {
+    if !(0.0..=1.0).contains(&config.caption_dropout) {
+        return Err(DalleError::Config(format!(
+            "--caption-dropout must be in [0, 1], not {}",
+            config.caption_dropout
+        )));
+    }
+    if config.model.n_heads == 0 || !config.model.d_model.is_multiple_of(config.model.n_heads) {
         return Err(DalleError::Config(format!(
             "the width {} is not divisible by {} heads",
             config.model.d_model, config.model.n_heads
         )));
     }
-    claim_run_dir(&paths.out_dir, config)?;
-    let result_path = paths.out_dir.join("result.json");
-    if let Ok(bytes) = fs::read(&result_path) {
-        return serde_json::from_slice(&bytes).map_err(|e| DalleError::Corrupt {
-            path: result_path,
-            message: e.to_string(),
-        });
+    let run_dir = RunDir::claim(&paths.out_dir, config, &["caption-bpe.json"])?;
+    if let Some(result) = run_dir.finished()? {
+        return Ok(result);
     }
     let data = prepare_dalle_data(&config.data, paths)?;
     let vqvae = TrainedVqVae::<B::InnerBackend>::load(&config.data.vqvae_dir, device)?;
@@ -488,140 +421,40 @@ pub fn train_dalle<B: AutodiffBackend>(
         data.tokens_info.n_codes,
         data.tokens_info.grid,
     );
-    B::seed(device, training.seed);
-    let model: Dalle<B> = assign_stable_param_ids(model_config.init(device));
-    let n_params = model.num_params();
-    let optimizer = AdamWConfig::new()
-        .with_weight_decay(training.weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(
-            training.grad_clip as f32,
-        )))
-        .init::<B, Dalle<B>>();
-    let checkpoints = EpochCheckpoints::new(&paths.out_dir);
-    let (mut model, mut optimizer, state) =
-        checkpoints.resume::<B, _, _, DalleEpochLog>(model, optimizer, device)?;
-    let mut history = state.history;
+    let budget = &config.training;
+    let model: Dalle<B> = seeded_init::<B, _>(budget.seed, device, || model_config.init(device));
     let multi = progress::multi(show_progress);
     progress::println(
         &multi,
         &format!(
-            "decoder: {n_params} parameters, {} text + {} image positions, {} train / {} held-out images",
+            "decoder: {} parameters, {} text + {} image positions, {} train / {} held-out images",
+            burn::module::Module::num_params(&model),
             model_config.text_len,
             model_config.n_image_tokens(),
             data.train.len(),
             data.val.len()
         ),
     );
-    if state.epochs_done > 0 {
-        progress::println(
-            &multi,
-            &format!("resuming after epoch {}", state.epochs_done),
-        );
-    }
-
-    let train = &data.train;
-    let steps_per_epoch = train.len().div_ceil(training.batch_size);
-    let schedule = WarmupCosine::new(
-        training.learning_rate,
-        steps_per_epoch * training.epochs,
-        training.warmup_fraction,
-        0.1,
-    );
-    let tokens_per_example = model_config.seq_len();
-    for epoch in state.epochs_done..training.epochs {
-        let seed = epoch_seed(training.seed, epoch);
-        B::seed(device, seed);
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng);
-        let captions: Vec<usize> = order.iter().map(|_| rng.random_range(0..64)).collect();
-        let null: Vec<bool> = order
-            .iter()
-            .map(|_| rng.random_bool(training.caption_dropout))
-            .collect();
-
-        let bar = progress::bar_in(
-            &multi,
-            steps_per_epoch as u64,
-            &format!("epoch {}/{}", epoch + 1, training.epochs),
-        );
-        let started = Instant::now();
-        let mut text_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
-        let mut image_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
-        let mut lr = schedule.at(0);
-        for (step_in_epoch, ((chunk, caption_chunk), null_chunk)) in order
-            .chunks(training.batch_size)
-            .zip(captions.chunks(training.batch_size))
-            .zip(null.chunks(training.batch_size))
-            .enumerate()
-        {
-            lr = schedule.at(epoch * steps_per_epoch + step_in_epoch);
-            let (text, codes) =
-                train.batch::<B>(&model_config, chunk, caption_chunk, null_chunk, device);
-            let (logits, targets) = model.forward(text, codes);
-            let loss = model.loss(logits, targets);
-            text_sum = text_sum + loss.text.clone().inner();
-            image_sum = image_sum + loss.image.clone().inner();
-            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-            model = optimizer.step(lr, model, grads);
-            bar.inc(1);
-        }
-        let train_seconds = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        multi.remove(&bar);
-        let steps = steps_per_epoch as f64;
-        let train_text_loss = text_sum.into_scalar().elem::<f64>() / steps;
-        let train_image_loss = image_sum.into_scalar().elem::<f64>() / steps;
-        if !(train_text_loss + train_image_loss).is_finite() {
-            return Err(DalleError::NonFiniteLoss {
-                epoch: epoch + 1,
-                value: train_text_loss + train_image_loss,
-            });
-        }
-        let valid = model.valid();
-        let (val_text_loss, val_image_loss) =
-            evaluate_dalle(&valid, &data.val, training.batch_size, device);
-        let log = DalleEpochLog {
-            epoch: epoch + 1,
-            steps: (epoch + 1) * steps_per_epoch,
-            learning_rate: lr,
-            train_text_loss,
-            train_image_loss,
-            val_text_loss,
-            val_image_loss,
-            train_seconds,
-            train_tokens_per_second: (train.len() * tokens_per_example) as f64 / train_seconds,
-        };
-        progress::println(&multi, &format!(
-            "epoch {}/{}: train text {:.3}, image {:.3}; held-out text {:.3}, image {:.3} ({:.1}s, {:.0} tokens/s)",
-            log.epoch, training.epochs, log.train_text_loss, log.train_image_loss,
-            log.val_text_loss, log.val_image_loss, train_seconds, log.train_tokens_per_second
-        ));
-        history.push(log);
-        write_samples(
-            &valid,
-            &vqvae,
-            &data.val,
-            &paths
-                .out_dir
-                .join("samples")
-                .join(format!("epoch-{:03}.png", epoch + 1)),
-            device,
-        )?;
-        write_loss_curve(&history, &paths.out_dir)?;
-        checkpoints.commit::<B, _, _, _>(
-            &model,
-            &optimizer,
-            &RunState {
-                epochs_done: epoch + 1,
-                history: history.clone(),
-            },
-        )?;
-    }
-
-    let model = model.valid();
-    save_safetensors(&model, &paths.out_dir.join("dalle.safetensors"))?;
-    let trained = TrainedDalleConfig {
+    let task = DalleTask {
+        train: &data.train,
+        val: &data.val,
+        model_config: &model_config,
+        caption_dropout: config.caption_dropout,
+        batch_size: budget.batch_size,
+        dropout: config.model.dropout > 0.0,
+        vqvae: Some(&vqvae),
+        out_dir: &paths.out_dir,
+    };
+    let display = RunDisplay {
+        name: "dalle".into(),
+        progress: &multi,
+        log_every,
+    };
+    let trained = train(&task, model, budget, &run_dir, &display, device)?;
+    let train_tokens_per_second =
+        trained.samples_per_second(data.train.len()) * model_config.seq_len() as f64;
+    save_safetensors(&trained.model, &paths.out_dir.join("dalle.safetensors"))?;
+    let trained_config = TrainedDalleConfig {
         model: model_config,
         vqvae_dir: config.data.vqvae_dir.clone(),
         vqvae_checkpoint: config.data.vqvae_checkpoint.clone(),
@@ -629,21 +462,37 @@ pub fn train_dalle<B: AutodiffBackend>(
     };
     write_atomic(
         &paths.out_dir.join("dalle-config.json"),
-        &serde_json::to_vec_pretty(&trained).expect("config serialises"),
+        &serde_json::to_vec_pretty(&trained_config).expect("config serialises"),
     )?;
+    let history = trained.history;
     let result = DalleResult {
         device: format!("{device:?}"),
-        train_images: train.len(),
+        train_images: data.train.len(),
         eval_images: data.val.len(),
-        n_params,
+        n_params: trained.n_params,
+        train_tokens_per_second,
         final_epoch: history.last().cloned().expect("at least one epoch"),
         history,
     };
-    write_atomic(
-        &result_path,
-        &serde_json::to_vec_pretty(&result).expect("result serialises"),
+    let mut caption = vec![format!(
+        "Each row: a held-out image as the VQ-VAE reconstructs it, then {SAMPLES_PER_CAPTION} samples (top-k 32) for its caption:"
+    )];
+    caption.extend(
+        data.val
+            .examples
+            .iter()
+            .take(SHOWN_CAPTIONS)
+            .enumerate()
+            .map(|(row, e)| format!("row {}: {}", row + 1, e.raw_captions[0])),
+    );
+    training_report(
+        "DALL-E-style decoder",
+        &paths.out_dir,
+        config,
+        &result.history,
+        Some((&paths.out_dir.join("samples"), caption)),
     )?;
-    checkpoints.finish(training.epochs);
+    run_dir.finish(&result)?;
     Ok(result)
 }
 
@@ -707,8 +556,11 @@ fn write_samples<B: Backend>(
     write_image_grid(path, &rows, size, (96 / size).max(1) as u32)
 }
 
-fn write_loss_curve(history: &[DalleEpochLog], dir: &Path) -> Result<(), CheckpointError> {
-    let series = |name: &str, color: usize, value: fn(&DalleEpochLog) -> f64| Series {
+fn write_loss_curve(
+    history: &[EpochLog<DalleEvaluation>],
+    dir: &Path,
+) -> Result<(), CheckpointError> {
+    let series = |name: &str, color: usize, value: fn(&EpochLog<DalleEvaluation>) -> f64| Series {
         name: name.to_string(),
         points: history.iter().map(|h| (h.epoch as f64, value(h))).collect(),
         color,
@@ -719,10 +571,14 @@ fn write_loss_curve(history: &[DalleEpochLog], dir: &Path) -> Result<(), Checkpo
         "epoch",
         "cross-entropy",
         &[
-            series("text, train", 0, |h| h.train_text_loss),
-            series("text, held-out", 1, |h| h.val_text_loss),
-            series("image, train", 2, |h| h.train_image_loss),
-            series("image, held-out", 3, |h| h.val_image_loss),
+            series("text, train", 0, |h| {
+                h.train.get("text").unwrap_or(f64::NAN)
+            }),
+            series("text, held-out", 1, |h| h.eval.text_loss),
+            series("image, train", 2, |h| {
+                h.train.get("image").unwrap_or(f64::NAN)
+            }),
+            series("image, held-out", 3, |h| h.eval.image_loss),
         ],
     )
 }

@@ -12,30 +12,27 @@
 //! and `curve-matching-accuracy.png`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use indicatif::MultiProgress;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{
-    assign_stable_param_ids, claim_run_dir, save_safetensors, write_atomic, CheckpointError,
+use super::budget::Budget;
+use super::engine::{
+    seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
 };
-use super::classify::{prepare_data, ClassifyConfig, ClassifyError, DataConfig, PreparedData};
-use super::epoch_checkpoints::{epoch_seed, EpochCheckpoints, RunState};
 use super::plots::{line_chart, Series};
-use super::progress;
-use super::schedule::WarmupCosine;
-use super::RunPaths;
+use super::report::training_report;
+use super::run_dir::{EpochLog, RunDir};
+use super::{RunPaths, TrainError};
 use crate::data::lxmert_pretraining::{pixel_batch, region_batch, BatchRecipe, MaskingConfig};
+use crate::data::{prepare_data, DataConfig, LoadError, PreparedData};
 use crate::data::{ClassificationSplit, RegionFeatureError, RegionFeatures};
+use crate::io::checkpoint::{save_safetensors, write_atomic, CheckpointError};
+use crate::io::progress;
 use crate::models::lxmert::{
     LxmertConfig, LxmertPretraining, LxmertPretrainingConfig, Objectives, PretrainingBatch,
     PretrainingLosses, PATCH_TARGET_WIDTH,
@@ -121,40 +118,18 @@ impl LxmertSize {
     }
 }
 
-/// The optimisation budget of pretraining.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PretrainingBudget {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub warmup_fraction: f64,
-    pub grad_clip: f64,
-    pub seed: u64,
-}
+/// Pretraining budgets.
+pub mod budgets {
+    use super::Budget;
 
-impl PretrainingBudget {
     /// A 2-core CPU on the synthetic set: a few minutes.
-    pub fn synthetic() -> Self {
-        Self {
-            epochs: 6,
-            batch_size: 32,
-            learning_rate: 1e-3,
-            weight_decay: 0.01,
-            warmup_fraction: 0.1,
-            grad_clip: 1.0,
-            seed: 0,
-        }
+    pub fn synthetic() -> Budget {
+        Budget::new(6, 32, 1e-3)
     }
 
     /// LXMERT's schedule: 20 epochs of batch 256 at lr 1e-4.
-    pub fn coco() -> Self {
-        Self {
-            epochs: 20,
-            batch_size: 256,
-            learning_rate: 1e-4,
-            ..Self::synthetic()
-        }
+    pub fn coco() -> Budget {
+        Budget::new(20, 256, 1e-4)
     }
 }
 
@@ -167,28 +142,28 @@ pub struct PretrainLxmertConfig {
     pub model: LxmertSize,
     pub objectives: Objectives,
     pub masking: MaskingConfig,
-    pub budget: PretrainingBudget,
+    pub budget: Budget,
 }
 
 impl PretrainLxmertConfig {
     /// The built-in synthetic set at the `classify` preset's image size and vocabulary.
     pub fn synthetic() -> Self {
         Self {
-            data: ClassifyConfig::synthetic().data,
+            data: DataConfig::synthetic(),
             features: None,
             model: LxmertSize::small(),
             objectives: Objectives::ALL,
             masking: MaskingConfig::default(),
-            budget: PretrainingBudget::synthetic(),
+            budget: budgets::synthetic(),
         }
     }
 
     /// MSCOCO 2014 captions on a GPU: the base model, LXMERT's batch 256 and lr 1e-4.
     pub fn coco(root: PathBuf) -> Self {
         let mut config = Self::synthetic();
-        config.data = ClassifyConfig::coco(root).data;
+        config.data = DataConfig::coco(root);
         config.model = LxmertSize::base();
-        config.budget = PretrainingBudget::coco();
+        config.budget = budgets::coco();
         config
     }
 
@@ -222,19 +197,15 @@ impl PretrainLxmertConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum PretrainError {
     #[error(transparent)]
-    Prepare(#[from] ClassifyError),
+    Load(#[from] LoadError),
     #[error(transparent)]
     Features(#[from] RegionFeatureError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
     #[error("{0}")]
     Config(String),
-    #[error("the pretraining loss became {value} in epoch {epoch} ({objective}); lower --lr or check the data. The checkpoint of the previous epoch is kept")]
-    NonFiniteLoss {
-        epoch: usize,
-        objective: &'static str,
-        value: f64,
-    },
 }
 
 /// Mean losses of one pass, per objective (`None` when switched off).
@@ -265,15 +236,6 @@ impl ObjectiveLosses {
             self.object_attribute,
             self.matching,
         ]
-    }
-
-    fn summary(&self) -> String {
-        let parts: Vec<String> = Self::NAMES
-            .iter()
-            .zip(self.parts())
-            .filter_map(|(name, v)| v.map(|v| format!("{name} {v:.3}")))
-            .collect();
-        format!("{:.3} ({})", self.total, parts.join(", "))
     }
 }
 
@@ -329,17 +291,28 @@ impl<B: Backend> LossSums<B> {
     }
 }
 
-/// One epoch's log.
+/// Held-out numbers of one pretraining epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PretrainEpochLog {
-    pub epoch: usize,
-    pub learning_rate: f64,
-    pub train: ObjectiveLosses,
-    pub val: ObjectiveLosses,
+pub struct PretrainEvaluation {
+    pub losses: ObjectiveLosses,
     /// Held-out accuracy of the matching head on half-swapped pairs (chance: 0.5).
-    pub val_matching_accuracy: Option<f64>,
-    pub train_seconds: f64,
-    pub samples_per_second: f64,
+    pub matching_accuracy: Option<f64>,
+}
+
+impl EpochEvaluation for PretrainEvaluation {
+    fn metrics(&self) -> Vec<(&'static str, f64)> {
+        let mut metrics: Vec<(&'static str, f64)> = vec![("loss", self.losses.total)];
+        metrics.extend(
+            ObjectiveLosses::NAMES
+                .iter()
+                .zip(self.losses.parts())
+                .filter_map(|(name, value)| value.map(|v| (*name, v))),
+        );
+        if let Some(accuracy) = self.matching_accuracy {
+            metrics.push(("matching accuracy", accuracy));
+        }
+        metrics
+    }
 }
 
 /// What `result.json` holds.
@@ -349,7 +322,7 @@ pub struct PretrainResult {
     pub train_images: usize,
     pub val_images: usize,
     pub samples_per_second: f64,
-    pub history: Vec<PretrainEpochLog>,
+    pub history: Vec<EpochLog<PretrainEvaluation>>,
 }
 
 /// Where the images come from.
@@ -372,6 +345,125 @@ fn label_counts(features: &RegionFeatures, split: &ClassificationSplit) -> (usiz
     ((max.0 + 1).max(1) as usize, (max.1 + 1).max(1) as usize)
 }
 
+/// Pretraining as a task of the engine.
+pub struct PretrainTask<'a> {
+    config: &'a PretrainLxmertConfig,
+    data: &'a PreparedData,
+    images: PretrainingImages<'a>,
+    n_regions: usize,
+    recipe: BatchRecipe,
+    out_dir: &'a Path,
+}
+
+impl<'a> PretrainTask<'a> {
+    /// The task of pretraining `model_config` under `config` on `data`, writing charts to
+    /// `out_dir`.
+    pub fn new(
+        config: &'a PretrainLxmertConfig,
+        model_config: &LxmertPretrainingConfig,
+        data: &'a PreparedData,
+        images: PretrainingImages<'a>,
+        out_dir: &'a Path,
+    ) -> Self {
+        Self {
+            config,
+            data,
+            images,
+            n_regions: model_config
+                .lxmert
+                .pixels
+                .as_ref()
+                .map_or(0, PatchEncoderConfig::n_regions),
+            recipe: BatchRecipe {
+                objectives: config.objectives,
+                masking: config.masking,
+                special: data.tokenizer.special,
+                vocab_size: data.tokenizer.vocab_size(),
+            },
+            out_dir,
+        }
+    }
+
+    fn batch<B: Backend>(
+        &self,
+        split: &ClassificationSplit,
+        indices: &[usize],
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<PretrainingBatch<B>, TrainError> {
+        match self.images {
+            PretrainingImages::Pixels => Ok(pixel_batch(
+                split,
+                indices,
+                self.n_regions,
+                &self.recipe,
+                rng,
+                device,
+            )),
+            PretrainingImages::Regions(features) => {
+                region_batch(split, features, indices, &self.recipe, rng, device)
+                    .map_err(|e| TrainError::Task(Box::new(e)))
+            }
+        }
+    }
+}
+
+impl<B: AutodiffBackend> TrainingTask<B> for PretrainTask<'_> {
+    type Model = LxmertPretraining<B>;
+    type Aux = ();
+    type Evaluation = PretrainEvaluation;
+
+    fn n_train(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn uses_backend_random(&self) -> bool {
+        self.config.model.dropout > 0.0
+    }
+
+    fn loss(
+        &self,
+        model: &LxmertPretraining<B>,
+        indices: &[usize],
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<StepOutput<B, ()>, TrainError> {
+        let batch = self.batch::<B>(&self.data.train, indices, rng, device)?;
+        let losses = model.losses(batch, self.config.objectives);
+        let parts = ObjectiveLosses::NAMES
+            .iter()
+            .zip([
+                losses.masked_language,
+                losses.object_feature,
+                losses.object_label,
+                losses.object_attribute,
+                losses.matching,
+            ])
+            .filter_map(|(name, value)| value.map(|v| (*name, v)))
+            .collect();
+        Ok(StepOutput {
+            losses: Losses {
+                total: losses.total,
+                parts,
+            },
+            aux: (),
+        })
+    }
+
+    fn evaluate(
+        &self,
+        model: &LxmertPretraining<B::InnerBackend>,
+        _epoch: usize,
+        device: &B::Device,
+    ) -> Result<PretrainEvaluation, TrainError> {
+        evaluate_pretraining(self, model, device)
+    }
+
+    fn charts(&self, history: &[EpochLog<PretrainEvaluation>]) -> Result<(), TrainError> {
+        Ok(write_curves(self.out_dir, history)?)
+    }
+}
+
 /// Pretrains on prepared data into `out_dir` (resuming a partial run there). Used by the
 /// `pretrain-lxmert` binary and by `classify` for its pretrained LXMERT row.
 pub fn pretrain_on<B: AutodiffBackend>(
@@ -381,16 +473,11 @@ pub fn pretrain_on<B: AutodiffBackend>(
     out_dir: &Path,
     device: &B::Device,
     multi: &MultiProgress,
+    log_every: usize,
 ) -> Result<PretrainResult, PretrainError> {
-    let result_path = out_dir.join("result.json");
-    if result_path.exists() {
-        return Ok(super::checkpoint::read_json(&result_path)?);
-    }
-    let budget = &config.budget;
-    if budget.epochs == 0 || budget.batch_size == 0 {
-        return Err(PretrainError::Config(
-            "epochs and batch size must be at least 1".into(),
-        ));
+    let run_dir = RunDir::new(out_dir)?;
+    if let Some(result) = run_dir.finished()? {
+        return Ok(result);
     }
     if !config.objectives.any() {
         return Err(PretrainError::Config(
@@ -411,153 +498,23 @@ pub fn pretrain_on<B: AutodiffBackend>(
             )
         }
     };
-    let n_regions = model_config
-        .lxmert
-        .pixels
-        .as_ref()
-        .map_or(0, PatchEncoderConfig::n_regions);
-    let recipe = BatchRecipe {
-        objectives: config.objectives,
-        masking: config.masking,
-        special: data.tokenizer.special,
-        vocab_size: data.tokenizer.vocab_size(),
+    let task = PretrainTask::new(config, &model_config, data, images, out_dir);
+    let model: LxmertPretraining<B> =
+        seeded_init::<B, _>(config.budget.seed, device, || model_config.init(device));
+    let display = RunDisplay {
+        name: "lxmert pretraining".into(),
+        progress: multi,
+        log_every,
     };
-    let make_batch = |split: &ClassificationSplit,
-                      indices: &[usize],
-                      rng: &mut StdRng|
-     -> Result<PretrainingBatch<B>, RegionFeatureError> {
-        match images {
-            PretrainingImages::Pixels => {
-                Ok(pixel_batch(split, indices, n_regions, &recipe, rng, device))
-            }
-            PretrainingImages::Regions(features) => {
-                region_batch(split, features, indices, &recipe, rng, device)
-            }
-        }
-    };
-
-    B::seed(device, budget.seed);
-    let model: LxmertPretraining<B> = assign_stable_param_ids(model_config.init(device));
-    let n_params = model.num_params();
-    let optimizer = AdamWConfig::new()
-        .with_weight_decay(budget.weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(budget.grad_clip as f32)))
-        .init::<B, LxmertPretraining<B>>();
-    let checkpoints = EpochCheckpoints::new(out_dir);
-    let (mut model, mut optimizer, state) =
-        checkpoints.resume::<B, _, _, PretrainEpochLog>(model, optimizer, device)?;
-    let mut history = state.history;
-    if state.epochs_done > 0 {
-        progress::println(
-            multi,
-            &format!(
-                "[lxmert pretraining] resuming after epoch {}",
-                state.epochs_done
-            ),
-        );
-    }
-
-    let train = &data.train;
-    let steps_per_epoch = train.len().div_ceil(budget.batch_size);
-    let schedule = WarmupCosine::new(
-        budget.learning_rate,
-        steps_per_epoch * budget.epochs,
-        budget.warmup_fraction,
-        0.05,
-    );
-    for epoch in state.epochs_done..budget.epochs {
-        let seed = epoch_seed(budget.seed, epoch);
-        B::seed(device, seed);
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng);
-        let bar = progress::bar_in(
-            multi,
-            steps_per_epoch as u64,
-            &format!("lxmert pretraining epoch {}/{}", epoch + 1, budget.epochs),
-        );
-        let started = Instant::now();
-        let mut sums = LossSums::<B::InnerBackend>::new();
-        let mut lr = schedule.at(0);
-        for (step, chunk) in order.chunks(budget.batch_size).enumerate() {
-            lr = schedule.at(epoch * steps_per_epoch + step);
-            let batch = make_batch(train, chunk, &mut rng)?;
-            let losses = model.losses(batch, config.objectives);
-            sums.add(&inner_losses(&losses));
-            let grads = GradientsParams::from_grads(losses.total.backward(), &model);
-            model = optimizer.step(lr, model, grads);
-            bar.inc(1);
-        }
-        let train_seconds = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        multi.remove(&bar);
-        let train_losses = sums.means();
-        for (name, value) in ObjectiveLosses::NAMES
-            .iter()
-            .zip(train_losses.parts())
-            .filter_map(|(n, v)| v.map(|v| (n, v)))
-            .chain(std::iter::once((&"total", train_losses.total)))
-        {
-            if !value.is_finite() {
-                return Err(PretrainError::NonFiniteLoss {
-                    epoch: epoch + 1,
-                    objective: name,
-                    value,
-                });
-            }
-        }
-        let (val, val_matching_accuracy) = evaluate_pretraining(
-            &model.valid(),
-            config,
-            &data.val,
-            images,
-            n_regions,
-            &recipe,
-            device,
-        )?;
-        let log = PretrainEpochLog {
-            epoch: epoch + 1,
-            learning_rate: lr,
-            train: train_losses,
-            val,
-            val_matching_accuracy,
-            train_seconds,
-            samples_per_second: train.len() as f64 / train_seconds.max(1e-9),
-        };
-        progress::println(
-            multi,
-            &format!(
-                "[lxmert pretraining] epoch {}/{}: train {}; held-out {}{} ({:.1}s, {:.0} samples/s)",
-                log.epoch,
-                budget.epochs,
-                log.train.summary(),
-                log.val.summary(),
-                log.val_matching_accuracy
-                    .map_or(String::new(), |a| format!(", matching accuracy {a:.3}")),
-                train_seconds,
-                log.samples_per_second
-            ),
-        );
-        history.push(log);
-        checkpoints.commit::<B, _, _, _>(
-            &model,
-            &optimizer,
-            &RunState {
-                epochs_done: epoch + 1,
-                history: history.clone(),
-            },
-        )?;
-        write_curves(out_dir, &history)?;
-    }
-
-    let seconds: f64 = history.iter().map(|h| h.train_seconds).sum();
+    let trained = train(&task, model, &config.budget, &run_dir, &display, device)?;
     let result = PretrainResult {
-        n_params,
-        train_images: train.len(),
+        n_params: trained.n_params,
+        train_images: data.train.len(),
         val_images: data.val.len(),
-        samples_per_second: (train.len() * history.len()) as f64 / seconds.max(1e-9),
-        history,
+        samples_per_second: trained.samples_per_second(data.train.len()),
+        history: trained.history,
     };
+    let model = trained.model;
     save_safetensors(&model.lxmert, &out_dir.join("lxmert.safetensors"))?;
     write_atomic(
         &out_dir.join("lxmert-config.json"),
@@ -568,72 +525,52 @@ pub fn pretrain_on<B: AutodiffBackend>(
         &out_dir.join("pretraining-config.json"),
         &serde_json::to_vec_pretty(&model_config).expect("config serialises"),
     )?;
-    write_atomic(
-        &result_path,
-        &serde_json::to_vec_pretty(&result).expect("result serialises"),
-    )?;
-    checkpoints.finish(budget.epochs);
+    training_report("LXMERT pretraining", out_dir, config, &result.history, None)?;
+    run_dir.finish(&result)?;
     Ok(result)
-}
-
-fn inner_losses<B: AutodiffBackend>(
-    losses: &PretrainingLosses<B>,
-) -> PretrainingLosses<B::InnerBackend> {
-    let inner = |t: &Option<Tensor<B, 1>>| t.clone().map(|t| t.inner());
-    PretrainingLosses {
-        masked_language: inner(&losses.masked_language),
-        object_feature: inner(&losses.object_feature),
-        object_label: inner(&losses.object_label),
-        object_attribute: inner(&losses.object_attribute),
-        matching: inner(&losses.matching),
-        matching_correct: losses.matching_correct.clone().map(|t| t.inner()),
-        total: losses.total.clone().inner(),
-    }
 }
 
 /// Held-out losses with masks drawn from a fixed seed (the same every epoch), and the matching
 /// head's accuracy.
 fn evaluate_pretraining<B: Backend>(
+    task: &PretrainTask,
     model: &LxmertPretraining<B>,
-    config: &PretrainLxmertConfig,
-    val: &ClassificationSplit,
-    images: PretrainingImages,
-    n_regions: usize,
-    recipe: &BatchRecipe,
     device: &B::Device,
-) -> Result<(ObjectiveLosses, Option<f64>), RegionFeatureError> {
+) -> Result<PretrainEvaluation, TrainError> {
+    let val = &task.data.val;
     let mut rng = StdRng::seed_from_u64(0x5eed_0e7a);
     let mut sums = LossSums::<B>::new();
     let (mut correct, mut total) = (0usize, 0usize);
     let indices: Vec<usize> = (0..val.len()).collect();
-    for chunk in indices.chunks(config.budget.batch_size) {
-        let batch = match images {
-            PretrainingImages::Pixels => {
-                pixel_batch(val, chunk, n_regions, recipe, &mut rng, device)
-            }
-            PretrainingImages::Regions(features) => {
-                region_batch(val, features, chunk, recipe, &mut rng, device)?
-            }
-        };
-        let losses = model.losses(batch, config.objectives);
+    for chunk in indices.chunks(task.config.budget.batch_size) {
+        let batch = task.batch::<B>(val, chunk, &mut rng, device)?;
+        let losses = model.losses(batch, task.config.objectives);
         if let Some(hits) = &losses.matching_correct {
             correct += hits.clone().into_scalar().elem::<f64>() as usize;
             total += chunk.len();
         }
         sums.add(&losses);
     }
-    let accuracy = config
-        .objectives
-        .matching
-        .then(|| correct as f64 / total.max(1) as f64);
-    Ok((sums.means(), accuracy))
+    Ok(PretrainEvaluation {
+        losses: sums.means(),
+        matching_accuracy: task
+            .config
+            .objectives
+            .matching
+            .then(|| correct as f64 / total.max(1) as f64),
+    })
 }
 
-fn write_curves(out_dir: &Path, history: &[PretrainEpochLog]) -> Result<(), CheckpointError> {
-    type Pick = fn(&PretrainEpochLog) -> [Option<f64>; 5];
+fn write_curves(
+    out_dir: &Path,
+    history: &[EpochLog<PretrainEvaluation>],
+) -> Result<(), CheckpointError> {
+    type Pick = fn(&EpochLog<PretrainEvaluation>) -> [Option<f64>; 5];
     let splits: [(&str, &str, Pick); 2] = [
-        ("curve-loss.png", "training", |h| h.train.parts()),
-        ("curve-val-loss.png", "held-out", |h| h.val.parts()),
+        ("curve-loss.png", "training", |h| {
+            ObjectiveLosses::NAMES.map(|name| h.train.get(name))
+        }),
+        ("curve-val-loss.png", "held-out", |h| h.eval.losses.parts()),
     ];
     for (file, split, pick) in splits {
         let series: Vec<Series> = ObjectiveLosses::NAMES
@@ -659,7 +596,7 @@ fn write_curves(out_dir: &Path, history: &[PretrainEpochLog]) -> Result<(), Chec
     }
     let accuracy: Vec<(f64, f64)> = history
         .iter()
-        .filter_map(|h| h.val_matching_accuracy.map(|a| (h.epoch as f64, a)))
+        .filter_map(|h| h.eval.matching_accuracy.map(|a| (h.epoch as f64, a)))
         .collect();
     if !accuracy.is_empty() {
         line_chart(
@@ -684,12 +621,9 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
     paths: &RunPaths,
     device: &B::Device,
     show_progress: bool,
+    log_every: usize,
 ) -> Result<PretrainResult, PretrainError> {
-    std::fs::create_dir_all(&paths.out_dir).map_err(|source| CheckpointError::Io {
-        path: paths.out_dir.clone(),
-        source,
-    })?;
-    claim_run_dir(&paths.out_dir, config)?;
+    RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
     let data = prepare_data(&config.data, paths, show_progress)?;
     for line in data.skipped.summary() {
         eprintln!("skipped {line}");
@@ -724,5 +658,13 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
         None => PretrainingImages::Pixels,
     };
     let multi = progress::multi(show_progress);
-    pretrain_on::<B>(config, &data, images, &paths.out_dir, device, &multi)
+    pretrain_on::<B>(
+        config,
+        &data,
+        images,
+        &paths.out_dir,
+        device,
+        &multi,
+        log_every,
+    )
 }

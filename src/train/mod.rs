@@ -1,31 +1,56 @@
-//! Training: checkpoints, metrics, schedules, progress, plots and the experiment loops.
+//! Training: one [`engine`] that every family is a task of, run directories, metrics,
+//! schedules, plots, and the experiments built on them.
 
-pub mod checkpoint;
+pub mod budget;
 pub mod classifier_run;
 pub mod classify;
 pub mod dalle;
-pub mod dalle_eval;
-pub mod dalle_generate;
-pub mod epoch_checkpoints;
+pub mod engine;
 pub mod gradients;
-pub mod image_grid;
 pub mod lxmert_pretrain;
 pub mod metrics;
 pub mod plots;
 pub mod pretrained_encoder;
-pub mod progress;
+pub mod report;
+pub mod run_dir;
 pub mod schedule;
 pub mod vqvae;
+mod weights_check;
 
 use std::path::PathBuf;
 
-/// Where an experiment reads and writes.
-#[derive(Debug, Clone)]
-pub struct RunPaths {
-    /// Results, charts and checkpoints.
-    pub out_dir: PathBuf,
-    /// Where the synthetic set is generated.
-    pub data_dir: PathBuf,
-    /// Where preprocessed images are cached.
-    pub cache_dir: PathBuf,
+pub use crate::io::RunPaths;
+pub use budget::Budget;
+pub use engine::{train, TrainingTask};
+pub use run_dir::RunDir;
+
+use crate::io::checkpoint::CheckpointError;
+
+/// Everything that can stop a training run, each naming what is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{dir} holds a run with a different config ({dir}/config.json):\n  {differences}\n{hint}", dir = dir.display())]
+    OtherRun {
+        dir: PathBuf,
+        /// One line per differing field: "training.epochs: 8 there, 12 here".
+        differences: String,
+        hint: &'static str,
+    },
+    #[error("{run}: the {objective} became {value} at step {step} (epoch {epoch}). The run stopped before committing that epoch and kept its last good checkpoint: the same command retries from it, and the same command with a lower --lr continues from it at that rate (in classify, whose rows share one --lr, use a new --out for that)")]
+    NonFinite {
+        run: String,
+        epoch: usize,
+        step: usize,
+        objective: String,
+        value: f64,
+    },
+    #[error("{path} does not fit this experiment: {message}", path = path.display())]
+    Incompatible { path: PathBuf, message: String },
+    /// A family's own error (data, features, tokens), raised inside a task.
+    #[error(transparent)]
+    Task(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -9,7 +9,7 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use super::checkpoint::{write_atomic, CheckpointError};
+use crate::io::checkpoint::{write_atomic, CheckpointError};
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 const SERIES_COLORS: [RGBColor; 6] = [

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::read_json;
-use super::classify::ClassifyError;
 use super::lxmert_pretrain::PretrainResult;
+use super::run_dir::config_differences;
+use super::TrainError;
 use crate::data::TextTokenizer;
+use crate::io::checkpoint::read_json;
 use crate::models::lxmert::LxmertConfig;
 
 /// A `pretrain-lxmert --out` directory that passed [`PretrainedEncoder::open`].
@@ -29,12 +30,12 @@ impl PretrainedEncoder {
         dir: &Path,
         expected: &LxmertConfig,
         tokenizer: &TextTokenizer,
-    ) -> Result<Self, ClassifyError> {
+    ) -> Result<Self, TrainError> {
         let config_path = dir.join("lxmert-config.json");
         let found: LxmertConfig = read_json(&config_path)?;
-        let differences = config_differences(&found, expected);
+        let differences = architecture_differences(&found, expected);
         if !differences.is_empty() {
-            return Err(ClassifyError::Incompatible {
+            return Err(TrainError::Incompatible {
                 path: config_path,
                 message: format!(
                     "{} (pretrain with the same model size, --image-size and caption length as this experiment)",
@@ -44,11 +45,12 @@ impl PretrainedEncoder {
         }
 
         let tokenizer_path = dir.join("tokenizer.json");
-        let pretraining_tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+        let pretraining_tokenizer =
+            TextTokenizer::from_file(&tokenizer_path).map_err(|e| TrainError::Task(Box::new(e)))?;
         let tokens = pretraining_tokenizer.vocabulary_differences(tokenizer);
         if !tokens.is_empty() {
             let shown: Vec<&str> = tokens.iter().take(8).map(String::as_str).collect();
-            return Err(ClassifyError::Incompatible {
+            return Err(TrainError::Incompatible {
                 path: tokenizer_path.clone(),
                 message: format!(
                     "{} tokens have other ids than in this experiment's tokenizer (e.g. {}); pass --tokenizer {} with a fresh --out",
@@ -61,7 +63,7 @@ impl PretrainedEncoder {
 
         let weights = dir.join("lxmert.safetensors");
         if !weights.is_file() {
-            return Err(ClassifyError::Incompatible {
+            return Err(TrainError::Incompatible {
                 path: weights,
                 message: "missing: the pretraining has not finished (rerun pretrain-lxmert with the same --out to resume it)".into(),
             });
@@ -76,28 +78,14 @@ impl PretrainedEncoder {
     }
 }
 
-/// `field is X there, Y here` for each field of the two configs that differs, except
+/// `field: X there, Y here` for each field of the two configs that differs, except
 /// [`FREE_FIELDS`].
-fn config_differences(found: &LxmertConfig, expected: &LxmertConfig) -> Vec<String> {
-    let as_object = |config: &LxmertConfig| match serde_json::to_value(config) {
-        Ok(serde_json::Value::Object(fields)) => fields,
-        _ => unreachable!("a Config serialises to a JSON object"),
-    };
-    let (found, expected) = (as_object(found), as_object(expected));
-    let mut names: Vec<&String> = found.keys().chain(expected.keys()).collect();
-    names.sort();
-    names.dedup();
-    names
+fn architecture_differences(found: &LxmertConfig, expected: &LxmertConfig) -> Vec<String> {
+    let json = |config: &LxmertConfig| serde_json::to_value(config).expect("configs serialise");
+    config_differences(&json(found), &json(expected))
         .into_iter()
-        .filter(|name| !FREE_FIELDS.contains(&name.as_str()))
-        .filter_map(|name| {
-            let (there, here) = (found.get(name), expected.get(name));
-            (there != here).then(|| {
-                let show =
-                    |v: Option<&serde_json::Value>| v.map_or("absent".into(), |v| v.to_string());
-                format!("{name} is {} there, {} here", show(there), show(here))
-            })
-        })
+        .filter(|d| !FREE_FIELDS.contains(&d.field.as_str()))
+        .map(|d| d.to_string())
         .collect()
 }
 
@@ -109,15 +97,15 @@ mod tests {
     fn differences_name_each_field_and_ignore_dropout() {
         let expected = LxmertConfig::small(100, 32);
         let same_but_dropout = LxmertConfig::small(100, 32).with_dropout(0.3);
-        assert!(config_differences(&same_but_dropout, &expected).is_empty());
+        assert!(architecture_differences(&same_but_dropout, &expected).is_empty());
 
         let found = LxmertConfig::small(120, 32).with_n_cross_layers(3);
-        let differences = config_differences(&found, &expected);
+        let differences = architecture_differences(&found, &expected);
         assert_eq!(
             differences,
             vec![
-                "n_cross_layers is 3 there, 1 here".to_string(),
-                "vocab_size is 120 there, 100 here".to_string(),
+                "n_cross_layers: 3 there, 1 here".to_string(),
+                "vocab_size: 120 there, 100 here".to_string(),
             ]
         );
     }

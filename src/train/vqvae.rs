@@ -9,35 +9,32 @@
 //! - when done: `vqvae.safetensors`, `vqvae-config.json`, `result.json` and
 //!   `tokens-<split>.safetensors` for both splits.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{
-    assign_stable_param_ids, claim_run_dir, load_safetensors, read_json, save_safetensors,
-    write_atomic, CheckpointError,
+use super::budget::Budget;
+use super::engine::{
+    seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
 };
-use super::epoch_checkpoints::{epoch_seed, EpochCheckpoints, RunState};
-use super::image_grid::write_image_grid;
 use super::plots::{line_chart, Series};
-use super::progress;
-use super::schedule::WarmupCosine;
-use super::RunPaths;
+use super::report::training_report;
+use super::run_dir::{EpochLog, RunDir};
+use super::{RunPaths, TrainError};
 use crate::data::{
     checkpoint_fingerprint, dataset_root, images_to_rgb, BadEntryPolicy, CocoSplit, DataError,
-    ImageSplit, ImageTokens, ImageTokensError, SyntheticCocoConfig, SyntheticError, TokenFileInfo,
-    IMAGE_MEAN, IMAGE_STD,
+    ImageSplit, ImageTokensError, SyntheticCocoConfig, SyntheticError, IMAGE_MEAN, IMAGE_STD,
 };
+pub use crate::inference::vqvae::{
+    decode_codes, decode_tokens, encode_split, token_file_path, TrainedVqVae, TrainedVqVaeConfig,
+};
+use crate::inference::ArtifactError;
+use crate::io::checkpoint::{save_safetensors, write_atomic, CheckpointError};
+use crate::io::image_grid::write_image_grid;
+use crate::io::progress;
 use crate::models::vqvae::{VqVae, VqVaeConfig};
 
 /// Where the images come from.
@@ -53,25 +50,12 @@ pub struct VqVaeDataConfig {
     pub skip_bad: bool,
 }
 
-/// The optimisation budget.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VqVaeTrainingConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Peak learning rate of Adam.
-    pub learning_rate: f64,
-    pub warmup_fraction: f64,
-    /// Global L2 norm the gradients are clipped to, if any.
-    pub grad_clip: Option<f64>,
-    pub seed: u64,
-}
-
 /// A whole `train-vqvae` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainVqVaeConfig {
     pub data: VqVaeDataConfig,
     pub model: VqVaeConfig,
-    pub training: VqVaeTrainingConfig,
+    pub training: Budget,
 }
 
 impl TrainVqVaeConfig {
@@ -91,13 +75,12 @@ impl TrainVqVaeConfig {
                 .with_d_code(32)
                 .with_hidden(64)
                 .with_n_res_blocks(1),
-            training: VqVaeTrainingConfig {
-                epochs: 12,
-                batch_size: 32,
-                learning_rate: 1e-3,
+            training: Budget {
+                weight_decay: 0.0,
                 warmup_fraction: 0.05,
+                final_lr_ratio: 0.1,
                 grad_clip: None,
-                seed: 0,
+                ..Budget::new(12, 32, 1e-3)
             },
         }
     }
@@ -130,33 +113,16 @@ pub enum VqVaeError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Tokens(#[from] ImageTokensError),
-    #[error("{path} is corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
     #[error("{0}")]
     Config(String),
-    #[error("the training loss became {value} in epoch {epoch}; lower --lr or check the data. The checkpoint of the previous epoch is kept")]
-    NonFiniteLoss { epoch: usize, value: f64 },
 }
 
-/// Metrics after one epoch. Reconstruction losses are MSEs of normalised pixels (what is
-/// optimised); `val_psnr` is on `[0, 1]` pixels, averaged over images.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VqVaeEpochLog {
-    pub epoch: usize,
-    pub steps: usize,
-    pub learning_rate: f64,
-    pub train_recon_loss: f64,
-    pub train_commitment_loss: f64,
-    pub val_recon_loss: f64,
-    pub val_psnr: f64,
-    /// `exp(entropy)` of the held-out code histogram: the effective number of codes in use.
-    pub val_perplexity: f64,
-    /// Fraction of the codebook that some held-out token uses.
-    pub val_codes_used: f64,
-    pub train_seconds: f64,
-}
-
-/// What `result.json` holds.
+/// What `result.json` holds. Reconstruction losses are MSEs of normalised pixels (what is
+/// optimised); PSNR is on `[0, 1]` pixels, averaged over images.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VqVaeResult {
     pub device: String,
@@ -166,52 +132,33 @@ pub struct VqVaeResult {
     /// PSNR of predicting every held-out image as the mean training image: the floor a
     /// tokenizer must clear to carry any information about the image.
     pub mean_image_psnr: f64,
-    pub final_epoch: VqVaeEpochLog,
+    pub final_epoch: EpochLog<VqVaeEvaluation>,
     pub train_images_per_second: f64,
-    pub history: Vec<VqVaeEpochLog>,
-}
-
-/// What `vqvae-config.json` holds: enough to rebuild the model and use it as a tokenizer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainedVqVaeConfig {
-    pub image_size: usize,
-    pub model: VqVaeConfig,
-}
-
-/// A trained tokenizer loaded from a `train-vqvae` output directory.
-pub struct TrainedVqVae<B: Backend> {
-    pub model: VqVae<B>,
-    pub config: TrainedVqVaeConfig,
-    /// [`checkpoint_fingerprint`] of `vqvae.safetensors`: token files record it.
-    pub fingerprint: String,
-}
-
-impl<B: Backend> TrainedVqVae<B> {
-    /// Loads `vqvae.safetensors` and `vqvae-config.json` from `dir`.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, VqVaeError> {
-        let config_path = dir.join("vqvae-config.json");
-        let weights = dir.join("vqvae.safetensors");
-        let config: TrainedVqVaeConfig = read_json(&config_path)?;
-        let model = load_safetensors(config.model.init::<B>(device), &weights)?;
-        let fingerprint = checkpoint_fingerprint(&weights).map_err(|source| DataError::Io {
-            path: weights.clone(),
-            source,
-        })?;
-        Ok(Self {
-            model,
-            config,
-            fingerprint,
-        })
-    }
+    pub history: Vec<EpochLog<VqVaeEvaluation>>,
 }
 
 /// Held-out metrics of a VQ-VAE.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VqVaeEvaluation {
+    /// MSE of normalised pixels.
     pub recon_loss: f64,
+    /// On `[0, 1]` pixels, averaged over images.
     pub psnr: f64,
+    /// `exp(entropy)` of the held-out code histogram: the effective number of codes in use.
     pub perplexity: f64,
+    /// Fraction of the codebook that some held-out token uses.
     pub codes_used: f64,
+}
+
+impl EpochEvaluation for VqVaeEvaluation {
+    fn metrics(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("recon", self.recon_loss),
+            ("PSNR", self.psnr),
+            ("perplexity", self.perplexity),
+            ("codes used", self.codes_used),
+        ]
+    }
 }
 
 /// `[1, 3, 1, 1]` channel constants, to move between normalised and `[0, 1]` pixels.
@@ -375,27 +322,96 @@ fn check_config(config: &TrainVqVaeConfig) -> Result<(), VqVaeError> {
     let f = config.model.downsample;
     if !matches!(f, 4 | 8 | 16) {
         return Err(VqVaeError::Config(format!(
-            "the downsampling factor must be 4, 8 or 16, not {f}"
+            "--downsample must be 4, 8 or 16, not {f}"
         )));
     }
     if !config.data.image_size.is_multiple_of(f) || config.data.image_size == 0 {
         return Err(VqVaeError::Config(format!(
-            "the image size ({} px) must be a positive multiple of the downsampling factor {f}",
+            "--image-size ({} px) must be a positive multiple of the downsampling factor {f}",
             config.data.image_size
         )));
     }
     if config.model.n_codes == 0 || config.model.n_codes > u16::MAX as usize + 1 {
         return Err(VqVaeError::Config(format!(
-            "the codebook size must be between 1 and 65536 (token files store u16), not {}",
+            "--codes must be between 1 and 65536 (token files store u16), not {}",
             config.model.n_codes
         )));
     }
-    if config.training.batch_size == 0 || config.training.epochs == 0 {
-        return Err(VqVaeError::Config(
-            "--epochs and --batch-size must be at least 1".into(),
-        ));
-    }
+    config.training.validate()?;
     Ok(())
+}
+
+/// The VQ-VAE as a task of the engine: reconstruction MSE plus commitment loss, then the EMA
+/// codebook update after each optimizer step.
+pub struct VqVaeTask<'a> {
+    pub data: &'a VqVaeData,
+    /// Of the held-out evaluation.
+    pub batch_size: usize,
+    /// Where reconstruction grids and charts go.
+    pub out_dir: &'a Path,
+}
+
+impl<B: AutodiffBackend> TrainingTask<B> for VqVaeTask<'_> {
+    type Model = VqVae<B>;
+    type Aux = (Tensor<B, 2>, Tensor<B, 3, Int>);
+    type Evaluation = VqVaeEvaluation;
+
+    fn n_train(&self) -> usize {
+        self.data.train.len()
+    }
+
+    /// The codebook update re-seeds dead codes from randomly chosen encoder outputs.
+    fn uses_backend_random(&self) -> bool {
+        true
+    }
+
+    fn loss(
+        &self,
+        model: &VqVae<B>,
+        indices: &[usize],
+        _rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<StepOutput<B, Self::Aux>, TrainError> {
+        let images = self.data.train.batch::<B>(indices, device);
+        let output = model.forward(images.clone());
+        let reconstruction = (output.reconstruction - images).powi_scalar(2).mean();
+        Ok(StepOutput {
+            losses: Losses {
+                total: reconstruction.clone() + output.commitment_loss.clone(),
+                parts: vec![
+                    ("reconstruction", reconstruction),
+                    ("commitment", output.commitment_loss),
+                ],
+            },
+            aux: (output.latents, output.codes),
+        })
+    }
+
+    /// The codebook follows the encoder outputs of this batch (it has no gradient).
+    fn after_step(&self, model: VqVae<B>, (latents, codes): Self::Aux) -> VqVae<B> {
+        model.ema_update(latents, codes)
+    }
+
+    fn evaluate(
+        &self,
+        model: &VqVae<B::InnerBackend>,
+        epoch: usize,
+        device: &B::Device,
+    ) -> Result<VqVaeEvaluation, TrainError> {
+        let evaluation = evaluate_vqvae(model, &self.data.val, self.batch_size, device);
+        // The same held-out images in every epoch's reconstruction grid.
+        let shown: Vec<usize> = (0..self.data.val.len().min(8)).collect();
+        let path = self
+            .out_dir
+            .join("reconstructions")
+            .join(format!("epoch-{epoch:03}.png"));
+        write_reconstructions(model, &self.data.val, &shown, &path, device)?;
+        Ok(evaluation)
+    }
+
+    fn charts(&self, history: &[EpochLog<VqVaeEvaluation>]) -> Result<(), TrainError> {
+        Ok(write_curves(history, self.out_dir)?)
+    }
 }
 
 /// Trains the tokenizer (resuming a partial run in `paths.out_dir`), writes its checkpoint,
@@ -405,242 +421,74 @@ pub fn train_vqvae<B: AutodiffBackend>(
     paths: &RunPaths,
     device: &B::Device,
     show_progress: bool,
+    log_every: usize,
 ) -> Result<VqVaeResult, VqVaeError> {
     check_config(config)?;
-    claim_run_dir(&paths.out_dir, config)?;
+    let run_dir = RunDir::claim(&paths.out_dir, config, &[])?;
+    if let Some(result) = run_dir.finished()? {
+        return Ok(result);
+    }
     let data = prepare_vqvae_data(&config.data, paths, show_progress)?;
-    let result_path = paths.out_dir.join("result.json");
-    if let Ok(bytes) = fs::read(&result_path) {
-        return serde_json::from_slice(&bytes).map_err(|e| VqVaeError::Corrupt {
-            path: result_path,
-            message: e.to_string(),
-        });
-    }
-    let training = &config.training;
-    B::seed(device, training.seed);
-    let model: VqVae<B> = assign_stable_param_ids(config.model.init(device));
-    let n_params = model.num_params();
-    let optimizer = AdamWConfig::new()
-        .with_weight_decay(0.0)
-        .with_grad_clipping(
-            training
-                .grad_clip
-                .map(|norm| GradientClippingConfig::Norm(norm as f32)),
-        )
-        .init::<B, VqVae<B>>();
-    let checkpoints = EpochCheckpoints::new(&paths.out_dir);
-    let (mut model, mut optimizer, state) =
-        checkpoints.resume::<B, _, _, VqVaeEpochLog>(model, optimizer, device)?;
-    let mut history = state.history;
+    let budget = &config.training;
+    let model: VqVae<B> = seeded_init::<B, _>(budget.seed, device, || config.model.init(device));
+    let task = VqVaeTask {
+        data: &data,
+        batch_size: budget.batch_size,
+        out_dir: &paths.out_dir,
+    };
     let multi = progress::multi(show_progress);
-    if state.epochs_done > 0 {
-        progress::println(
-            &multi,
-            &format!("resuming after epoch {}", state.epochs_done),
-        );
-    }
-
-    let train = &data.train;
-    let steps_per_epoch = train.len().div_ceil(training.batch_size);
-    let total_steps = steps_per_epoch * training.epochs;
-    let schedule = WarmupCosine::new(
-        training.learning_rate,
-        total_steps,
-        training.warmup_fraction,
-        0.1,
-    );
-    // The same held-out images in every epoch's reconstruction grid.
-    let shown: Vec<usize> = (0..data.val.len().min(8)).collect();
-    for epoch in state.epochs_done..training.epochs {
-        // The backend seed drives the re-seeding of dead codes.
-        let epoch_seed = epoch_seed(training.seed, epoch);
-        B::seed(device, epoch_seed);
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed));
-
-        let bar = progress::bar_in(
-            &multi,
-            steps_per_epoch as u64,
-            &format!("epoch {}/{}", epoch + 1, training.epochs),
-        );
-        let started = Instant::now();
-        let mut recon_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
-        let mut commitment_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
-        let mut lr = schedule.at(0);
-        for (step_in_epoch, chunk) in order.chunks(training.batch_size).enumerate() {
-            lr = schedule.at(epoch * steps_per_epoch + step_in_epoch);
-            let images = train.batch::<B>(chunk, device);
-            let output = model.forward(images.clone());
-            let recon_loss = (output.reconstruction - images).powi_scalar(2).mean();
-            recon_sum = recon_sum + recon_loss.clone().inner();
-            commitment_sum = commitment_sum + output.commitment_loss.clone().inner();
-            let loss = recon_loss + output.commitment_loss;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(lr, model, grads);
-            // The codebook follows the encoder outputs of this batch (it has no gradient).
-            model = model.ema_update(output.latents, output.codes);
-            bar.inc(1);
-        }
-        let train_seconds = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        multi.remove(&bar);
-        let steps = steps_per_epoch as f64;
-        let train_recon_loss = recon_sum.into_scalar().elem::<f64>() / steps;
-        let train_commitment_loss = commitment_sum.into_scalar().elem::<f64>() / steps;
-        if !(train_recon_loss + train_commitment_loss).is_finite() {
-            return Err(VqVaeError::NonFiniteLoss {
-                epoch: epoch + 1,
-                value: train_recon_loss + train_commitment_loss,
-            });
-        }
-        let valid = model.valid();
-        let eval = evaluate_vqvae(&valid, &data.val, training.batch_size, device);
-        let log = VqVaeEpochLog {
-            epoch: epoch + 1,
-            steps: (epoch + 1) * steps_per_epoch,
-            learning_rate: lr,
-            train_recon_loss,
-            train_commitment_loss,
-            val_recon_loss: eval.recon_loss,
-            val_psnr: eval.psnr,
-            val_perplexity: eval.perplexity,
-            val_codes_used: eval.codes_used,
-            train_seconds,
-        };
-        progress::println(&multi, &format!(
-            "epoch {}/{}: train recon {:.4}, commitment {:.4}; val recon {:.4}, PSNR {:.2} dB, perplexity {:.1}, codes used {:.0}% ({:.1}s, {:.0} images/s)",
-            log.epoch, training.epochs, log.train_recon_loss, log.train_commitment_loss,
-            log.val_recon_loss, log.val_psnr, log.val_perplexity, 100.0 * log.val_codes_used,
-            train_seconds, train.len() as f64 / train_seconds
-        ));
-        history.push(log);
-        write_reconstructions(
-            &valid,
-            &data.val,
-            &shown,
-            &paths
-                .out_dir
-                .join("reconstructions")
-                .join(format!("epoch-{:03}.png", epoch + 1)),
-            device,
-        )?;
-        write_curves(&history, &paths.out_dir)?;
-        checkpoints.commit::<B, _, _, _>(
-            &model,
-            &optimizer,
-            &RunState {
-                epochs_done: epoch + 1,
-                history: history.clone(),
-            },
-        )?;
-    }
-
-    let model = model.valid();
+    let display = RunDisplay {
+        name: "vqvae".into(),
+        progress: &multi,
+        log_every,
+    };
+    let trained = train(&task, model, budget, &run_dir, &display, device)?;
+    let train_images_per_second = trained.samples_per_second(data.train.len());
+    let model = trained.model;
     let weights = paths.out_dir.join("vqvae.safetensors");
     save_safetensors(&model, &weights)?;
-    let trained = TrainedVqVaeConfig {
+    let trained_config = TrainedVqVaeConfig {
         image_size: config.data.image_size,
         model: config.model.clone(),
     };
     write_atomic(
         &paths.out_dir.join("vqvae-config.json"),
-        &serde_json::to_vec_pretty(&trained).expect("config serialises"),
+        &serde_json::to_vec_pretty(&trained_config).expect("config serialises"),
     )?;
     let fingerprint = checkpoint_fingerprint(&weights).map_err(|source| DataError::Io {
         path: weights.clone(),
         source,
     })?;
     for split in [&data.train, &data.val] {
-        let tokens = encode_split(&model, split, &fingerprint, 4 * training.batch_size, device);
+        let tokens = encode_split(&model, split, &fingerprint, 4 * budget.batch_size, device);
         tokens.save(&token_file_path(&paths.out_dir, split.split))?;
     }
-
-    let final_epoch = history.last().cloned().expect("at least one epoch");
-    let seconds: f64 = history.iter().map(|h| h.train_seconds).sum();
+    let history = trained.history;
     let result = VqVaeResult {
         device: format!("{device:?}"),
-        train_images: train.len(),
+        train_images: data.train.len(),
         eval_images: data.val.len(),
-        n_params,
+        n_params: trained.n_params,
         mean_image_psnr: mean_image_psnr(&data.train, &data.val),
-        final_epoch,
-        train_images_per_second: (train.len() * history.len()) as f64 / seconds.max(1e-9),
+        final_epoch: history.last().cloned().expect("at least one epoch"),
+        train_images_per_second,
         history,
     };
-    write_atomic(
-        &result_path,
-        &serde_json::to_vec_pretty(&result).expect("result serialises"),
+    training_report(
+        "VQ-VAE image tokenizer",
+        &paths.out_dir,
+        config,
+        &result.history,
+        Some((
+            &paths.out_dir.join("reconstructions"),
+            vec![format!(
+                "Rows 1 and 3: held-out inputs; rows 2 and 4: their reconstructions. Held-out PSNR {:.2} dB against {:.2} dB for the mean training image.",
+                result.final_epoch.eval.psnr, result.mean_image_psnr
+            )],
+        )),
     )?;
-    checkpoints.finish(training.epochs);
+    run_dir.finish(&result)?;
     Ok(result)
-}
-
-/// `<dir>/tokens-<split>.safetensors`.
-pub fn token_file_path(dir: &Path, split: CocoSplit) -> PathBuf {
-    dir.join(format!("tokens-{}.safetensors", split.name()))
-}
-
-/// Encodes every image of `split` into its code grid.
-pub fn encode_split<B: Backend>(
-    model: &VqVae<B>,
-    split: &ImageSplit,
-    checkpoint: &str,
-    batch_size: usize,
-    device: &B::Device,
-) -> ImageTokens {
-    let size = split.image_size();
-    let f = model.downsample();
-    let mut codes = Vec::with_capacity(split.len() * (size / f).pow(2));
-    let indices: Vec<usize> = (0..split.len()).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let grid = model.encode(split.batch::<B>(chunk, device)); // [b, gh, gw]
-        let values: Vec<i64> = grid.into_data().convert::<i64>().to_vec().expect("ints");
-        codes.extend(values.into_iter().map(|c| c as u16));
-    }
-    ImageTokens {
-        info: TokenFileInfo {
-            split: split.split.name().to_string(),
-            image_size: size,
-            grid: [size / f, size / f],
-            n_codes: model.quantizer.n_codes(),
-            vqvae_checkpoint: checkpoint.to_string(),
-            images: split.cache.fingerprint().to_string(),
-        },
-        image_ids: split.image_ids.clone(),
-        codes,
-    }
-}
-
-/// Decodes the images at `indices` of a token file into `[size, size, 3]` RGB bytes.
-pub fn decode_tokens<B: Backend>(
-    model: &VqVae<B>,
-    tokens: &ImageTokens,
-    indices: &[usize],
-    device: &B::Device,
-) -> Vec<Vec<u8>> {
-    let grids: Vec<Vec<usize>> = indices
-        .iter()
-        .map(|&i| tokens.image(i).iter().map(|&c| c as usize).collect())
-        .collect();
-    decode_codes(model, &grids, tokens.info.grid, device)
-}
-
-/// Decodes row-major code grids of shape `grid` into `[size, size, 3]` RGB bytes.
-pub fn decode_codes<B: Backend>(
-    model: &VqVae<B>,
-    grids: &[Vec<usize>],
-    grid: [usize; 2],
-    device: &B::Device,
-) -> Vec<Vec<u8>> {
-    if grids.is_empty() {
-        return Vec::new();
-    }
-    let values: Vec<i64> = grids.iter().flatten().map(|&c| c as i64).collect();
-    let codes = Tensor::<B, 3, Int>::from_data(
-        TensorData::new(values, [grids.len(), grid[0], grid[1]]),
-        device,
-    );
-    images_to_rgb(model.decode(codes))
 }
 
 /// A grid of held-out images (odd rows) above their reconstructions (even rows).
@@ -663,8 +511,8 @@ fn write_reconstructions<B: Backend>(
     )
 }
 
-fn write_curves(history: &[VqVaeEpochLog], dir: &Path) -> Result<(), CheckpointError> {
-    let series = |name: &str, color: usize, value: fn(&VqVaeEpochLog) -> f64| Series {
+fn write_curves(history: &[EpochLog<VqVaeEvaluation>], dir: &Path) -> Result<(), CheckpointError> {
+    let series = |name: &str, color: usize, value: fn(&EpochLog<VqVaeEvaluation>) -> f64| Series {
         name: name.to_string(),
         points: history.iter().map(|h| (h.epoch as f64, value(h))).collect(),
         color,
@@ -675,8 +523,10 @@ fn write_curves(history: &[VqVaeEpochLog], dir: &Path) -> Result<(), CheckpointE
         "epoch",
         "MSE",
         &[
-            series("train", 0, |h| h.train_recon_loss),
-            series("held-out", 1, |h| h.val_recon_loss),
+            series("train", 0, |h| {
+                h.train.get("reconstruction").unwrap_or(f64::NAN)
+            }),
+            series("held-out", 1, |h| h.eval.recon_loss),
         ],
     )?;
     line_chart(
@@ -684,20 +534,20 @@ fn write_curves(history: &[VqVaeEpochLog], dir: &Path) -> Result<(), CheckpointE
         "Held-out PSNR",
         "epoch",
         "PSNR (dB)",
-        &[series("held-out", 1, |h| h.val_psnr)],
+        &[series("held-out", 1, |h| h.eval.psnr)],
     )?;
     line_chart(
         &dir.join("curve-perplexity.png"),
         "Codebook perplexity (held-out tokens)",
         "epoch",
         "perplexity",
-        &[series("held-out", 1, |h| h.val_perplexity)],
+        &[series("held-out", 1, |h| h.eval.perplexity)],
     )?;
     line_chart(
         &dir.join("curve-codes-used.png"),
         "Fraction of codes used (held-out tokens)",
         "epoch",
         "fraction",
-        &[series("held-out", 1, |h| h.val_codes_used)],
+        &[series("held-out", 1, |h| h.eval.codes_used)],
     )
 }

@@ -10,7 +10,7 @@ pub use single_stream::{
     ClassifierOutput, Modality, SingleStreamClassifier, SingleStreamClassifierConfig,
 };
 
-use crate::data::TextBatch;
+use crate::models::TextBatch;
 
 /// A model that maps an image and its caption to multi-label logits.
 pub trait MultiLabelClassifier<B: Backend> {

@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::TextBatch;
+use crate::models::TextBatch;
 use crate::nn::{
     AttentionMask, NormPlacement, PatchEncoder, PatchEncoderConfig, TextEmbeddings,
     TextEmbeddingsConfig, TransformerEncoder, TransformerEncoderConfig, TransformerLayerConfig,

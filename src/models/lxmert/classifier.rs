@@ -10,8 +10,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::model::{Lxmert, LxmertConfig, LxmertText};
-use crate::data::TextBatch;
 use crate::models::classifier::ClassifierOutput;
+use crate::models::TextBatch;
 
 /// Configuration of [`LxmertClassifier`].
 #[derive(Config, Debug)]

@@ -25,7 +25,7 @@ use burn::tensor::activation::tanh;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
-use crate::data::TextBatch;
+use crate::models::TextBatch;
 use crate::nn::{
     AttentionMask, MultiHeadAttention, MultiHeadAttentionConfig, NormPlacement, PatchEncoder,
     PatchEncoderConfig, PatchRegions, TextEmbeddings, TextEmbeddingsConfig, TransformerEncoder,

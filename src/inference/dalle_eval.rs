@@ -20,14 +20,14 @@ use burn::tensor::backend::Backend;
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_safetensors, read_json};
-use super::dalle::{DalleError, DalleSplit, TrainedDalle};
-use super::dalle_generate::generate_images;
+use super::dalle::{generate_images, TrainedDalle};
 use super::vqvae::decode_codes;
+use super::ArtifactError;
 use crate::data::{
-    image_batch, mentioned_categories, CocoCategory, ImageCache, TextBatch, TextTokenizer,
-    IMAGE_MEAN, IMAGE_STD,
+    image_batch, mentioned_categories, CocoCategory, DalleSplit, ImageCache, TextBatch,
+    TextTokenizer, IMAGE_MEAN, IMAGE_STD,
 };
+use crate::io::checkpoint::{load_safetensors, read_json};
 use crate::models::classifier::{SingleStreamClassifier, SingleStreamClassifierConfig};
 use crate::models::dalle::SamplingConfig;
 
@@ -43,7 +43,7 @@ pub struct Judge<B: Backend> {
 impl<B: Backend> Judge<B> {
     /// Loads a `classify` run directory (`model.safetensors`, `model-config.json`), e.g.
     /// `runs/classify/runs/image-only-seed0`.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, DalleError> {
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, ArtifactError> {
         let config_path = dir.join("model-config.json");
         let config: SingleStreamClassifierConfig = read_json(&config_path)?;
         let image_size = config.image_size;
@@ -130,7 +130,7 @@ impl<B: Backend> Judge<B> {
 
 impl<B: Backend> Judge<B> {
     /// Loads a joint classifier run for reranking (see [`Judge::rank_scores`]).
-    pub fn load_ranker(dir: &Path, device: &B::Device) -> Result<Self, DalleError> {
+    pub fn load_ranker(dir: &Path, device: &B::Device) -> Result<Self, ArtifactError> {
         let judge = Self::load(dir, device)?;
         if judge.tokenizer.is_none() {
             return Err(not_joint(dir));
@@ -152,7 +152,7 @@ impl<B: Backend> Judge<B> {
         images: &[Vec<u8>],
         size: usize,
         device: &B::Device,
-    ) -> Result<Vec<f64>, DalleError> {
+    ) -> Result<Vec<f64>, ArtifactError> {
         let tokenizer = self
             .tokenizer
             .as_ref()
@@ -182,8 +182,8 @@ impl<B: Backend> Judge<B> {
     }
 }
 
-fn not_joint(dir: &Path) -> DalleError {
-    DalleError::Config(format!(
+fn not_joint(dir: &Path) -> ArtifactError {
+    ArtifactError::Mismatch(format!(
         "{} is not a joint classifier; reranking reads the caption, so it needs one such as runs/classify/runs/joint-seed0",
         dir.display()
     ))
@@ -198,7 +198,7 @@ pub fn rerank<B: Backend>(
     size: usize,
     keep: usize,
     device: &B::Device,
-) -> Result<Vec<Vec<Vec<u8>>>, DalleError> {
+) -> Result<Vec<Vec<Vec<u8>>>, ArtifactError> {
     captions
         .iter()
         .zip(candidates)
@@ -243,7 +243,7 @@ pub fn evaluate_generation<B: Backend>(
     reranker: Option<(&Judge<B>, usize)>,
     batch_size: usize,
     device: &B::Device,
-) -> Result<GenerationEvaluation, DalleError> {
+) -> Result<GenerationEvaluation, ArtifactError> {
     let examples: Vec<_> = val
         .examples
         .iter()

@@ -1,5 +1,6 @@
-//! Checkpoints: model weights as safetensors, optimizer state as a burn record, both written to
-//! a temporary file and renamed so an interrupted write never leaves a half checkpoint.
+//! Files: atomic writes, JSON, model weights as safetensors and optimizer state as a burn
+//! record, all written to a temporary file and renamed so an interrupted write never leaves a
+//! half file.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,13 @@ use burn::tensor::Tensor;
 /// A checkpoint that cannot be written or read, naming the file and the tensors at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot access {path}: {source}")]
-    Io {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -22,8 +28,6 @@ pub enum CheckpointError {
     Format { path: PathBuf, message: String },
     #[error("checkpoint {path} does not fit the model:{details}")]
     Mismatch { path: PathBuf, details: String },
-    #[error("{dir} holds a run with a different config ({dir}/config.json); choose another --out to start a new one, or repeat the original arguments to resume")]
-    OtherRun { dir: PathBuf },
 }
 
 /// Reads a JSON file (a saved config or result) into `T`, naming the file on failure.
@@ -34,39 +38,9 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Check
     })
 }
 
-/// Claims `dir` for a run with `config`: a fresh directory gets `config.json`; an existing one
-/// must hold the same config (then the run resumes there), so one run never overwrites another.
-pub fn claim_run_dir<C>(dir: &Path, config: &C) -> Result<(), CheckpointError>
-where
-    C: serde::Serialize,
-{
-    let path = dir.join("config.json");
-    let wanted = serde_json::to_value(config).expect("config serialises");
-    match fs::read(&path) {
-        Ok(existing) => {
-            let existing: serde_json::Value =
-                serde_json::from_slice(&existing).map_err(|e| CheckpointError::Format {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            if existing != wanted {
-                return Err(CheckpointError::OtherRun {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Ok(())
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => write_atomic(
-            &path,
-            &serde_json::to_vec_pretty(&wanted).expect("config serialises"),
-        ),
-        Err(source) => Err(CheckpointError::Io { path, source }),
-    }
-}
-
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
+    let io = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
     };
@@ -80,8 +54,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     fs::rename(&tmp, path).map_err(io)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
-    fs::read(path).map_err(|source| CheckpointError::Io {
+pub fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    fs::read(path).map_err(|source| CheckpointError::Read {
         path: path.to_path_buf(),
         source,
     })

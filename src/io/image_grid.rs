@@ -5,7 +5,7 @@ use std::path::Path;
 use image::imageops::FilterType;
 use image::{ImageFormat, RgbImage};
 
-use super::checkpoint::{write_atomic, CheckpointError};
+use crate::io::checkpoint::{write_atomic, CheckpointError};
 
 /// White space between grid cells, in output pixels.
 const GAP: u32 = 2;

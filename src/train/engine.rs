@@ -1,0 +1,557 @@
+//! The one training engine. Every family (classifiers, LXMERT pretraining, the VQ-VAE, the
+//! DALL-E decoder) is a [`TrainingTask`]: it says what a batch's loss is, what happens after
+//! the optimizer step, and how to evaluate; [`train`] owns everything else, top to bottom:
+//!
+//! 1. resume from the run directory's last committed epoch (or start fresh);
+//! 2. per epoch: shuffle with the epoch's seed, then per step draw the batch's random choices
+//!    from the step's own seed, take the loss, backward, clip, AdamW step with the
+//!    warm-up/cosine learning rate, and the task's post-step hook;
+//! 3. keep per-step losses on the device and read them every `log_every` steps (one sync),
+//!    appending them to `metrics.jsonl` and stopping at the first non-finite value;
+//! 4. evaluate on the held-out split, check the held-out metrics and the weights are finite,
+//!    log, and commit the epoch (weights, optimizer, then `state.json`).
+//!
+//! Random streams are per run: shuffling and batch draws come from seeds derived from
+//! (run seed, epoch, step), so a resumed run repeats an uninterrupted one bit for bit. The
+//! backend's own generator (dropout, dead-code re-seeding) is process-wide in Burn's CPU
+//! backends; a task that draws from it ([`TrainingTask::uses_backend_random`]) reseeds it per
+//! step while holding [`BACKEND_RANDOM`], so parallel runs never interleave their draws.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::store::ModuleSnapshot;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use indicatif::MultiProgress;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::budget::Budget;
+pub use super::run_dir::EpochEvaluation;
+use super::run_dir::{EpochLog, LossMeans, MetricsLog, RunDir, RunState};
+use super::schedule::WarmupCosine;
+use super::weights_check::first_non_finite_parameter;
+use super::TrainError;
+use crate::io::checkpoint::assign_stable_param_ids;
+use crate::io::progress;
+
+/// Held while a run reseeds and draws from the backend's process-wide random generator, and
+/// while a model is initialised, so that runs on other threads cannot draw in between.
+pub static BACKEND_RANDOM: Mutex<()> = Mutex::new(());
+
+/// The loss of one batch: the total that is optimised and its named parts, each `[1]`.
+pub struct Losses<B: Backend> {
+    pub total: Tensor<B, 1>,
+    pub parts: Vec<(&'static str, Tensor<B, 1>)>,
+}
+
+/// What one step's forward pass produced: its losses, and whatever the task's post-step hook
+/// needs (the VQ-VAE's encoder outputs and codes; `()` for the others).
+pub struct StepOutput<B: Backend, Aux> {
+    pub losses: Losses<B>,
+    pub aux: Aux,
+}
+
+/// What a model family brings to the engine: only what is really its own.
+pub trait TrainingTask<B: AutodiffBackend> {
+    type Model: AutodiffModule<B> + ModuleSnapshot<B>;
+    /// Passed from the loss to [`TrainingTask::after_step`].
+    type Aux;
+    type Evaluation: EpochEvaluation;
+
+    /// Number of training examples (an epoch visits each once, in a shuffled order).
+    fn n_train(&self) -> usize;
+
+    /// Whether a step draws from the backend's generator (dropout, re-seeding codes).
+    fn uses_backend_random(&self) -> bool;
+
+    /// The loss of the examples at `indices`; `rng` is this step's own generator, for the
+    /// batch's random choices (caption choice, masking, caption dropout).
+    fn loss(
+        &self,
+        model: &Self::Model,
+        indices: &[usize],
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<StepOutput<B, Self::Aux>, TrainError>;
+
+    /// Runs after the optimizer step (the VQ-VAE's EMA codebook update).
+    fn after_step(&self, model: Self::Model, _aux: Self::Aux) -> Self::Model {
+        model
+    }
+
+    /// Held-out evaluation after epoch `epoch` (1-based), writing any pictures it shows.
+    fn evaluate(
+        &self,
+        model: &<Self::Model as AutodiffModule<B>>::InnerModule,
+        epoch: usize,
+        device: &B::Device,
+    ) -> Result<Self::Evaluation, TrainError>;
+
+    /// Redraws the run's charts from the history so far.
+    fn charts(&self, _history: &[EpochLog<Self::Evaluation>]) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// How a run is shown; none of it changes results.
+pub struct RunDisplay<'a> {
+    /// Names the run in log lines and errors ("joint seed 0").
+    pub name: String,
+    pub progress: &'a MultiProgress,
+    /// Per-step losses are read from the device (one sync) and logged every this many steps.
+    pub log_every: usize,
+}
+
+/// A finished training run: the trained model (without autodiff) and its epochs.
+pub struct Trained<M, E> {
+    pub model: M,
+    pub history: Vec<EpochLog<E>>,
+    pub n_params: usize,
+}
+
+impl<M, E> Trained<M, E> {
+    /// Training examples per second over all epochs (of this process and earlier ones).
+    pub fn samples_per_second(&self, n_train: usize) -> f64 {
+        let seconds: f64 = self.history.iter().map(|h| h.train_seconds).sum();
+        (n_train * self.history.len()) as f64 / seconds.max(1e-9)
+    }
+
+    /// The last epoch's log.
+    pub fn last(&self) -> &EpochLog<E> {
+        self.history
+            .last()
+            .expect("a budget has at least one epoch")
+    }
+}
+
+/// What [`train`] returns for task `T`.
+pub type TrainedOf<B, T> = Trained<
+    <<T as TrainingTask<B>>::Model as AutodiffModule<B>>::InnerModule,
+    <T as TrainingTask<B>>::Evaluation,
+>;
+
+/// Builds a model with the backend seeded to `seed`, holding [`BACKEND_RANDOM`] until every
+/// parameter has been materialised (Burn initialises parameters lazily, on first use) and given
+/// a stable id, so that runs initialising on other threads cannot change its weights.
+pub fn seeded_init<B: Backend, M: Module<B>>(
+    seed: u64,
+    device: &B::Device,
+    init: impl FnOnce() -> M,
+) -> M {
+    let _guard = BACKEND_RANDOM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    assign_stable_param_ids(init())
+}
+
+/// The seed of an epoch's shuffling, or of one step's draws, derived from the run's seed.
+pub fn derived_seed(run_seed: u64, stream: u64, index: u64) -> u64 {
+    // SplitMix64 finaliser over the three inputs: nearby inputs give unrelated seeds.
+    let mut z = run_seed
+        .wrapping_add(stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(index.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const SHUFFLE_STREAM: u64 = 1;
+const STEP_STREAM: u64 = 2;
+const BACKEND_STREAM: u64 = 3;
+
+/// The optimizer every family trains with.
+pub type TrainingOptimizer<M, B> = OptimizerAdaptor<AdamW, M, B>;
+
+/// AdamW with the budget's weight decay and clipping (eps 1e-8, as PyTorch).
+pub fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
+    budget: &Budget,
+) -> TrainingOptimizer<M, B> {
+    AdamWConfig::new()
+        .with_weight_decay(budget.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .with_grad_clipping(
+            budget
+                .grad_clip
+                .map(|norm| GradientClippingConfig::Norm(norm as f32)),
+        )
+        .init()
+}
+
+/// One optimisation step: loss, backward, clipped AdamW step at `lr`, post-step hook. The
+/// training loop and the bench both time exactly this.
+pub fn step<B, T>(
+    task: &T,
+    model: T::Model,
+    optimizer: &mut TrainingOptimizer<T::Model, B>,
+    indices: &[usize],
+    step_seed: u64,
+    lr: f64,
+    device: &B::Device,
+) -> Result<(T::Model, Losses<B::InnerBackend>), TrainError>
+where
+    B: AutodiffBackend,
+    T: TrainingTask<B>,
+{
+    let mut rng = StdRng::seed_from_u64(derived_seed(step_seed, STEP_STREAM, 0));
+    let backend_seed = derived_seed(step_seed, BACKEND_STREAM, 0);
+    let with_backend_random = |f: &mut dyn FnMut()| {
+        if task.uses_backend_random() {
+            let _guard = BACKEND_RANDOM
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            B::seed(device, backend_seed);
+            f()
+        } else {
+            f()
+        }
+    };
+    let mut output = None;
+    with_backend_random(&mut || output = Some(task.loss(&model, indices, &mut rng, device)));
+    let StepOutput { losses, aux } = output.expect("the closure ran")?;
+    let detached = Losses {
+        total: losses.total.clone().inner(),
+        parts: losses
+            .parts
+            .iter()
+            .map(|(name, value)| (*name, value.clone().inner()))
+            .collect(),
+    };
+    let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+    let model = optimizer.step(lr, model, grads);
+    let (mut model, mut aux) = (Some(model), Some(aux));
+    with_backend_random(&mut || {
+        let stepped = task.after_step(model.take().expect("once"), aux.take().expect("once"));
+        model = Some(stepped);
+    });
+    Ok((model.expect("the closure ran"), detached))
+}
+
+/// Examples per second of `steps` timed training steps (after `warmup` untimed ones, which
+/// absorb kernel compilation and autotuning), each exactly the step that [`train`] takes,
+/// cycling through the training set in order.
+pub fn examples_per_second<B, T>(
+    task: &T,
+    mut model: T::Model,
+    budget: &Budget,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<f64, TrainError>
+where
+    B: AutodiffBackend,
+    T: TrainingTask<B>,
+{
+    let mut optimizer = optimizer::<B, T::Model>(budget);
+    let n = task.n_train().max(1);
+    let mut started = Instant::now();
+    for index in 0..warmup + steps {
+        let indices: Vec<usize> = (0..budget.batch_size)
+            .map(|i| (index * budget.batch_size + i) % n)
+            .collect();
+        let (stepped, losses) = step::<B, T>(
+            task,
+            model,
+            &mut optimizer,
+            &indices,
+            index as u64,
+            1e-4,
+            device,
+        )?;
+        model = stepped;
+        if index + 1 == warmup || index + 1 == warmup + steps {
+            // Reading the loss waits for all queued work (asynchronous GPU backends).
+            let _ = losses.total.into_data();
+            if index + 1 == warmup {
+                started = Instant::now();
+            }
+        }
+    }
+    Ok((steps * budget.batch_size) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Trains `model` on `task` under `budget` in `run_dir`, resuming from its last committed
+/// epoch, and returns the trained model. The caller saves the final artifacts and calls
+/// [`RunDir::finish`].
+pub fn train<B, T>(
+    task: &T,
+    model: T::Model,
+    budget: &Budget,
+    run_dir: &RunDir,
+    display: &RunDisplay,
+    device: &B::Device,
+) -> Result<TrainedOf<B, T>, TrainError>
+where
+    B: AutodiffBackend,
+    T: TrainingTask<B>,
+{
+    let outcome = train_epochs(task, model, budget, run_dir, display, device);
+    if let Err(error @ TrainError::NonFinite { .. }) = &outcome {
+        // Lets the next command in this directory lower the learning rate and continue.
+        run_dir.mark_stopped(&error.to_string())?;
+    }
+    outcome
+}
+
+fn train_epochs<B, T>(
+    task: &T,
+    model: T::Model,
+    budget: &Budget,
+    run_dir: &RunDir,
+    display: &RunDisplay,
+    device: &B::Device,
+) -> Result<TrainedOf<B, T>, TrainError>
+where
+    B: AutodiffBackend,
+    T: TrainingTask<B>,
+{
+    budget.validate()?;
+    let n_train = task.n_train();
+    if n_train == 0 {
+        return Err(TrainError::Config(format!(
+            "{}: no training examples",
+            display.name
+        )));
+    }
+    let n_params = model.num_params();
+    let (mut model, mut optimizer, state) =
+        run_dir.resume::<B, _, _, T::Evaluation>(model, optimizer::<B, _>(budget), device)?;
+    let RunState {
+        epochs_done,
+        mut history,
+    } = state;
+    if epochs_done > budget.epochs {
+        return Err(TrainError::Config(format!(
+            "{} already holds {epochs_done} epochs, more than the {} asked for",
+            run_dir.path().display(),
+            budget.epochs
+        )));
+    }
+    let steps_per_epoch = n_train.div_ceil(budget.batch_size);
+    let schedule = WarmupCosine::new(
+        budget.learning_rate,
+        steps_per_epoch * budget.epochs,
+        budget.warmup_fraction,
+        budget.final_lr_ratio,
+    );
+    let mut metrics = MetricsLog::open(run_dir, epochs_done * steps_per_epoch)?;
+    if epochs_done > 0 {
+        progress::println(
+            display.progress,
+            &format!("[{}] resuming after epoch {epochs_done}", display.name),
+        );
+    }
+
+    for epoch in epochs_done..budget.epochs {
+        let mut order: Vec<usize> = (0..n_train).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(derived_seed(
+            budget.seed,
+            SHUFFLE_STREAM,
+            epoch as u64,
+        )));
+        let bar = progress::bar_in(
+            display.progress,
+            steps_per_epoch as u64,
+            &format!("{} epoch {}/{}", display.name, epoch + 1, budget.epochs),
+        );
+        let started = Instant::now();
+        let mut pending = PendingSteps::default();
+        let mut sums = LossSums::default();
+        let mut lr = schedule.at(epoch * steps_per_epoch);
+        for (step_in_epoch, indices) in order.chunks(budget.batch_size).enumerate() {
+            let step_index = epoch * steps_per_epoch + step_in_epoch;
+            lr = schedule.at(step_index);
+            let step_started = Instant::now();
+            let step_seed = derived_seed(budget.seed, STEP_STREAM, step_index as u64);
+            let (stepped, losses) =
+                step::<B, T>(task, model, &mut optimizer, indices, step_seed, lr, device)?;
+            model = stepped;
+            pending.push(
+                losses,
+                step_index + 1,
+                lr,
+                step_started.elapsed().as_secs_f64(),
+            );
+            if pending.len() >= display.log_every.max(1) {
+                pending.flush(&mut sums, &mut metrics, &display.name, epoch + 1)?;
+            }
+            bar.inc(1);
+        }
+        pending.flush(&mut sums, &mut metrics, &display.name, epoch + 1)?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        display.progress.remove(&bar);
+
+        let valid = model.valid();
+        let steps_done = (epoch + 1) * steps_per_epoch;
+        if let Some((path, value)) = first_non_finite_parameter(&valid) {
+            return Err(TrainError::NonFinite {
+                run: display.name.clone(),
+                epoch: epoch + 1,
+                step: steps_done,
+                objective: format!("weight {path}"),
+                value,
+            });
+        }
+        let evaluation = task.evaluate(&valid, epoch + 1, device)?;
+        for (name, value) in evaluation.metrics() {
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    run: display.name.clone(),
+                    epoch: epoch + 1,
+                    step: steps_done,
+                    objective: format!("held-out {name}"),
+                    value,
+                });
+            }
+        }
+        let log = EpochLog {
+            epoch: epoch + 1,
+            steps: steps_done,
+            learning_rate: lr,
+            train: sums.means(),
+            eval: evaluation,
+            train_seconds,
+            samples_per_second: n_train as f64 / train_seconds.max(1e-9),
+        };
+        progress::println(
+            display.progress,
+            &format!(
+                "[{}] epoch {}/{}: {}",
+                display.name,
+                log.epoch,
+                budget.epochs,
+                log.summary()
+            ),
+        );
+        metrics.evaluation(&log)?;
+        history.push(log);
+        task.charts(&history)?;
+        run_dir.commit::<B, _, _, _>(
+            &model,
+            &optimizer,
+            &RunState {
+                epochs_done: epoch + 1,
+                history: history.clone(),
+            },
+        )?;
+    }
+    Ok(Trained {
+        model: model.valid(),
+        history,
+        n_params,
+    })
+}
+
+/// Per-step losses still on the device, read in one sync by [`PendingSteps::flush`].
+#[derive(Default)]
+struct PendingSteps<B: Backend> {
+    losses: Vec<Tensor<B, 1>>,
+    names: Vec<&'static str>,
+    /// `(global step, learning rate, host seconds)` per pending step.
+    steps: Vec<(usize, f64, f64)>,
+}
+
+impl<B: Backend> PendingSteps<B> {
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn push(&mut self, losses: Losses<B>, step: usize, lr: f64, seconds: f64) {
+        self.names = losses.parts.iter().map(|(name, _)| *name).collect();
+        let values: Vec<Tensor<B, 1>> = std::iter::once(losses.total)
+            .chain(losses.parts.into_iter().map(|(_, value)| value))
+            .collect();
+        self.losses.push(Tensor::cat(values, 0));
+        self.steps.push((step, lr, seconds));
+    }
+
+    /// Reads the pending losses, stops at the first non-finite one, and logs each step.
+    fn flush(
+        &mut self,
+        sums: &mut LossSums,
+        metrics: &mut MetricsLog,
+        run: &str,
+        epoch: usize,
+    ) -> Result<(), TrainError> {
+        if self.losses.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<f64> = Tensor::cat(std::mem::take(&mut self.losses), 0)
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .expect("f64 data");
+        let width = self.names.len() + 1;
+        for ((step, lr, seconds), row) in self.steps.drain(..).zip(values.chunks(width)) {
+            let named: Vec<(&str, f64)> = std::iter::once(("total", row[0]))
+                .chain(self.names.iter().copied().zip(row[1..].iter().copied()))
+                .collect();
+            // A part names the objective more precisely than the total it feeds.
+            let bad = named[1..]
+                .iter()
+                .chain(&named[..1])
+                .find(|(_, value)| !value.is_finite());
+            if let Some((objective, value)) = bad {
+                let objective = match *objective {
+                    "total" => "training loss".to_string(),
+                    part => format!("training loss ({part})"),
+                };
+                return Err(TrainError::NonFinite {
+                    run: run.to_string(),
+                    epoch,
+                    step,
+                    objective,
+                    value: *value,
+                });
+            }
+            metrics.step(epoch, step, lr, seconds, &named)?;
+            sums.add(&named);
+        }
+        Ok(())
+    }
+}
+
+/// Host-side sums of the per-step losses of an epoch.
+#[derive(Default)]
+struct LossSums {
+    sums: Vec<(String, f64)>,
+    steps: usize,
+}
+
+impl LossSums {
+    fn add(&mut self, named: &[(&str, f64)]) {
+        if self.sums.is_empty() {
+            self.sums = named.iter().map(|(n, _)| (n.to_string(), 0.0)).collect();
+        }
+        for ((_, sum), (_, value)) in self.sums.iter_mut().zip(named) {
+            *sum += value;
+        }
+        self.steps += 1;
+    }
+
+    fn means(self) -> LossMeans {
+        let n = self.steps.max(1) as f64;
+        LossMeans(
+            self.sums
+                .into_iter()
+                .map(|(name, sum)| (name, sum / n))
+                .collect(),
+        )
+    }
+}
+
+/// What `result.json` of a run holds besides the family's own fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub n_params: usize,
+    pub train_samples_per_second: f64,
+}

@@ -1,0 +1,290 @@
+//! The training engine on a tiny linear-regression task: it learns, it stops on an injected
+//! non-finite training or held-out loss leaving a directory that resumes, it writes
+//! `metrics.jsonl` without duplicate steps, and it refuses a changed config naming each field.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::backend::{Autodiff, Flex};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use indicatif::MultiProgress;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use vislang::train::engine::{
+    seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
+};
+use vislang::train::{Budget, RunDir, TrainError};
+
+type B = Autodiff<Flex>;
+
+/// y = x . [1, -2, 3, 0.5] on 64 fixed points.
+struct Regression {
+    xs: Vec<f32>,
+    ys: Vec<f32>,
+    /// Training steps taken (across epochs); the loss becomes NaN at step `nan_at_step`.
+    steps: AtomicUsize,
+    nan_at_step: Option<usize>,
+    nan_eval_at_epoch: Option<usize>,
+}
+
+impl Regression {
+    fn new(nan_at_step: Option<usize>, nan_eval_at_epoch: Option<usize>) -> Self {
+        let xs: Vec<f32> = (0..64 * 4)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let ys = xs
+            .chunks(4)
+            .map(|x| x[0] - 2.0 * x[1] + 3.0 * x[2] + 0.5 * x[3])
+            .collect();
+        Self {
+            xs,
+            ys,
+            steps: AtomicUsize::new(0),
+            nan_at_step,
+            nan_eval_at_epoch,
+        }
+    }
+
+    fn mse<Bk: Backend>(
+        &self,
+        model: &Linear<Bk>,
+        indices: &[usize],
+        device: &Bk::Device,
+    ) -> Tensor<Bk, 1> {
+        let x: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| self.xs[4 * i..4 * i + 4].to_vec())
+            .collect();
+        let y: Vec<f32> = indices.iter().map(|&i| self.ys[i]).collect();
+        let x = Tensor::<Bk, 2>::from_data(TensorData::new(x, [indices.len(), 4]), device);
+        let y = Tensor::<Bk, 2>::from_data(TensorData::new(y, [indices.len(), 1]), device);
+        (model.forward(x) - y).powi_scalar(2).mean()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct HeldOut {
+    loss: f64,
+}
+
+impl EpochEvaluation for HeldOut {
+    fn metrics(&self) -> Vec<(&'static str, f64)> {
+        vec![("loss", self.loss)]
+    }
+}
+
+impl TrainingTask<B> for Regression {
+    type Model = Linear<B>;
+    type Aux = ();
+    type Evaluation = HeldOut;
+
+    fn n_train(&self) -> usize {
+        64
+    }
+
+    fn uses_backend_random(&self) -> bool {
+        false
+    }
+
+    fn loss(
+        &self,
+        model: &Linear<B>,
+        indices: &[usize],
+        _rng: &mut StdRng,
+        device: &burn::backend::flex::FlexDevice,
+    ) -> Result<StepOutput<B, ()>, TrainError> {
+        let step = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut loss = self.mse(model, indices, device);
+        if self.nan_at_step == Some(step) {
+            loss = loss * f32::NAN;
+        }
+        Ok(StepOutput {
+            losses: Losses {
+                total: loss.clone(),
+                parts: vec![("mse", loss)],
+            },
+            aux: (),
+        })
+    }
+
+    fn evaluate(
+        &self,
+        model: &Linear<<B as AutodiffBackend>::InnerBackend>,
+        epoch: usize,
+        device: &burn::backend::flex::FlexDevice,
+    ) -> Result<HeldOut, TrainError> {
+        let all: Vec<usize> = (0..64).collect();
+        let loss = self.mse(model, &all, device).into_scalar() as f64;
+        let loss = if self.nan_eval_at_epoch == Some(epoch) {
+            f64::NAN
+        } else {
+            loss
+        };
+        Ok(HeldOut { loss })
+    }
+}
+
+fn budget() -> Budget {
+    Budget {
+        epochs: 4,
+        batch_size: 8,
+        learning_rate: 0.3,
+        weight_decay: 0.0,
+        warmup_fraction: 0.0,
+        final_lr_ratio: 0.1,
+        grad_clip: Some(10.0),
+        seed: 7,
+    }
+}
+
+fn run(task: &Regression, dir: &Path) -> Result<Vec<f64>, TrainError> {
+    let device = Default::default();
+    let run_dir = RunDir::claim(dir, &budget(), &[])?;
+    let model = seeded_init::<B, _>(7, &device, || LinearConfig::new(4, 1).init(&device));
+    let progress = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let display = RunDisplay {
+        name: "regression".into(),
+        progress: &progress,
+        log_every: 3,
+    };
+    let trained = train(task, model, &budget(), &run_dir, &display, &device)?;
+    run_dir.finish(&serde_json::json!({ "epochs": trained.history.len() }))?;
+    Ok(trained.history.iter().map(|h| h.eval.loss).collect())
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every metrics line is JSON"))
+        .collect()
+}
+
+#[test]
+fn learns_and_logs_every_step() {
+    let dir = common::tempdir();
+    let losses = run(&Regression::new(None, None), dir.path()).unwrap();
+    // Measured 0.64, 0.38, 0.30, 0.17: falling every epoch, and the last under half the first.
+    assert!(
+        losses.windows(2).all(|w| w[1] < w[0]) && losses[3] < 0.5 * losses[0],
+        "held-out MSE per epoch: {losses:?}"
+    );
+    let metrics = lines(&dir.path().join("metrics.jsonl"));
+    let steps: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m["kind"] == "step")
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=32).collect::<Vec<u64>>());
+    assert_eq!(metrics.iter().filter(|m| m["kind"] == "eval").count(), 4);
+    assert!(metrics[0]["losses"]["mse"].as_f64().unwrap().is_finite());
+    // A clean finish leaves only the final artifacts.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["config.json", "metrics.jsonl", "result.json"]);
+}
+
+#[test]
+fn identical_runs_give_identical_numbers() {
+    let (a, b) = (common::tempdir(), common::tempdir());
+    let first = run(&Regression::new(None, None), a.path()).unwrap();
+    let second = run(&Regression::new(None, None), b.path()).unwrap();
+    assert_eq!(first, second);
+}
+
+/// Stops on `task`'s injected NaN in epoch 3, then resumes without it; returns the error.
+fn stop_then_resume(task: Regression) -> String {
+    let dir = common::tempdir();
+    let error = run(&task, dir.path()).expect_err("a non-finite value stops the run");
+    let message = error.to_string();
+    // The run directory holds epoch 2, readable and resumable; nothing of epoch 3 was kept.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["epochs_done"], 2);
+    assert!(dir.path().join("checkpoint-epoch2.safetensors").exists());
+    assert!(!dir.path().join("checkpoint-epoch3.safetensors").exists());
+    assert!(!dir.path().join("result.json").exists());
+
+    let reference = run(&Regression::new(None, None), common::tempdir().path()).unwrap();
+    let resumed = run(&Regression::new(None, None), dir.path()).unwrap();
+    assert_eq!(resumed, reference, "resuming gives the uninterrupted run");
+    let steps: Vec<u64> = lines(&dir.path().join("metrics.jsonl"))
+        .iter()
+        .filter(|m| m["kind"] == "step")
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=32).collect::<Vec<u64>>(),
+        "no step logged twice"
+    );
+    message
+}
+
+#[test]
+fn a_non_finite_training_loss_stops_before_the_epoch_is_committed() {
+    // Step 20 is in epoch 3 (8 steps per epoch).
+    let message = stop_then_resume(Regression::new(Some(20), None));
+    assert!(
+        message.contains("regression: the training loss (mse) became NaN at step 20 (epoch 3)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_non_finite_held_out_loss_stops_before_the_epoch_is_committed() {
+    let message = stop_then_resume(Regression::new(None, Some(3)));
+    assert!(
+        message.contains("regression: the held-out loss became NaN at step 24 (epoch 3)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_changed_config_names_every_differing_field() {
+    let dir = common::tempdir();
+    let first = budget();
+    RunDir::claim(dir.path(), &first, &[]).unwrap();
+    // Nothing was committed yet: a corrected command takes the directory over.
+    let corrected = Budget {
+        batch_size: 16,
+        ..budget()
+    };
+    RunDir::claim(dir.path(), &corrected, &[]).expect("an unstarted run does not block");
+
+    std::fs::write(dir.path().join("state.json"), "{}").unwrap();
+    let changed = Budget {
+        epochs: 5,
+        learning_rate: 0.01,
+        ..corrected.clone()
+    };
+    let message = RunDir::claim(dir.path(), &changed, &[])
+        .err()
+        .expect("a started run with another config is refused")
+        .to_string();
+    assert!(message.contains("epochs: 4 there, 5 here"), "{message}");
+    assert!(
+        message.contains("learning_rate: 0.3 there, 0.01 here"),
+        "{message}"
+    );
+    assert!(!message.contains("batch_size"), "{message}");
+
+    // A finished run asked for more epochs says how to get a longer run.
+    std::fs::write(dir.path().join("result.json"), "{}").unwrap();
+    let longer = Budget {
+        epochs: 8,
+        ..corrected
+    };
+    let message = RunDir::claim(dir.path(), &longer, &[])
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(message.contains("cannot be extended"), "{message}");
+}
