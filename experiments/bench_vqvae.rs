@@ -28,6 +28,7 @@ pub fn train_throughput<B: AutodiffBackend>(
     let model = preset.model.init::<B>(device);
     let task = VqVaeTask {
         data,
+        mean_image_psnr: 0.0,
         batch_size,
         out_dir: Path::new("unused"),
     };

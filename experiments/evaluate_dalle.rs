@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::exit_status;
+use vislang::cli::{exit_status, SamplingArgs};
 use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageCache};
 use vislang::inference::dalle_eval::{evaluate_generation, Judge};
 use vislang::io::checkpoint::{read_json, write_atomic};
@@ -31,32 +31,26 @@ struct Args {
     /// A `classify` run of the image-only model.
     #[arg(long, default_value = "runs/classify/runs/image-only-seed0")]
     judge: PathBuf,
-    /// Held-out captions to check.
+    /// How many held-out captions to check (the first N), at least 1.
     #[arg(long, default_value_t = 200)]
-    captions: usize,
-    #[arg(long, default_value_t = 32)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Classifier-free guidance scale (1 is off).
-    #[arg(long, default_value_t = 3.0)]
-    guidance: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    num_captions: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Also rate the best of --candidates samples per caption, ranked by this joint
     /// classifier run (e.g. runs/classify/runs/joint-seed0).
     #[arg(long)]
     rerank_with: Option<PathBuf>,
-    /// Samples per caption to rerank.
+    /// Samples per caption to rerank, at least 1.
     #[arg(long, default_value_t = 8)]
     candidates: usize,
+    /// Images sampled together, at least 1.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Where the synthetic dataset and image cache are.
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
-    /// Where the rates are written.
-    #[arg(long, default_value = "runs/dalle/evaluation.json")]
+    /// Where evaluation.json (the rates) is written.
+    #[arg(long, default_value = "runs/evaluate-dalle")]
     out: PathBuf,
     /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
@@ -65,6 +59,7 @@ struct Args {
 
 struct Task {
     args: Args,
+    sampling: SamplingConfig,
 }
 
 impl BackendTask for Task {
@@ -90,7 +85,7 @@ impl BackendTask for Task {
             data_dir: args.data_dir.clone(),
             cache_dir: args.data_dir.join("cache"),
         };
-        let data = prepare_dalle_data(&config.data, &paths)?;
+        let data = prepare_dalle_data(&config.data, config.model.text_len, &paths)?;
         let root = dataset_root(None, &config.data.synthetic, &args.data_dir)?;
         let val = CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail)?;
         let (cache, _) = ImageCache::open_or_build(
@@ -100,22 +95,16 @@ impl BackendTask for Task {
             BadEntryPolicy::Fail,
             true,
         )?;
-        let sampling = SamplingConfig {
-            top_k: Some(args.top_k),
-            temperature: args.temperature,
-            guidance: args.guidance,
-            seed: args.seed,
-            ..SamplingConfig::default()
-        };
+        let sampling = self.sampling.clone();
         let evaluation = evaluate_generation(
             &trained,
             &judge,
             &data.val,
             &val.categories,
             &cache,
-            args.captions,
+            args.num_captions,
             &sampling,
-            ranker.as_ref().map(|r| (r, args.candidates.max(1))),
+            ranker.as_ref().map(|r| (r, args.candidates)),
             args.batch_size,
             &device,
         )?;
@@ -141,7 +130,7 @@ impl BackendTask for Task {
             );
         }
         write_atomic(
-            &args.out,
+            &args.out.join("evaluation.json"),
             &serde_json::to_vec_pretty(&evaluation).expect("evaluation serialises"),
         )?;
         Ok(())
@@ -150,6 +139,17 @@ impl BackendTask for Task {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.num_captions == 0 || args.candidates == 0 || args.batch_size == 0 {
+        eprintln!("error: --num-captions, --candidates and --batch-size must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    let sampling = match args.sampling.config() {
+        Ok(sampling) => sampling,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let device = args.device;
-    exit_status(run_on(device, Task { args }))
+    exit_status(run_on(device, Task { args, sampling }))
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::exit_status;
+use vislang::cli::{exit_status, SamplingArgs};
 use vislang::inference::dalle::generate_images;
 use vislang::inference::dalle::TrainedDalle;
 use vislang::inference::dalle_eval::{rerank, Judge};
@@ -23,7 +23,7 @@ use vislang::models::dalle::SamplingConfig;
 /// With --rerank-with, more candidates are sampled and the joint classifier keeps the best
 /// (grids and files in order of its score).
 ///
-/// Example: generate --caption "a picture of a cat and a cup." --num 8 --top-k 32 --guidance 3
+/// Example: generate --caption "a picture of a cat and a cup." --num 8
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -33,26 +33,11 @@ struct Args {
     /// A text file with one caption per line (blank lines are skipped).
     #[arg(long)]
     captions: Option<PathBuf>,
-    /// Images per caption.
+    /// Images per caption, at least 1.
     #[arg(long, default_value_t = 8)]
     num: usize,
-    /// Sample only from the k most likely image tokens.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Sample only from the most likely tokens whose probability adds up to p.
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Softmax temperature (lower: more conservative).
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Classifier-free guidance scale: 1 is off; 2-5 follow the caption more closely.
-    #[arg(long, default_value_t = 1.0)]
-    guidance: f64,
-    /// Always take the most likely token (deterministic; ignores the sampling options).
-    #[arg(long)]
-    greedy: bool,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Recompute the whole prefix at every step instead of using the key/value cache (same
     /// images, slower; for comparison).
     #[arg(long)]
@@ -64,7 +49,7 @@ struct Args {
     /// Candidates sampled per caption when reranking [default: 4 x --num].
     #[arg(long)]
     candidates: Option<usize>,
-    /// Images sampled together.
+    /// Images sampled together, at least 1.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// The `train-dalle` output directory.
@@ -84,6 +69,7 @@ struct Args {
 struct Task {
     args: Args,
     captions: Vec<String>,
+    sampling: SamplingConfig,
 }
 
 impl BackendTask for Task {
@@ -94,13 +80,8 @@ impl BackendTask for Task {
         let trained =
             TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
         let sampling = SamplingConfig {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            guidance: args.guidance,
-            seed: args.seed,
-            greedy: args.greedy,
             use_cache: !args.no_cache,
+            ..self.sampling.clone()
         };
         let ranker = match &args.rerank_with {
             Some(dir) => Some(Judge::<B::InnerBackend>::load_ranker(dir, &device)?),
@@ -179,6 +160,20 @@ fn main() -> ExitCode {
         eprintln!("error: --num and --batch-size must be at least 1");
         return ExitCode::FAILURE;
     }
+    let sampling = match args.sampling.config() {
+        Ok(sampling) => sampling,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let device = args.device;
-    exit_status(run_on(device, Task { args, captions }))
+    exit_status(run_on(
+        device,
+        Task {
+            args,
+            captions,
+            sampling,
+        },
+    ))
 }

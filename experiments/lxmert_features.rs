@@ -39,7 +39,7 @@ enum Command {
         tsv: Vec<PathBuf>,
         /// The safetensors file to write.
         #[arg(long)]
-        out: PathBuf,
+        output: PathBuf,
     },
     /// Write an LXMERT-format TSV from a dataset's annotated boxes (both splits).
     Boxes {
@@ -47,13 +47,13 @@ enum Command {
         data: DataArgs,
         /// The TSV file to write.
         #[arg(long, default_value = "data/synthetic-boxes.tsv")]
-        out: PathBuf,
+        output: PathBuf,
     },
 }
 
 fn run(args: Args) -> Result<(), String> {
     match args.command {
-        Command::Convert { tsv, out } => {
+        Command::Convert { tsv, output: out } => {
             let summary = convert_tsv(&tsv, &out).map_err(|e| e.to_string())?;
             let opened = RegionFeatures::open(&out).map_err(|e| e.to_string())?;
             println!(
@@ -65,7 +65,7 @@ fn run(args: Args) -> Result<(), String> {
                 opened.len()
             );
         }
-        Command::Boxes { data, out } => {
+        Command::Boxes { data, output: out } => {
             let mut synthetic = SyntheticCocoConfig::default();
             data.apply_to(&mut synthetic);
             let root = dataset_root(data.coco_root.as_deref(), &synthetic, &data.data_dir)

@@ -48,9 +48,10 @@ struct Args {
     /// BPE vocabulary size [default: 256 synthetic, 16384 COCO].
     #[arg(long)]
     bpe_vocab: Option<usize>,
-    /// Use an existing caption-bpe.json (e.g. another run's) instead of training BPE.
-    #[arg(long)]
-    bpe: Option<PathBuf>,
+    /// Use an existing BPE tokenizer.json (e.g. another run's caption-bpe.json) instead of
+    /// training one on the captions.
+    #[arg(long, alias = "bpe")]
+    tokenizer: Option<PathBuf>,
     /// Model width [default: 64 synthetic, 768 COCO].
     #[arg(long)]
     d_model: Option<usize>,
@@ -122,14 +123,14 @@ fn main() -> ExitCode {
         None => TrainDalleConfig::synthetic(args.vqvae.clone()),
     };
     let d = &mut config.data;
-    d.text_len = args.text_len.unwrap_or(d.text_len);
     d.bpe_vocab = args.bpe_vocab.unwrap_or(d.bpe_vocab);
     d.skip_bad = args.data.skip_bad;
-    d.bpe = args.bpe;
+    d.bpe = args.tokenizer;
     d.max_train_images = args.data.max_train_images;
     d.max_eval_images = args.data.max_eval_images;
     args.data.apply_to(&mut d.synthetic);
     let m = &mut config.model;
+    m.text_len = args.text_len.unwrap_or(m.text_len);
     m.d_model = args.d_model.unwrap_or(m.d_model);
     m.n_heads = args.heads.unwrap_or(m.n_heads);
     m.n_layers = args.layers.unwrap_or(m.n_layers);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::data::SyntheticCocoConfig;
+use crate::models::dalle::SamplingConfig;
 use crate::train::{Budget, RunPaths};
 
 /// The dataset options every experiment takes.
@@ -143,4 +144,63 @@ pub fn parse_with_presets<A: clap::Parser>(synthetic: &Budget, coco: &Budget) ->
     }
     let matches = command.get_matches();
     A::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+/// How image tokens are sampled, the same options and defaults in `generate` and
+/// `evaluate-dalle` (and in the sample grids of `train-dalle`): see
+/// [`SamplingConfig::recommended`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Sample only from the k most likely image tokens (0 turns the filter off).
+    #[arg(long, default_value_t = SamplingConfig::recommended().top_k.unwrap_or(0))]
+    pub top_k: usize,
+    /// Sample only from the most likely tokens whose probability adds up to p, in (0, 1]
+    /// [default: off].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Softmax temperature, positive (lower: more conservative).
+    #[arg(long, default_value_t = SamplingConfig::recommended().temperature)]
+    pub temperature: f64,
+    /// Classifier-free guidance scale, at least 0: 1 is off; 2-5 follow the caption more
+    /// closely.
+    #[arg(long, default_value_t = SamplingConfig::recommended().guidance)]
+    pub guidance: f64,
+    /// Always take the most likely token (deterministic; ignores the options above).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampling config, or an error naming the option out of range.
+    pub fn config(&self) -> Result<SamplingConfig, String> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!(
+                "--temperature must be a positive number, not {}",
+                self.temperature
+            ));
+        }
+        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
+            return Err(format!(
+                "--guidance must be a number of at least 0, not {}",
+                self.guidance
+            ));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(format!("--top-p must be in (0, 1], not {p}"));
+            }
+        }
+        Ok(SamplingConfig {
+            temperature: self.temperature,
+            top_k: (self.top_k > 0).then_some(self.top_k),
+            top_p: self.top_p,
+            guidance: self.guidance,
+            seed: self.seed,
+            greedy: self.greedy,
+            use_cache: true,
+        })
+    }
 }

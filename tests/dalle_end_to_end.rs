@@ -42,7 +42,12 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
     // Reference run, and the same run killed after its first epoch and resumed. BPE training
     // is not reproducible across processes, so the second run reuses the first's tokenizer.
     run(train_dalle(dir, "runs/dalle", &["--epochs", "2"]));
-    let args = ["--epochs", "2", "--bpe", "runs/dalle/caption-bpe.json"];
+    let args = [
+        "--epochs",
+        "2",
+        "--tokenizer",
+        "runs/dalle/caption-bpe.json",
+    ];
     common::kill_once_exists(
         train_dalle(dir, "runs/resumed", &args),
         &dir.join("runs/resumed/state.json"),
@@ -116,7 +121,7 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         env!("CARGO_BIN_EXE_evaluate-dalle"),
         dir,
         &[
-            "--captions",
+            "--num-captions",
             "16",
             "--batch-size",
             "8",
@@ -171,9 +176,10 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         stdout.contains("real (ceiling)") && stdout.contains("generated"),
         "{stdout}"
     );
-    let evaluation: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("runs/dalle/evaluation.json")).unwrap())
-            .unwrap();
+    let evaluation: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("runs/evaluate-dalle/evaluation.json")).unwrap(),
+    )
+    .unwrap();
     for field in [
         "real",
         "real_at_tokenizer_resolution",

@@ -136,14 +136,14 @@ fn region_features_from_tsv_pretrain_with_detector_labels() {
         "32",
         "--data-dir",
         data.to_str().unwrap(),
-        "--out",
+        "--output",
         tsv.to_str().unwrap(),
     ]));
     let output = run(features(&[
         "convert",
         "--tsv",
         tsv.to_str().unwrap(),
-        "--out",
+        "--output",
         converted.to_str().unwrap(),
     ]));
     assert!(
@@ -271,7 +271,7 @@ fn bad_settings_get_clear_errors() {
         "convert",
         "--tsv",
         "/nonexistent.tsv",
-        "--out",
+        "--output",
         "x.safetensors",
     ]));
     assert!(error.contains("/nonexistent.tsv"), "{error}");

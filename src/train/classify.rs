@@ -13,8 +13,8 @@ use super::budget::Budget;
 pub use super::classifier_run::ClassifierKind;
 use super::classifier_run::{train_run, ClassifierEvaluation, RunModel, RunResult, RunSpec};
 use super::lxmert_pretrain::{
-    budgets, pretrain_on, LxmertSize, PretrainError, PretrainLxmertConfig, PretrainResult,
-    PretrainingImages,
+    budgets, fill_lxmert, lxmert_presets, pretrain_on, PretrainError, PretrainLxmertConfig,
+    PretrainResult, PretrainingImages,
 };
 use super::metrics::MeanStd;
 use super::plots::{grouped_bar_chart, line_chart, Bar, BarGroup, Series};
@@ -28,12 +28,13 @@ pub use crate::data::{prepare_data, DataConfig, PreparedData};
 use crate::data::{DataError, LoadError, PrepareError, SyntheticError, TokenizerError};
 use crate::io::checkpoint::{write_atomic, CheckpointError};
 use crate::models::classifier::{Modality, SingleStreamClassifierConfig};
-use crate::models::lxmert::{LxmertClassifierConfig, Objectives};
+use crate::models::lxmert::{LxmertClassifierConfig, LxmertConfig, Objectives};
 
 /// The LXMERT rows: the model size and the pretraining that precedes `lxmert-pretrained`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LxmertSetup {
-    pub model: LxmertSize,
+    /// The encoder; data-derived fields are filled in per run (see [`lxmert_config`]).
+    pub model: LxmertConfig,
     pub objectives: Objectives,
     pub masking: MaskingConfig,
     pub pretraining: Budget,
@@ -43,25 +44,15 @@ pub struct LxmertSetup {
     pub encoder: Option<PathBuf>,
 }
 
-/// The classifier's size.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelSize {
-    pub d_model: usize,
-    pub n_heads: usize,
-    pub n_layers: usize,
-    pub d_hidden: usize,
-    pub patch_size: usize,
-    pub d_feature: usize,
-    pub stem_channels: usize,
-    pub dropout: f64,
-}
-
 /// The whole experiment. Saved as `config.json` in the output directory; a later run in the
 /// same directory resumes only if its config is identical.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassifyConfig {
     pub data: DataConfig,
-    pub model: ModelSize,
+    /// The single-stream classifier. Its modality is set per row; labels, vocabulary,
+    /// special ids, caption length and image size are filled in from the data (see
+    /// [`model_config`]).
+    pub model: SingleStreamClassifierConfig,
     /// The budget of every run; its seed is replaced by each of `seeds`.
     pub training: Budget,
     pub lxmert: LxmertSetup,
@@ -86,22 +77,20 @@ impl ClassifyConfig {
     pub fn synthetic() -> Self {
         Self {
             data: DataConfig::synthetic(),
-            model: ModelSize {
-                d_model: 64,
-                n_heads: 4,
-                n_layers: 2,
-                d_hidden: 256,
-                patch_size: 12,
-                d_feature: 64,
-                stem_channels: 16,
-                // No dropout: the synthetic set does not overfit these models in 8 epochs (train
-                // and held-out loss stay within 5%), and without random draws in training,
-                // runs in parallel threads stay reproducible.
-                dropout: 0.0,
-            },
+            // No dropout: the synthetic set does not overfit these models in 8 epochs (train
+            // and held-out loss stay within 5%).
+            model: SingleStreamClassifierConfig::new(Modality::Joint, 0, 0, 0, 0, 24, 48)
+                .with_patch_size(12)
+                .with_stem_channels(16)
+                .with_d_feature(64)
+                .with_d_model(64)
+                .with_n_heads(4)
+                .with_n_layers(2)
+                .with_d_hidden(256)
+                .with_dropout(0.0),
             training: Budget::new(8, 32, 1e-3),
             lxmert: LxmertSetup {
-                model: LxmertSize::small(),
+                model: lxmert_presets::small(),
                 objectives: Objectives::ALL,
                 masking: MaskingConfig::default(),
                 pretraining: budgets::synthetic(),
@@ -128,20 +117,19 @@ impl ClassifyConfig {
     pub fn coco(root: PathBuf) -> Self {
         let mut config = Self::synthetic();
         config.data = DataConfig::coco(root);
-        config.model = ModelSize {
-            d_model: 384,
-            n_heads: 6,
-            n_layers: 4,
-            d_hidden: 1536,
-            patch_size: 32,
-            d_feature: 384,
-            stem_channels: 64,
-            dropout: 0.1,
-        };
+        config.model = SingleStreamClassifierConfig::new(Modality::Joint, 0, 0, 0, 0, 32, 224)
+            .with_patch_size(32)
+            .with_stem_channels(64)
+            .with_d_feature(384)
+            .with_d_model(384)
+            .with_n_heads(6)
+            .with_n_layers(4)
+            .with_d_hidden(1536)
+            .with_dropout(0.1);
         config.training.epochs = 10;
         config.training.batch_size = 64;
         config.training.learning_rate = 3e-4;
-        config.lxmert.model = LxmertSize::base();
+        config.lxmert.model = lxmert_presets::base();
         config.lxmert.pretraining = budgets::coco();
         config
     }
@@ -202,41 +190,35 @@ pub struct ClassifyReport {
     pub lxmert_pretraining: Option<PretrainResult>,
 }
 
-/// The LXMERT classifier under `config`.
+/// The LXMERT classifier under `config`, with the data's vocabulary, labels and sizes.
 pub fn lxmert_config(config: &ClassifyConfig, data: &PreparedData) -> LxmertClassifierConfig {
-    let lxmert = config.lxmert.model.config(
+    let lxmert = fill_lxmert(
+        &config.lxmert.model,
         data.tokenizer.vocab_size(),
+        config.data.max_text_len,
         Some(config.data.image_size),
         0,
-        config.data.max_text_len + 2,
     );
     LxmertClassifierConfig::new(lxmert, data.train.n_labels, data.tokenizer.special.cls)
 }
 
-/// The single-stream model config of one modality under `config`.
+/// The single-stream classifier of one modality under `config`, with the data's labels,
+/// vocabulary, special ids, caption length and image size.
 pub fn model_config(
     config: &ClassifyConfig,
     modality: Modality,
     data: &PreparedData,
 ) -> SingleStreamClassifierConfig {
-    let size = &config.model;
-    SingleStreamClassifierConfig::new(
+    SingleStreamClassifierConfig {
         modality,
-        data.train.n_labels,
-        data.tokenizer.vocab_size(),
-        data.tokenizer.special.cls,
-        data.tokenizer.special.sep,
-        config.data.max_text_len,
-        config.data.image_size,
-    )
-    .with_patch_size(size.patch_size)
-    .with_stem_channels(size.stem_channels)
-    .with_d_feature(size.d_feature)
-    .with_d_model(size.d_model)
-    .with_n_heads(size.n_heads)
-    .with_n_layers(size.n_layers)
-    .with_d_hidden(size.d_hidden)
-    .with_dropout(size.dropout)
+        n_labels: data.train.n_labels,
+        vocab_size: data.tokenizer.vocab_size(),
+        cls_id: data.tokenizer.special.cls,
+        sep_id: data.tokenizer.special.sep,
+        max_text_len: config.data.max_text_len,
+        image_size: config.data.image_size,
+        ..config.model.clone()
+    }
 }
 
 /// Runs the whole comparison and writes `results.json`, `results.md` and the charts.

@@ -48,8 +48,6 @@ pub struct DalleDataConfig {
     pub vqvae_dir: PathBuf,
     /// [`checkpoint_fingerprint`] of the VQ-VAE: a retrained tokenizer is a different run.
     pub vqvae_checkpoint: String,
-    /// Text positions of the stream (256 in DALL-E).
-    pub text_len: usize,
     /// Size of the BPE vocabulary trained on the training captions.
     pub bpe_vocab: usize,
     /// An existing `caption-bpe.json` to use instead of training one (BPE training is not
@@ -61,22 +59,13 @@ pub struct DalleDataConfig {
     pub max_eval_images: Option<usize>,
 }
 
-/// The decoder's size and attention layout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DalleSize {
-    pub d_model: usize,
-    pub n_heads: usize,
-    pub n_layers: usize,
-    pub d_hidden: usize,
-    pub dropout: f64,
-    pub attention: AttentionLayout,
-}
-
 /// A whole `train-dalle` run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainDalleConfig {
     pub data: DalleDataConfig,
-    pub model: DalleSize,
+    /// The decoder; its text vocabulary, codebook size and grid are filled in from the BPE
+    /// tokenizer and the token files ([`TrainDalleConfig::model_config`]).
+    pub model: DalleConfig,
     pub training: Budget,
     /// Probability that an example's caption is replaced by the null caption, so that the
     /// model also learns the unconditional distribution used by guidance.
@@ -94,21 +83,18 @@ impl TrainDalleConfig {
                 synthetic: SyntheticCocoConfig::default(),
                 vqvae_dir,
                 vqvae_checkpoint: String::new(),
-                text_len: 24,
                 bpe_vocab: 256,
                 bpe: None,
                 skip_bad: false,
                 max_train_images: None,
                 max_eval_images: None,
             },
-            model: DalleSize {
-                d_model: 64,
-                n_heads: 4,
-                n_layers: 2,
-                d_hidden: 256,
-                dropout: 0.0,
-                attention: AttentionLayout::Dense,
-            },
+            model: DalleConfig::new(0, 24, 0, [0, 0])
+                .with_d_model(64)
+                .with_n_heads(4)
+                .with_n_layers(2)
+                .with_d_hidden(256)
+                .with_dropout(0.0),
             training: Budget {
                 warmup_fraction: 0.05,
                 final_lr_ratio: 0.1,
@@ -123,16 +109,14 @@ impl TrainDalleConfig {
     pub fn coco(root: PathBuf, vqvae_dir: PathBuf) -> Self {
         let mut config = Self::synthetic(vqvae_dir);
         config.data.coco_root = Some(root);
-        config.data.text_len = 256;
         config.data.bpe_vocab = 16384;
-        config.model = DalleSize {
-            d_model: 768,
-            n_heads: 12,
-            n_layers: 12,
-            d_hidden: 3072,
-            dropout: 0.1,
-            attention: AttentionLayout::Sparse { conv_kernel: 11 },
-        };
+        config.model = DalleConfig::new(0, 256, 0, [0, 0])
+            .with_d_model(768)
+            .with_n_heads(12)
+            .with_n_layers(12)
+            .with_d_hidden(3072)
+            .with_dropout(0.1)
+            .with_attention(AttentionLayout::Sparse { conv_kernel: 11 });
         config.training.epochs = 20;
         config.training.batch_size = 32;
         config.training.learning_rate = 3e-4;
@@ -141,14 +125,12 @@ impl TrainDalleConfig {
 
     /// The decoder's config for a BPE vocabulary of `text_vocab` ids and the VQ-VAE's grid.
     pub fn model_config(&self, text_vocab: usize, n_codes: usize, grid: [usize; 2]) -> DalleConfig {
-        let m = &self.model;
-        DalleConfig::new(text_vocab, self.data.text_len, n_codes, grid)
-            .with_d_model(m.d_model)
-            .with_n_heads(m.n_heads)
-            .with_n_layers(m.n_layers)
-            .with_d_hidden(m.d_hidden)
-            .with_dropout(m.dropout)
-            .with_attention(m.attention)
+        DalleConfig {
+            text_vocab,
+            n_image_codes: n_codes,
+            grid,
+            ..self.model.clone()
+        }
     }
 }
 
@@ -213,6 +195,7 @@ pub struct DalleData {
 /// tokenizer (trained on the training captions, or reused from an earlier run in `out_dir`).
 pub fn prepare_dalle_data(
     config: &DalleDataConfig,
+    text_len: usize,
     paths: &RunPaths,
 ) -> Result<DalleData, DalleError> {
     let trained: super::vqvae::TrainedVqVaeConfig =
@@ -251,8 +234,8 @@ pub fn prepare_dalle_data(
         bpe.save(&saved)?;
         bpe
     };
-    let mut train = DalleSplit::prepare(&train_set, &train_tokens, &bpe, config.text_len)?;
-    let mut val = DalleSplit::prepare(&val_set, &val_tokens, &bpe, config.text_len)?;
+    let mut train = DalleSplit::prepare(&train_set, &train_tokens, &bpe, text_len)?;
+    let mut val = DalleSplit::prepare(&val_set, &val_tokens, &bpe, text_len)?;
     for (split, max) in [
         (&mut train, config.max_train_images),
         (&mut val, config.max_eval_images),
@@ -395,7 +378,7 @@ pub fn train_dalle<B: AutodiffBackend>(
     log_every: usize,
 ) -> Result<DalleResult, DalleError> {
     config.training.validate()?;
-    if config.data.text_len == 0 {
+    if config.model.text_len == 0 {
         return Err(DalleError::Config("--text-len must be at least 1".into()));
     }
     if !(0.0..=1.0).contains(&config.caption_dropout) {
@@ -414,7 +397,7 @@ pub fn train_dalle<B: AutodiffBackend>(
     if let Some(result) = run_dir.finished()? {
         return Ok(result);
     }
-    let data = prepare_dalle_data(&config.data, paths)?;
+    let data = prepare_dalle_data(&config.data, config.model.text_len, paths)?;
     let vqvae = TrainedVqVae::<B::InnerBackend>::load(&config.data.vqvae_dir, device)?;
     let model_config = config.model_config(
         data.bpe.vocab_size(),
@@ -475,7 +458,7 @@ pub fn train_dalle<B: AutodiffBackend>(
         history,
     };
     let mut caption = vec![format!(
-        "Each row: a held-out image as the VQ-VAE reconstructs it, then {SAMPLES_PER_CAPTION} samples (top-k 32) for its caption:"
+        "Each row: a held-out image as the VQ-VAE reconstructs it, then {SAMPLES_PER_CAPTION} samples (top-k 32, guidance 3) for its caption:"
     )];
     caption.extend(
         data.val
@@ -528,10 +511,7 @@ fn write_samples<B: Backend>(
             )
         })
         .collect();
-    let sampling = SamplingConfig {
-        top_k: Some(32),
-        ..SamplingConfig::default()
-    };
+    let sampling = SamplingConfig::recommended();
     let codes = generate(model, &texts, &sampling, device);
     let generated = decode_codes(&vqvae.model, &codes, model.config.grid, device);
     let real = decode_codes(

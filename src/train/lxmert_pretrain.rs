@@ -24,7 +24,7 @@ use super::budget::Budget;
 use super::engine::{
     seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
 };
-use super::plots::{line_chart, Series};
+use super::plots::{line_chart, line_chart_with_references, Reference, Series};
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 use super::{RunPaths, TrainError};
@@ -39,83 +39,53 @@ use crate::models::lxmert::{
 };
 use crate::nn::PatchEncoderConfig;
 
-/// The size of an LXMERT model, apart from what the data fixes (vocabulary, feature width).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LxmertSize {
-    pub d_model: usize,
-    pub n_heads: usize,
-    pub d_hidden: usize,
-    pub n_language_layers: usize,
-    pub n_object_layers: usize,
-    pub n_cross_layers: usize,
-    /// Pixel input: side of one patch, width of the stem and of each patch feature.
-    pub patch_size: usize,
-    pub stem_channels: usize,
-    pub d_feature: usize,
-    pub dropout: f64,
-}
+/// LXMERT sizes of the presets, reading pixels; data-derived fields are placeholders until
+/// [`fill_lxmert`] sets them.
+pub mod lxmert_presets {
+    use crate::models::lxmert::LxmertConfig;
+    use crate::nn::PatchEncoderConfig;
 
-impl LxmertSize {
-    /// 2/1/1 layers of width 64: pretrains in minutes on a 2-core CPU.
-    pub fn small() -> Self {
-        Self {
-            d_model: 64,
-            n_heads: 4,
-            d_hidden: 256,
-            n_language_layers: 2,
-            n_object_layers: 1,
-            n_cross_layers: 1,
-            patch_size: 12,
-            stem_channels: 16,
-            d_feature: 64,
-            dropout: 0.0,
-        }
+    /// 2/1/1 layers of width 64 over 12-pixel patches: pretrains in minutes on a 2-core CPU.
+    pub fn small() -> LxmertConfig {
+        LxmertConfig::small(0, 64)
+            .with_dropout(0.0)
+            .with_pixels(Some(
+                PatchEncoderConfig::new(48, 12, 64).with_stem_channels(16),
+            ))
     }
 
     /// The released model: 9/5/5 layers, 768 wide, 12 heads; 32-pixel patches for pixels.
-    pub fn base() -> Self {
-        Self {
-            d_model: 768,
-            n_heads: 12,
-            d_hidden: 3072,
-            n_language_layers: 9,
-            n_object_layers: 5,
-            n_cross_layers: 5,
-            patch_size: 32,
-            stem_channels: 64,
-            d_feature: 768,
-            dropout: 0.1,
+    pub fn base() -> LxmertConfig {
+        LxmertConfig::new(0, 768).with_pixels(Some(
+            PatchEncoderConfig::new(224, 32, 768).with_stem_channels(64),
+        ))
+    }
+}
+
+/// `template` with what the data fixes filled in: the vocabulary, the caption positions
+/// (`max_text_len` + `[CLS]` and `[SEP]`), and either the image size of the patch encoder
+/// (`image_size` `Some`) or the width of region features (pixels off).
+pub fn fill_lxmert(
+    template: &LxmertConfig,
+    vocab_size: usize,
+    max_text_len: usize,
+    image_size: Option<usize>,
+    region_features: usize,
+) -> LxmertConfig {
+    let mut config = template.clone();
+    config.vocab_size = vocab_size;
+    config.max_positions = max_text_len + 2;
+    match (image_size, config.pixels.as_mut()) {
+        (Some(size), Some(pixels)) => pixels.image_size = size,
+        (Some(size), None) => {
+            config.pixels = Some(PatchEncoderConfig::new(size, 16, config.d_feature));
+        }
+        (None, _) => {
+            config.pixels = None;
+            config.d_feature = region_features;
         }
     }
-
-    /// The model config: reading pixels of `image_size` (`Some`) or region features of width
-    /// `region_features` (`image_size` `None`).
-    pub fn config(
-        &self,
-        vocab_size: usize,
-        image_size: Option<usize>,
-        region_features: usize,
-        max_positions: usize,
-    ) -> LxmertConfig {
-        let d_feature = if image_size.is_some() {
-            self.d_feature
-        } else {
-            region_features
-        };
-        LxmertConfig::new(vocab_size, d_feature)
-            .with_d_model(self.d_model)
-            .with_n_heads(self.n_heads)
-            .with_d_hidden(self.d_hidden)
-            .with_n_language_layers(self.n_language_layers)
-            .with_n_object_layers(self.n_object_layers)
-            .with_n_cross_layers(self.n_cross_layers)
-            .with_max_positions(max_positions)
-            .with_dropout(self.dropout)
-            .with_pixels(image_size.map(|size| {
-                PatchEncoderConfig::new(size, self.patch_size, self.d_feature)
-                    .with_stem_channels(self.stem_channels)
-            }))
-    }
+    config
 }
 
 /// Pretraining budgets.
@@ -134,12 +104,14 @@ pub mod budgets {
 }
 
 /// The whole pretraining run, saved as `config.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PretrainLxmertConfig {
     pub data: DataConfig,
     /// A feature file from `lxmert-features convert`; `None` reads pixels.
     pub features: Option<PathBuf>,
-    pub model: LxmertSize,
+    /// The encoder; vocabulary, caption positions, image size and region-feature width are
+    /// filled in from the data ([`PretrainLxmertConfig::model_config`]).
+    pub model: LxmertConfig,
     pub objectives: Objectives,
     pub masking: MaskingConfig,
     pub budget: Budget,
@@ -151,7 +123,7 @@ impl PretrainLxmertConfig {
         Self {
             data: DataConfig::synthetic(),
             features: None,
-            model: LxmertSize::small(),
+            model: lxmert_presets::small(),
             objectives: Objectives::ALL,
             masking: MaskingConfig::default(),
             budget: budgets::synthetic(),
@@ -162,7 +134,7 @@ impl PretrainLxmertConfig {
     pub fn coco(root: PathBuf) -> Self {
         let mut config = Self::synthetic();
         config.data = DataConfig::coco(root);
-        config.model = LxmertSize::base();
+        config.model = lxmert_presets::base();
         config.budget = budgets::coco();
         config
     }
@@ -175,16 +147,26 @@ impl PretrainLxmertConfig {
         n_object_labels: Option<usize>,
         n_attribute_labels: Option<usize>,
     ) -> LxmertPretrainingConfig {
-        let max_positions = self.data.max_text_len + 2;
+        let max_text_len = self.data.max_text_len;
         match features {
             None => LxmertPretrainingConfig::new(
-                self.model
-                    .config(vocab_size, Some(self.data.image_size), 0, max_positions),
+                fill_lxmert(
+                    &self.model,
+                    vocab_size,
+                    max_text_len,
+                    Some(self.data.image_size),
+                    0,
+                ),
                 PATCH_TARGET_WIDTH,
             ),
             Some(features) => LxmertPretrainingConfig::new(
-                self.model
-                    .config(vocab_size, None, features.d_feature(), max_positions),
+                fill_lxmert(
+                    &self.model,
+                    vocab_size,
+                    max_text_len,
+                    None,
+                    features.d_feature(),
+                ),
                 features.d_feature(),
             )
             .with_n_object_labels(n_object_labels)
@@ -599,15 +581,19 @@ fn write_curves(
         .filter_map(|h| h.eval.matching_accuracy.map(|a| (h.epoch as f64, a)))
         .collect();
     if !accuracy.is_empty() {
-        line_chart(
+        line_chart_with_references(
             &out_dir.join("curve-matching-accuracy.png"),
-            "Held-out image-text matching accuracy (chance 0.5)",
+            "Held-out image-text matching accuracy",
             "epoch",
             "accuracy",
             &[Series {
                 name: "matching".into(),
                 points: accuracy,
                 color: 0,
+            }],
+            &[Reference {
+                name: "chance".into(),
+                y: 0.5,
             }],
         )?;
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use crate::io::checkpoint::{write_atomic, CheckpointError};
@@ -90,6 +91,12 @@ fn captioned<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, Bi
     builder
 }
 
+/// A horizontal reference line: a baseline or chance level the curves should be read against.
+pub struct Reference {
+    pub name: String,
+    pub y: f64,
+}
+
 /// Draws `series` as lines against a shared x axis and writes a PNG. Series with the same
 /// `color` share a colour, and only the first of them gets a legend entry.
 pub fn line_chart(
@@ -99,6 +106,41 @@ pub fn line_chart(
     y_label: &str,
     series: &[Series],
 ) -> Result<(), CheckpointError> {
+    line_chart_with_references(path, title, x_label, y_label, series, &[])
+}
+
+/// The legend corner that the fewest points fall near, in chart coordinates scaled to [0, 1],
+/// so that the legend does not cover the curves.
+fn emptiest_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::UpperRight, (0.55, 1.0), (0.6, 1.0)),
+        (SeriesLabelPosition::UpperLeft, (0.0, 0.45), (0.6, 1.0)),
+        (SeriesLabelPosition::LowerRight, (0.55, 1.0), (0.0, 0.4)),
+        (SeriesLabelPosition::LowerLeft, (0.0, 0.45), (0.0, 0.4)),
+    ];
+    let count = |(x0, x1): (f64, f64), (y0, y1): (f64, f64)| {
+        points
+            .iter()
+            .filter(|(x, y)| (x0..=x1).contains(x) && (y0..=y1).contains(y))
+            .count()
+    };
+    corners
+        .into_iter()
+        .min_by_key(|(_, xs, ys)| count(*xs, *ys))
+        .map(|(position, _, _)| position)
+        .expect("four corners")
+}
+
+/// [`line_chart`] with dashed grey reference lines (a baseline, a chance level), each named
+/// in the legend.
+pub fn line_chart_with_references(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    references: &[Reference],
+) -> Result<(), CheckpointError> {
     let points = series.iter().flat_map(|s| s.points.iter());
     let (mut x_min, mut x_max, mut y_min, mut y_max) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
@@ -107,7 +149,26 @@ pub fn line_chart(
     if x_min > x_max {
         (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
     }
+    for reference in references.iter().filter(|r| r.y.is_finite()) {
+        (y_min, y_max) = (y_min.min(reference.y), y_max.max(reference.y));
+    }
     let y_pad = ((y_max - y_min) * 0.05).max(1e-6);
+    // Every point, and the reference lines, scaled to [0, 1], to place the legend.
+    let scaled: Vec<(f64, f64)> =
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .chain(references.iter().flat_map(|r| {
+                (0..=10).map(move |i| (x_min + (x_max - x_min) * i as f64 / 10.0, r.y))
+            }))
+            .map(|(x, y)| {
+                (
+                    (x - x_min) / (x_max - x_min).max(1e-9),
+                    (y - y_min + y_pad) / (y_max - y_min + 2.0 * y_pad),
+                )
+            })
+            .collect();
+    let legend_position = emptiest_corner(&scaled);
     render(path, |root| {
         let mut chart = captioned(root, title).build_cartesian_2d(
             x_min..x_max.max(x_min + 1e-9),
@@ -119,6 +180,21 @@ pub fn line_chart(
             .y_desc(y_label)
             .label_style(("sans-serif", 14))
             .draw()?;
+        for reference in references {
+            let grey = RGBColor(110, 110, 110);
+            let y = reference.y;
+            let dashes = (0..40).map(|i| {
+                let a = x_min + (x_max - x_min) * (2 * i) as f64 / 80.0;
+                let b = x_min + (x_max - x_min) * (2 * i + 1) as f64 / 80.0;
+                PathElement::new(vec![(a, y), (b, y)], grey.stroke_width(2))
+            });
+            chart
+                .draw_series(dashes)?
+                .label(&reference.name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 8, y)], grey.stroke_width(2))
+                });
+        }
         let mut labelled = Vec::new();
         for s in series {
             let color = SERIES_COLORS[s.color % SERIES_COLORS.len()];
@@ -135,6 +211,7 @@ pub fn line_chart(
         }
         chart
             .configure_series_labels()
+            .position(legend_position)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
@@ -155,21 +232,24 @@ pub fn grouped_bar_chart(
     let x_max = groups.len() as f64 * group_width;
     render(path, |root| {
         let mut chart = captioned(root, title).build_cartesian_2d(0.0..x_max, 0.0..1.05)?;
-        let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(groups.len() * 2 + 1)
-            .x_label_formatter(&|x| {
-                let group = (x / group_width).floor() as usize;
-                let centre = group as f64 * group_width + group_width / 2.0;
-                match labels.get(group) {
-                    Some(label) if (x - centre).abs() < group_width / 4.0 => label.clone(),
-                    _ => String::new(),
-                }
-            })
+            .x_labels(0)
             .label_style(("sans-serif", 14))
             .draw()?;
+        // Each group's label, centred under its bars (mesh ticks would fall where they may).
+        let label_style =
+            TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+        for (g, group) in groups.iter().enumerate() {
+            let centre = g as f64 * group_width + group_width / 2.0;
+            let (x, y) = chart.backend_coord(&(centre, 0.0));
+            root.draw(&Text::new(
+                group.label.clone(),
+                (x, y + 8),
+                label_style.clone(),
+            ))?;
+        }
         for (m, name) in metric_names.iter().enumerate() {
             let color = SERIES_COLORS[m % SERIES_COLORS.len()];
             // Bar m of group g spans [x0, x0 + 1).

@@ -20,7 +20,7 @@ use super::budget::Budget;
 use super::engine::{
     seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
 };
-use super::plots::{line_chart, Series};
+use super::plots::{line_chart, line_chart_with_references, Reference, Series};
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 use super::{RunPaths, TrainError};
@@ -345,6 +345,8 @@ fn check_config(config: &TrainVqVaeConfig) -> Result<(), VqVaeError> {
 /// codebook update after each optimizer step.
 pub struct VqVaeTask<'a> {
     pub data: &'a VqVaeData,
+    /// PSNR of the mean training image, the reference line of the PSNR chart.
+    pub mean_image_psnr: f64,
     /// Of the held-out evaluation.
     pub batch_size: usize,
     /// Where reconstruction grids and charts go.
@@ -410,7 +412,7 @@ impl<B: AutodiffBackend> TrainingTask<B> for VqVaeTask<'_> {
     }
 
     fn charts(&self, history: &[EpochLog<VqVaeEvaluation>]) -> Result<(), TrainError> {
-        Ok(write_curves(history, self.out_dir)?)
+        Ok(write_curves(history, self.mean_image_psnr, self.out_dir)?)
     }
 }
 
@@ -431,8 +433,10 @@ pub fn train_vqvae<B: AutodiffBackend>(
     let data = prepare_vqvae_data(&config.data, paths, show_progress)?;
     let budget = &config.training;
     let model: VqVae<B> = seeded_init::<B, _>(budget.seed, device, || config.model.init(device));
+    let mean_image_psnr = mean_image_psnr(&data.train, &data.val);
     let task = VqVaeTask {
         data: &data,
+        mean_image_psnr,
         batch_size: budget.batch_size,
         out_dir: &paths.out_dir,
     };
@@ -469,7 +473,7 @@ pub fn train_vqvae<B: AutodiffBackend>(
         train_images: data.train.len(),
         eval_images: data.val.len(),
         n_params: trained.n_params,
-        mean_image_psnr: mean_image_psnr(&data.train, &data.val),
+        mean_image_psnr,
         final_epoch: history.last().cloned().expect("at least one epoch"),
         train_images_per_second,
         history,
@@ -511,7 +515,11 @@ fn write_reconstructions<B: Backend>(
     )
 }
 
-fn write_curves(history: &[EpochLog<VqVaeEvaluation>], dir: &Path) -> Result<(), CheckpointError> {
+fn write_curves(
+    history: &[EpochLog<VqVaeEvaluation>],
+    mean_image_psnr: f64,
+    dir: &Path,
+) -> Result<(), CheckpointError> {
     let series = |name: &str, color: usize, value: fn(&EpochLog<VqVaeEvaluation>) -> f64| Series {
         name: name.to_string(),
         points: history.iter().map(|h| (h.epoch as f64, value(h))).collect(),
@@ -529,12 +537,16 @@ fn write_curves(history: &[EpochLog<VqVaeEvaluation>], dir: &Path) -> Result<(),
             series("held-out", 1, |h| h.eval.recon_loss),
         ],
     )?;
-    line_chart(
+    line_chart_with_references(
         &dir.join("curve-psnr.png"),
         "Held-out PSNR",
         "epoch",
         "PSNR (dB)",
         &[series("held-out", 1, |h| h.eval.psnr)],
+        &[Reference {
+            name: "mean training image".into(),
+            y: mean_image_psnr,
+        }],
     )?;
     line_chart(
         &dir.join("curve-perplexity.png"),

@@ -33,6 +33,19 @@ pub struct SamplingConfig {
     pub use_cache: bool,
 }
 
+impl SamplingConfig {
+    /// The settings every command samples with unless told otherwise (`generate`,
+    /// `evaluate-dalle` and the sample grids of `train-dalle`): top-k 32, temperature 1,
+    /// guidance 3, seed 0.
+    pub fn recommended() -> Self {
+        Self {
+            top_k: Some(32),
+            guidance: 3.0,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for SamplingConfig {
     fn default() -> Self {
         Self {
