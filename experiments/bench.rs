@@ -7,12 +7,11 @@ mod bench_dalle;
 mod bench_lxmert;
 mod bench_vqvae;
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use std::marker::PhantomData;
-
 use burn::module::AutodiffModule;
 use burn::store::ModuleSnapshot;
 use burn::tensor::backend::AutodiffBackend;
@@ -26,6 +25,7 @@ use vislang::models::classifier::{Modality, MultiLabelClassifier};
 use vislang::train::classifier_run::ClassifierTask;
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
+use vislang::train::report::machine;
 use vislang::train::vqvae::{prepare_vqvae_data, TrainVqVaeConfig, VqVaeData};
 use vislang::train::Budget;
 use vislang::train::RunPaths;
@@ -66,19 +66,6 @@ enum Section {
     Vqvae,
     /// DALL-E decoder training tokens/s, and generation with and without the cache.
     Dalle,
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {threads} threads")
 }
 
 /// Training samples/s of one modality at one batch size: the engine's own step.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, SamplingArgs};
+use vislang::cli::{exit_status, or_exit, SamplingArgs};
 use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageCache};
 use vislang::inference::dalle_eval::{evaluate_generation, Judge};
 use vislang::io::checkpoint::{read_json, write_atomic};
@@ -143,13 +143,7 @@ fn main() -> ExitCode {
         eprintln!("error: --num-captions, --candidates and --batch-size must be at least 1");
         return ExitCode::FAILURE;
     }
-    let sampling = match args.sampling.config() {
-        Ok(sampling) => sampling,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let sampling = or_exit(args.sampling.config());
     let device = args.device;
     exit_status(run_on(device, Task { args, sampling }))
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, SamplingArgs};
+use vislang::cli::{exit_status, or_exit, SamplingArgs};
 use vislang::inference::dalle::generate_images;
 use vislang::inference::dalle::TrainedDalle;
 use vislang::inference::dalle_eval::{rerank, Judge};
@@ -160,13 +160,7 @@ fn main() -> ExitCode {
         eprintln!("error: --num and --batch-size must be at least 1");
         return ExitCode::FAILURE;
     }
-    let sampling = match args.sampling.config() {
-        Ok(sampling) => sampling,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let sampling = or_exit(args.sampling.config());
     let device = args.device;
     exit_status(run_on(
         device,

@@ -59,6 +59,15 @@ impl DataArgs {
     }
 }
 
+/// The value of a command-line check, or the process ends with its message (exit status 1):
+/// for checks that run before any work starts.
+pub fn or_exit<T>(checked: Result<T, String>) -> T {
+    checked.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        std::process::exit(1)
+    })
+}
+
 /// Prints a failed run's error (no backtrace: every error names its file, field or tensor)
 /// and turns the outcome into the process exit status. `outer` is the device selection,
 /// `inner` the run itself.

@@ -228,6 +228,28 @@ fn bad_arguments_and_data_give_clear_errors() {
         );
     }
 
+    // A flag that breaks an invariant deep inside (patches must tile the image) is refused
+    // before anything is written, naming the flag and values that work.
+    for (flag, value) in [
+        ("--image-size", "64"),
+        ("--image-size", "0"),
+        ("--lr", "NaN"),
+    ] {
+        let output = classify(dir.path(), "refused", &[flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(flag),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !dir.path().join("refused").exists(),
+            "{flag} {value} wrote the out dir"
+        );
+    }
+
     let output = classify(dir.path(), "out", &["--coco-root", "/nonexistent/coco"])
         .output()
         .unwrap();

@@ -221,6 +221,32 @@ pub fn model_config(
     }
 }
 
+/// `--image-size` must split into whole patches for every model compared, and captions need a
+/// length: checked before anything is written (a patch encoder would otherwise panic).
+fn check_sizes(config: &ClassifyConfig) -> Result<(), ClassifyError> {
+    let size = config.data.image_size;
+    let mut patches = vec![config.model.patch_size];
+    patches.extend(config.lxmert.model.pixels.as_ref().map(|p| p.patch_size));
+    for patch in patches {
+        if size == 0 || !size.is_multiple_of(patch) {
+            let below = size / patch;
+            let near: Vec<String> = (below.max(1)..below.max(1) + 3)
+                .map(|k| (k * patch).to_string())
+                .collect();
+            return Err(ClassifyError::Config(format!(
+                "--image-size {size} must be a positive multiple of the patch size {patch} (e.g. {})",
+                near.join(", ")
+            )));
+        }
+    }
+    if config.data.max_text_len == 0 {
+        return Err(ClassifyError::Config(
+            "the caption length must be at least 1 token".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the whole comparison and writes `results.json`, `results.md` and the charts.
 pub fn run_classify<B: AutodiffBackend>(
     config: &ClassifyConfig,
@@ -230,6 +256,7 @@ pub fn run_classify<B: AutodiffBackend>(
 ) -> Result<ClassifyReport, ClassifyError> {
     let show_progress = schedule.show_progress;
     config.training.validate()?;
+    check_sizes(config)?;
     let mut seeds = config.seeds.clone();
     seeds.sort_unstable();
     seeds.dedup();

@@ -609,6 +609,17 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
     show_progress: bool,
     log_every: usize,
 ) -> Result<PretrainResult, PretrainError> {
+    config.budget.validate()?;
+    if config.features.is_none() {
+        let size = config.data.image_size;
+        if let Some(patch) = config.model.pixels.as_ref().map(|p| p.patch_size) {
+            if size == 0 || !size.is_multiple_of(patch) {
+                return Err(PretrainError::Config(format!(
+                    "--image-size {size} must be a positive multiple of the patch size {patch}"
+                )));
+            }
+        }
+    }
     RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
     let data = prepare_data(&config.data, paths, show_progress)?;
     for line in data.skipped.summary() {
