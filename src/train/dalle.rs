@@ -12,52 +12,27 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ElementConversion;
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
-use super::engine::{
-    seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
+pub use super::dalle_data::{prepare_dalle_data, DalleData, DalleDataConfig, DalleError};
+pub use super::dalle_evaluation::{evaluate_dalle, DalleEvaluation};
+use super::dalle_evaluation::{
+    write_loss_curve, write_samples, SAMPLES_PER_CAPTION, SHOWN_CAPTIONS,
 };
-use super::plots::{line_chart, Series};
+use super::engine::{seeded_init, train, Losses, RunDisplay, StepOutput, TrainingTask};
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
-use super::vqvae::{decode_codes, token_file_path, TrainedVqVae, VqVaeError};
+use super::vqvae::TrainedVqVae;
 use super::{RunPaths, TrainError};
-use crate::data::{
-    checkpoint_fingerprint, dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, DataError,
-    ImageTokens, SyntheticCocoConfig, TextTokenizer, TokenExpectation, TokenizerError,
-};
+use crate::data::{checkpoint_fingerprint, SyntheticCocoConfig};
 pub use crate::data::{DalleExample, DalleSplit};
 pub use crate::inference::dalle::{TrainedDalle, TrainedDalleConfig};
-use crate::inference::ArtifactError;
-use crate::io::checkpoint::{read_json, save_safetensors, write_atomic, CheckpointError};
-use crate::io::image_grid::write_image_grid;
+use crate::io::checkpoint::{save_safetensors, write_atomic};
 use crate::io::progress;
-use crate::models::dalle::{generate, AttentionLayout, Dalle, DalleConfig, SamplingConfig};
-
-/// Where the captions and image tokens come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DalleDataConfig {
-    /// MSCOCO 2014 (for the captions); `None` uses the built-in synthetic set.
-    pub coco_root: Option<PathBuf>,
-    pub synthetic: SyntheticCocoConfig,
-    /// The `train-vqvae` output directory: its token files and checkpoint.
-    pub vqvae_dir: PathBuf,
-    /// [`checkpoint_fingerprint`] of the VQ-VAE: a retrained tokenizer is a different run.
-    pub vqvae_checkpoint: String,
-    /// Size of the BPE vocabulary trained on the training captions.
-    pub bpe_vocab: usize,
-    /// An existing `caption-bpe.json` to use instead of training one (BPE training is not
-    /// reproducible across processes; see `TextTokenizer::train_wordpiece`).
-    pub bpe: Option<PathBuf>,
-    pub skip_bad: bool,
-    /// Use only the first N training / held-out images with tokens (by id).
-    pub max_train_images: Option<usize>,
-    pub max_eval_images: Option<usize>,
-}
+use crate::models::dalle::{AttentionLayout, Dalle, DalleConfig};
 
 /// A whole `train-dalle` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,42 +109,6 @@ impl TrainDalleConfig {
     }
 }
 
-/// Everything that can stop a run, each naming what is at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum DalleError {
-    #[error(transparent)]
-    VqVae(#[from] VqVaeError),
-    #[error(transparent)]
-    Data(#[from] DataError),
-    #[error(transparent)]
-    Tokens(#[from] crate::data::ImageTokensError),
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    #[error(transparent)]
-    Synthetic(#[from] crate::data::SyntheticError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error(transparent)]
-    Train(#[from] TrainError),
-    #[error(transparent)]
-    Artifact(#[from] ArtifactError),
-    #[error("{0}")]
-    Config(String),
-}
-
-/// Held-out cross-entropies after an epoch, in nats per token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DalleEvaluation {
-    pub text_loss: f64,
-    pub image_loss: f64,
-}
-
-impl EpochEvaluation for DalleEvaluation {
-    fn metrics(&self) -> Vec<(&'static str, f64)> {
-        vec![("text CE", self.text_loss), ("image CE", self.image_loss)]
-    }
-}
-
 /// What `result.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DalleResult {
@@ -181,115 +120,6 @@ pub struct DalleResult {
     pub final_epoch: EpochLog<DalleEvaluation>,
     pub history: Vec<EpochLog<DalleEvaluation>>,
 }
-
-/// Everything a run trains on.
-pub struct DalleData {
-    pub train: DalleSplit,
-    pub val: DalleSplit,
-    pub bpe: TextTokenizer,
-    pub tokens_info: crate::data::TokenFileInfo,
-    pub image_size: usize,
-}
-
-/// Loads the VQ-VAE's token files (checking they are its own), the captions, and the BPE
-/// tokenizer (trained on the training captions, or reused from an earlier run in `out_dir`).
-pub fn prepare_dalle_data(
-    config: &DalleDataConfig,
-    text_len: usize,
-    paths: &RunPaths,
-) -> Result<DalleData, DalleError> {
-    let trained: super::vqvae::TrainedVqVaeConfig =
-        read_json(&config.vqvae_dir.join("vqvae-config.json"))?;
-    let expected = TokenExpectation {
-        vqvae_checkpoint: config.vqvae_checkpoint.clone(),
-        image_size: trained.image_size,
-    };
-    let train_tokens = ImageTokens::load_expecting(
-        &token_file_path(&config.vqvae_dir, CocoSplit::Train2014),
-        &expected,
-    )?;
-    let val_tokens = ImageTokens::load_expecting(
-        &token_file_path(&config.vqvae_dir, CocoSplit::Val2014),
-        &expected,
-    )?;
-
-    let root = dataset_root(
-        config.coco_root.as_deref(),
-        &config.synthetic,
-        &paths.data_dir,
-    )?;
-    let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let train_set = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
-    let val_set = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
-
-    let saved = paths.out_dir.join("caption-bpe.json");
-    // The tokenizer of an earlier run in this directory wins, so checkpoints keep their ids.
-    let bpe = if saved.exists() {
-        TextTokenizer::from_file(&saved)?
-    } else {
-        let bpe = match &config.bpe {
-            Some(path) => TextTokenizer::from_file(path)?,
-            None => TextTokenizer::train_bpe(train_set.all_captions(), config.bpe_vocab)?,
-        };
-        bpe.save(&saved)?;
-        bpe
-    };
-    let mut train = DalleSplit::prepare(&train_set, &train_tokens, &bpe, text_len)?;
-    let mut val = DalleSplit::prepare(&val_set, &val_tokens, &bpe, text_len)?;
-    for (split, max) in [
-        (&mut train, config.max_train_images),
-        (&mut val, config.max_eval_images),
-    ] {
-        split.examples.sort_by_key(|e| e.image_id);
-        split.examples.truncate(max.unwrap_or(usize::MAX));
-    }
-    if train.is_empty() || val.is_empty() {
-        return Err(DalleError::Config(format!(
-            "no image of {} has tokens in {} ({} train, {} val); were the tokens made from another dataset?",
-            root.display(),
-            config.vqvae_dir.display(),
-            train.len(),
-            val.len()
-        )));
-    }
-    Ok(DalleData {
-        train,
-        val,
-        bpe,
-        tokens_info: train_tokens.info,
-        image_size: trained.image_size,
-    })
-}
-
-/// Mean text and image cross-entropy over every example of `split` (first caption each).
-pub fn evaluate_dalle<B: Backend>(
-    model: &Dalle<B>,
-    split: &DalleSplit,
-    batch_size: usize,
-    device: &B::Device,
-) -> DalleEvaluation {
-    let (mut text, mut image) = (0.0, 0.0);
-    let indices: Vec<usize> = (0..split.len()).collect();
-    for chunk in indices.chunks(batch_size) {
-        let zeros = vec![0; chunk.len()];
-        let keep = vec![false; chunk.len()];
-        let (t, codes) = split.batch::<B>(&model.config, chunk, &zeros, &keep, device);
-        let (logits, targets) = model.forward(t, codes);
-        let loss = model.loss(logits, targets);
-        let n = chunk.len() as f64;
-        text += loss.text.into_scalar().elem::<f64>() * n;
-        image += loss.image.into_scalar().elem::<f64>() * n;
-    }
-    let n = split.len().max(1) as f64;
-    DalleEvaluation {
-        text_loss: text / n,
-        image_loss: image / n,
-    }
-}
-
-/// Held-out examples whose samples are drawn every epoch.
-const SHOWN_CAPTIONS: usize = 4;
-const SAMPLES_PER_CAPTION: usize = 6;
 
 /// The decoder as a task of the engine: `(CE_text + 7 CE_image) / 8` of a batch with a
 /// random caption per image, dropped to the null caption with probability `caption_dropout`.
@@ -491,74 +321,4 @@ pub fn with_vqvae_fingerprint(
         ))
     })?;
     Ok(config)
-}
-
-/// One row per shown held-out caption: the real image, then samples.
-fn write_samples<B: Backend>(
-    model: &Dalle<B>,
-    vqvae: &TrainedVqVae<B>,
-    val: &DalleSplit,
-    path: &Path,
-    device: &B::Device,
-) -> Result<(), CheckpointError> {
-    let shown = &val.examples[..val.len().min(SHOWN_CAPTIONS)];
-    let texts: Vec<Vec<u32>> = shown
-        .iter()
-        .flat_map(|example| {
-            std::iter::repeat_n(
-                model.config.text_ids(&example.captions[0]),
-                SAMPLES_PER_CAPTION,
-            )
-        })
-        .collect();
-    let sampling = SamplingConfig::recommended();
-    let codes = generate(model, &texts, &sampling, device);
-    let generated = decode_codes(&vqvae.model, &codes, model.config.grid, device);
-    let real = decode_codes(
-        &vqvae.model,
-        &shown
-            .iter()
-            .map(|e| e.codes.iter().map(|&c| c as usize).collect())
-            .collect::<Vec<_>>(),
-        model.config.grid,
-        device,
-    );
-    let rows: Vec<Vec<Vec<u8>>> = real
-        .into_iter()
-        .zip(generated.chunks(SAMPLES_PER_CAPTION))
-        .map(|(real, samples)| {
-            std::iter::once(real)
-                .chain(samples.iter().cloned())
-                .collect()
-        })
-        .collect();
-    let size = vqvae.config.image_size;
-    write_image_grid(path, &rows, size, (96 / size).max(1) as u32)
-}
-
-fn write_loss_curve(
-    history: &[EpochLog<DalleEvaluation>],
-    dir: &Path,
-) -> Result<(), CheckpointError> {
-    let series = |name: &str, color: usize, value: fn(&EpochLog<DalleEvaluation>) -> f64| Series {
-        name: name.to_string(),
-        points: history.iter().map(|h| (h.epoch as f64, value(h))).collect(),
-        color,
-    };
-    line_chart(
-        &dir.join("curve-loss.png"),
-        "DALL-E decoder cross-entropy (nats per token)",
-        "epoch",
-        "cross-entropy",
-        &[
-            series("text, train", 0, |h| {
-                h.train.get("text").unwrap_or(f64::NAN)
-            }),
-            series("text, held-out", 1, |h| h.eval.text_loss),
-            series("image, train", 2, |h| {
-                h.train.get("image").unwrap_or(f64::NAN)
-            }),
-            series("image, held-out", 3, |h| h.eval.image_loss),
-        ],
-    )
 }

@@ -11,169 +11,29 @@
 //! (with the heads), `result.json`, `curve-loss.png` (training), `curve-val-loss.png` (held-out)
 //! and `curve-matching-accuracy.png`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
 use indicatif::MultiProgress;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::budget::Budget;
-use super::engine::{
-    seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
+use super::engine::{seeded_init, train, Losses, RunDisplay, StepOutput, TrainingTask};
+pub use super::lxmert_pretrain_config::{
+    budgets, fill_lxmert, lxmert_presets, PretrainLxmertConfig,
 };
-use super::plots::{line_chart, line_chart_with_references, Reference, Series};
+use super::lxmert_pretrain_eval::{evaluate_pretraining, write_curves};
+pub use super::lxmert_pretrain_eval::{ObjectiveLosses, PretrainEvaluation};
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 use super::{RunPaths, TrainError};
-use crate::data::lxmert_pretraining::{pixel_batch, region_batch, BatchRecipe, MaskingConfig};
-use crate::data::{prepare_data, DataConfig, LoadError, PreparedData};
+use crate::data::lxmert_pretraining::{pixel_batch, region_batch, BatchRecipe};
+use crate::data::{prepare_data, LoadError, PreparedData};
 use crate::data::{ClassificationSplit, RegionFeatureError, RegionFeatures};
 use crate::io::checkpoint::{save_safetensors, write_atomic, CheckpointError};
 use crate::io::progress;
-use crate::models::lxmert::{
-    LxmertConfig, LxmertPretraining, LxmertPretrainingConfig, Objectives, PretrainingBatch,
-    PretrainingLosses, PATCH_TARGET_WIDTH,
-};
+use crate::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig, PretrainingBatch};
 use crate::nn::PatchEncoderConfig;
-
-/// LXMERT sizes of the presets, reading pixels; data-derived fields are placeholders until
-/// [`fill_lxmert`] sets them.
-pub mod lxmert_presets {
-    use crate::models::lxmert::LxmertConfig;
-    use crate::nn::PatchEncoderConfig;
-
-    /// 2/1/1 layers of width 64 over 12-pixel patches: pretrains in minutes on a 2-core CPU.
-    pub fn small() -> LxmertConfig {
-        LxmertConfig::small(0, 64)
-            .with_dropout(0.0)
-            .with_pixels(Some(
-                PatchEncoderConfig::new(48, 12, 64).with_stem_channels(16),
-            ))
-    }
-
-    /// The released model: 9/5/5 layers, 768 wide, 12 heads; 32-pixel patches for pixels.
-    pub fn base() -> LxmertConfig {
-        LxmertConfig::new(0, 768).with_pixels(Some(
-            PatchEncoderConfig::new(224, 32, 768).with_stem_channels(64),
-        ))
-    }
-}
-
-/// `template` with what the data fixes filled in: the vocabulary, the caption positions
-/// (`max_text_len` + `[CLS]` and `[SEP]`), and either the image size of the patch encoder
-/// (`image_size` `Some`) or the width of region features (pixels off).
-pub fn fill_lxmert(
-    template: &LxmertConfig,
-    vocab_size: usize,
-    max_text_len: usize,
-    image_size: Option<usize>,
-    region_features: usize,
-) -> LxmertConfig {
-    let mut config = template.clone();
-    config.vocab_size = vocab_size;
-    config.max_positions = max_text_len + 2;
-    match (image_size, config.pixels.as_mut()) {
-        (Some(size), Some(pixels)) => pixels.image_size = size,
-        (Some(size), None) => {
-            config.pixels = Some(PatchEncoderConfig::new(size, 16, config.d_feature));
-        }
-        (None, _) => {
-            config.pixels = None;
-            config.d_feature = region_features;
-        }
-    }
-    config
-}
-
-/// Pretraining budgets.
-pub mod budgets {
-    use super::Budget;
-
-    /// A 2-core CPU on the synthetic set: a few minutes.
-    pub fn synthetic() -> Budget {
-        Budget::new(6, 32, 1e-3)
-    }
-
-    /// LXMERT's schedule: 20 epochs of batch 256 at lr 1e-4.
-    pub fn coco() -> Budget {
-        Budget::new(20, 256, 1e-4)
-    }
-}
-
-/// The whole pretraining run, saved as `config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PretrainLxmertConfig {
-    pub data: DataConfig,
-    /// A feature file from `lxmert-features convert`; `None` reads pixels.
-    pub features: Option<PathBuf>,
-    /// The encoder; vocabulary, caption positions, image size and region-feature width are
-    /// filled in from the data ([`PretrainLxmertConfig::model_config`]).
-    pub model: LxmertConfig,
-    pub objectives: Objectives,
-    pub masking: MaskingConfig,
-    pub budget: Budget,
-}
-
-impl PretrainLxmertConfig {
-    /// The built-in synthetic set at the `classify` preset's image size and vocabulary.
-    pub fn synthetic() -> Self {
-        Self {
-            data: DataConfig::synthetic(),
-            features: None,
-            model: lxmert_presets::small(),
-            objectives: Objectives::ALL,
-            masking: MaskingConfig::default(),
-            budget: budgets::synthetic(),
-        }
-    }
-
-    /// MSCOCO 2014 captions on a GPU: the base model, LXMERT's batch 256 and lr 1e-4.
-    pub fn coco(root: PathBuf) -> Self {
-        let mut config = Self::synthetic();
-        config.data = DataConfig::coco(root);
-        config.model = lxmert_presets::base();
-        config.budget = budgets::coco();
-        config
-    }
-
-    /// The pretraining model for `data` (and `features` when set).
-    pub fn model_config(
-        &self,
-        vocab_size: usize,
-        features: Option<&RegionFeatures>,
-        n_object_labels: Option<usize>,
-        n_attribute_labels: Option<usize>,
-    ) -> LxmertPretrainingConfig {
-        let max_text_len = self.data.max_text_len;
-        match features {
-            None => LxmertPretrainingConfig::new(
-                fill_lxmert(
-                    &self.model,
-                    vocab_size,
-                    max_text_len,
-                    Some(self.data.image_size),
-                    0,
-                ),
-                PATCH_TARGET_WIDTH,
-            ),
-            Some(features) => LxmertPretrainingConfig::new(
-                fill_lxmert(
-                    &self.model,
-                    vocab_size,
-                    max_text_len,
-                    None,
-                    features.d_feature(),
-                ),
-                features.d_feature(),
-            )
-            .with_n_object_labels(n_object_labels)
-            .with_n_attribute_labels(n_attribute_labels),
-        }
-    }
-}
 
 /// Everything that can stop pretraining, each naming what is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -188,113 +48,6 @@ pub enum PretrainError {
     Train(#[from] TrainError),
     #[error("{0}")]
     Config(String),
-}
-
-/// Mean losses of one pass, per objective (`None` when switched off).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ObjectiveLosses {
-    pub masked_language: Option<f64>,
-    pub object_feature: Option<f64>,
-    pub object_label: Option<f64>,
-    pub object_attribute: Option<f64>,
-    pub matching: Option<f64>,
-    pub total: f64,
-}
-
-impl ObjectiveLosses {
-    const NAMES: [&'static str; 5] = [
-        "masked LM",
-        "object feature",
-        "object label",
-        "object attribute",
-        "matching",
-    ];
-
-    fn parts(&self) -> [Option<f64>; 5] {
-        [
-            self.masked_language,
-            self.object_feature,
-            self.object_label,
-            self.object_attribute,
-            self.matching,
-        ]
-    }
-}
-
-/// Sums of each objective's loss over the steps of a pass, kept on the device.
-struct LossSums<B: Backend> {
-    parts: [Option<Tensor<B, 1>>; 5],
-    total: Option<Tensor<B, 1>>,
-    steps: usize,
-}
-
-impl<B: Backend> LossSums<B> {
-    fn new() -> Self {
-        Self {
-            parts: Default::default(),
-            total: None,
-            steps: 0,
-        }
-    }
-
-    fn add(&mut self, losses: &PretrainingLosses<B>) {
-        let new = [
-            &losses.masked_language,
-            &losses.object_feature,
-            &losses.object_label,
-            &losses.object_attribute,
-            &losses.matching,
-        ];
-        let add = |sum: Option<Tensor<B, 1>>, value: Tensor<B, 1>| match sum {
-            Some(sum) => sum + value,
-            None => value,
-        };
-        for (sum, value) in self.parts.iter_mut().zip(new) {
-            if let Some(value) = value {
-                *sum = Some(add(sum.take(), value.clone()));
-            }
-        }
-        self.total = Some(add(self.total.take(), losses.total.clone()));
-        self.steps += 1;
-    }
-
-    fn means(self) -> ObjectiveLosses {
-        let n = self.steps.max(1) as f64;
-        let mean = |t: Option<Tensor<B, 1>>| t.map(|t| t.into_scalar().elem::<f64>() / n);
-        let [a, b, c, d, e] = self.parts;
-        ObjectiveLosses {
-            masked_language: mean(a),
-            object_feature: mean(b),
-            object_label: mean(c),
-            object_attribute: mean(d),
-            matching: mean(e),
-            total: mean(self.total).unwrap_or(0.0),
-        }
-    }
-}
-
-/// Held-out numbers of one pretraining epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PretrainEvaluation {
-    pub losses: ObjectiveLosses,
-    /// Held-out accuracy of the matching head on half-swapped pairs (chance: 0.5).
-    pub matching_accuracy: Option<f64>,
-}
-
-impl EpochEvaluation for PretrainEvaluation {
-    fn metrics(&self) -> Vec<(&'static str, f64)> {
-        let mut metrics: Vec<(&'static str, f64)> = vec![("loss", self.losses.total)];
-        metrics.extend(
-            ObjectiveLosses::NAMES
-                .iter()
-                .zip(self.losses.parts())
-                .filter_map(|(name, value)| value.map(|v| (*name, v))),
-        );
-        if let Some(accuracy) = self.matching_accuracy {
-            metrics.push(("matching accuracy", accuracy));
-        }
-        metrics
-    }
 }
 
 /// What `result.json` holds.
@@ -438,7 +191,14 @@ impl<B: AutodiffBackend> TrainingTask<B> for PretrainTask<'_> {
         _epoch: usize,
         device: &B::Device,
     ) -> Result<PretrainEvaluation, TrainError> {
-        evaluate_pretraining(self, model, device)
+        let val = &self.data.val;
+        evaluate_pretraining(
+            model,
+            val.len(),
+            self.config.budget.batch_size,
+            self.config.objectives,
+            |indices, rng| self.batch::<B::InnerBackend>(val, indices, rng, device),
+        )
     }
 
     fn charts(&self, history: &[EpochLog<PretrainEvaluation>]) -> Result<(), TrainError> {
@@ -510,94 +270,6 @@ pub fn pretrain_on<B: AutodiffBackend>(
     training_report("LXMERT pretraining", out_dir, config, &result.history, None)?;
     run_dir.finish(&result)?;
     Ok(result)
-}
-
-/// Held-out losses with masks drawn from a fixed seed (the same every epoch), and the matching
-/// head's accuracy.
-fn evaluate_pretraining<B: Backend>(
-    task: &PretrainTask,
-    model: &LxmertPretraining<B>,
-    device: &B::Device,
-) -> Result<PretrainEvaluation, TrainError> {
-    let val = &task.data.val;
-    let mut rng = StdRng::seed_from_u64(0x5eed_0e7a);
-    let mut sums = LossSums::<B>::new();
-    let (mut correct, mut total) = (0usize, 0usize);
-    let indices: Vec<usize> = (0..val.len()).collect();
-    for chunk in indices.chunks(task.config.budget.batch_size) {
-        let batch = task.batch::<B>(val, chunk, &mut rng, device)?;
-        let losses = model.losses(batch, task.config.objectives);
-        if let Some(hits) = &losses.matching_correct {
-            correct += hits.clone().into_scalar().elem::<f64>() as usize;
-            total += chunk.len();
-        }
-        sums.add(&losses);
-    }
-    Ok(PretrainEvaluation {
-        losses: sums.means(),
-        matching_accuracy: task
-            .config
-            .objectives
-            .matching
-            .then(|| correct as f64 / total.max(1) as f64),
-    })
-}
-
-fn write_curves(
-    out_dir: &Path,
-    history: &[EpochLog<PretrainEvaluation>],
-) -> Result<(), CheckpointError> {
-    type Pick = fn(&EpochLog<PretrainEvaluation>) -> [Option<f64>; 5];
-    let splits: [(&str, &str, Pick); 2] = [
-        ("curve-loss.png", "training", |h| {
-            ObjectiveLosses::NAMES.map(|name| h.train.get(name))
-        }),
-        ("curve-val-loss.png", "held-out", |h| h.eval.losses.parts()),
-    ];
-    for (file, split, pick) in splits {
-        let series: Vec<Series> = ObjectiveLosses::NAMES
-            .iter()
-            .enumerate()
-            .map(|(index, name)| Series {
-                name: name.to_string(),
-                points: history
-                    .iter()
-                    .filter_map(|h| pick(h)[index].map(|v| (h.epoch as f64, v)))
-                    .collect(),
-                color: index,
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect();
-        line_chart(
-            &out_dir.join(file),
-            &format!("LXMERT pretraining: {split} loss per objective"),
-            "epoch",
-            "loss",
-            &series,
-        )?;
-    }
-    let accuracy: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|h| h.eval.matching_accuracy.map(|a| (h.epoch as f64, a)))
-        .collect();
-    if !accuracy.is_empty() {
-        line_chart_with_references(
-            &out_dir.join("curve-matching-accuracy.png"),
-            "Held-out image-text matching accuracy",
-            "epoch",
-            "accuracy",
-            &[Series {
-                name: "matching".into(),
-                points: accuracy,
-                color: 0,
-            }],
-            &[Reference {
-                name: "chance".into(),
-                y: 0.5,
-            }],
-        )?;
-    }
-    Ok(())
 }
 
 /// Prepares the data (generating the synthetic set when no COCO root is given), claims the

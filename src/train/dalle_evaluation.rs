@@ -1,0 +1,128 @@
+//! The DALL-E decoder's held-out cross-entropies, its per-epoch sample grids and loss curve.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ElementConversion;
+use serde::{Deserialize, Serialize};
+
+use super::plots::{line_chart, Series};
+use super::run_dir::{EpochEvaluation, EpochLog};
+use super::vqvae::{decode_codes, TrainedVqVae};
+use crate::data::DalleSplit;
+use crate::io::checkpoint::CheckpointError;
+use crate::io::image_grid::write_image_grid;
+use crate::models::dalle::{generate, Dalle, SamplingConfig};
+
+/// Held-out cross-entropies after an epoch, in nats per token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DalleEvaluation {
+    pub text_loss: f64,
+    pub image_loss: f64,
+}
+
+impl EpochEvaluation for DalleEvaluation {
+    fn metrics(&self) -> Vec<(&'static str, f64)> {
+        vec![("text CE", self.text_loss), ("image CE", self.image_loss)]
+    }
+}
+
+/// Mean text and image cross-entropy over every example of `split` (first caption each).
+pub fn evaluate_dalle<B: Backend>(
+    model: &Dalle<B>,
+    split: &DalleSplit,
+    batch_size: usize,
+    device: &B::Device,
+) -> DalleEvaluation {
+    let (mut text, mut image) = (0.0, 0.0);
+    let indices: Vec<usize> = (0..split.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        let zeros = vec![0; chunk.len()];
+        let keep = vec![false; chunk.len()];
+        let (t, codes) = split.batch::<B>(&model.config, chunk, &zeros, &keep, device);
+        let (logits, targets) = model.forward(t, codes);
+        let loss = model.loss(logits, targets);
+        let n = chunk.len() as f64;
+        text += loss.text.into_scalar().elem::<f64>() * n;
+        image += loss.image.into_scalar().elem::<f64>() * n;
+    }
+    let n = split.len().max(1) as f64;
+    DalleEvaluation {
+        text_loss: text / n,
+        image_loss: image / n,
+    }
+}
+
+/// Held-out examples whose samples are drawn every epoch.
+pub const SHOWN_CAPTIONS: usize = 4;
+pub const SAMPLES_PER_CAPTION: usize = 6;
+
+/// One row per shown held-out caption: the real image, then samples.
+pub fn write_samples<B: Backend>(
+    model: &Dalle<B>,
+    vqvae: &TrainedVqVae<B>,
+    val: &DalleSplit,
+    path: &Path,
+    device: &B::Device,
+) -> Result<(), CheckpointError> {
+    let shown = &val.examples[..val.len().min(SHOWN_CAPTIONS)];
+    let texts: Vec<Vec<u32>> = shown
+        .iter()
+        .flat_map(|example| {
+            std::iter::repeat_n(
+                model.config.text_ids(&example.captions[0]),
+                SAMPLES_PER_CAPTION,
+            )
+        })
+        .collect();
+    let sampling = SamplingConfig::recommended();
+    let codes = generate(model, &texts, &sampling, device);
+    let generated = decode_codes(&vqvae.model, &codes, model.config.grid, device);
+    let real = decode_codes(
+        &vqvae.model,
+        &shown
+            .iter()
+            .map(|e| e.codes.iter().map(|&c| c as usize).collect())
+            .collect::<Vec<_>>(),
+        model.config.grid,
+        device,
+    );
+    let rows: Vec<Vec<Vec<u8>>> = real
+        .into_iter()
+        .zip(generated.chunks(SAMPLES_PER_CAPTION))
+        .map(|(real, samples)| {
+            std::iter::once(real)
+                .chain(samples.iter().cloned())
+                .collect()
+        })
+        .collect();
+    let size = vqvae.config.image_size;
+    write_image_grid(path, &rows, size, (96 / size).max(1) as u32)
+}
+
+pub fn write_loss_curve(
+    history: &[EpochLog<DalleEvaluation>],
+    dir: &Path,
+) -> Result<(), CheckpointError> {
+    let series = |name: &str, color: usize, value: fn(&EpochLog<DalleEvaluation>) -> f64| Series {
+        name: name.to_string(),
+        points: history.iter().map(|h| (h.epoch as f64, value(h))).collect(),
+        color,
+    };
+    line_chart(
+        &dir.join("curve-loss.png"),
+        "DALL-E decoder cross-entropy (nats per token)",
+        "epoch",
+        "cross-entropy",
+        &[
+            series("text, train", 0, |h| {
+                h.train.get("text").unwrap_or(f64::NAN)
+            }),
+            series("text, held-out", 1, |h| h.eval.text_loss),
+            series("image, train", 2, |h| {
+                h.train.get("image").unwrap_or(f64::NAN)
+            }),
+            series("image, held-out", 3, |h| h.eval.image_loss),
+        ],
+    )
+}

@@ -1,0 +1,109 @@
+//! What one epoch of any family leaves in `state.json`, `result.json` and `metrics.jsonl`.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Held-out numbers of one epoch, in the order they are shown. Each must be finite.
+pub trait EpochEvaluation: Clone + Serialize + DeserializeOwned {
+    fn metrics(&self) -> Vec<(&'static str, f64)>;
+}
+
+/// Mean training losses of an epoch, by name ("total" first), kept in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LossMeans(pub Vec<(String, f64)>);
+
+impl LossMeans {
+    /// The mean of the part called `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+impl Serialize for LossMeans {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for LossMeans {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> serde::de::Visitor<'de> for InOrder {
+            type Value = LossMeans;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of loss names to numbers")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LossMeans, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(entry) = map.next_entry::<String, f64>()? {
+                    parts.push(entry);
+                }
+                Ok(LossMeans(parts))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
+    }
+}
+
+/// One epoch of any family: its training losses and the family's held-out evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog<E> {
+    pub epoch: usize,
+    /// Optimisation steps done after this epoch.
+    pub steps: usize,
+    /// The learning rate of the epoch's last step.
+    pub learning_rate: f64,
+    pub train: LossMeans,
+    pub eval: E,
+    pub train_seconds: f64,
+    pub samples_per_second: f64,
+}
+
+impl<E: EpochEvaluation> EpochLog<E> {
+    /// One line: training losses, held-out metrics, time.
+    pub fn summary(&self) -> String {
+        let train: Vec<String> = self
+            .train
+            .0
+            .iter()
+            .map(|(name, value)| format!("{name} {value:.4}"))
+            .collect();
+        let eval: Vec<String> = self
+            .eval
+            .metrics()
+            .iter()
+            .map(|(name, value)| format!("{name} {value:.4}"))
+            .collect();
+        format!(
+            "train {}; held-out {} ({:.1}s, {:.0} samples/s)",
+            train.join(", "),
+            eval.join(", "),
+            self.train_seconds,
+            self.samples_per_second
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_means_keep_their_order_through_json() {
+        let means = LossMeans(vec![
+            ("total".into(), 0.1 + 0.2),
+            ("b".into(), 1e-300),
+            ("a".into(), 3.0),
+        ]);
+        let json = serde_json::to_string(&means).unwrap();
+        assert_eq!(serde_json::from_str::<LossMeans>(&json).unwrap(), means);
+    }
+}
