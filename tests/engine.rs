@@ -211,10 +211,17 @@ fn stop_then_resume(task: Regression) -> String {
     assert!(dir.path().join("checkpoint-epoch2.safetensors").exists());
     assert!(!dir.path().join("checkpoint-epoch3.safetensors").exists());
     assert!(!dir.path().join("result.json").exists());
+    let stopped = std::fs::read_to_string(dir.path().join("stopped.json"))
+        .expect("a non-finite stop is recorded, so that a lower --lr may continue");
+    assert!(stopped.contains("became NaN"), "{stopped}");
 
     let reference = run(&Regression::new(None, None), common::tempdir().path()).unwrap();
     let resumed = run(&Regression::new(None, None), dir.path()).unwrap();
     assert_eq!(resumed, reference, "resuming gives the uninterrupted run");
+    assert!(
+        !dir.path().join("stopped.json").exists(),
+        "a committed epoch clears the stop"
+    );
     let steps: Vec<u64> = lines(&dir.path().join("metrics.jsonl"))
         .iter()
         .filter(|m| m["kind"] == "step")

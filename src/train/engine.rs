@@ -281,26 +281,6 @@ where
     B: AutodiffBackend,
     T: TrainingTask<B>,
 {
-    let outcome = train_epochs(task, model, budget, run_dir, display, device);
-    if let Err(error @ TrainError::NonFinite { .. }) = &outcome {
-        // Lets the next command in this directory lower the learning rate and continue.
-        run_dir.mark_stopped(&error.to_string())?;
-    }
-    outcome
-}
-
-fn train_epochs<B, T>(
-    task: &T,
-    model: T::Model,
-    budget: &Budget,
-    run_dir: &RunDir,
-    display: &RunDisplay,
-    device: &B::Device,
-) -> Result<TrainedOf<B, T>, TrainError>
-where
-    B: AutodiffBackend,
-    T: TrainingTask<B>,
-{
     budget.validate()?;
     let n_train = task.n_train();
     if n_train == 0 {
@@ -369,11 +349,15 @@ where
                 step_started.elapsed().as_secs_f64(),
             );
             if pending.len() >= display.log_every.max(1) {
-                pending.flush(&mut sums, &mut metrics, &display.name, epoch + 1)?;
+                pending
+                    .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
+                    .map_err(|e| run_dir.stopped(e))?;
             }
             bar.inc(1);
         }
-        pending.flush(&mut sums, &mut metrics, &display.name, epoch + 1)?;
+        pending
+            .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
+            .map_err(|e| run_dir.stopped(e))?;
         let train_seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         display.progress.remove(&bar);
@@ -381,24 +365,24 @@ where
         let valid = model.valid();
         let steps_done = (epoch + 1) * steps_per_epoch;
         if let Some((path, value)) = first_non_finite_parameter(&valid) {
-            return Err(TrainError::NonFinite {
+            return Err(run_dir.stopped(TrainError::NonFinite {
                 run: display.name.clone(),
                 epoch: epoch + 1,
                 step: steps_done,
                 objective: format!("weight {path}"),
                 value,
-            });
+            }));
         }
         let evaluation = task.evaluate(&valid, epoch + 1, device)?;
         for (name, value) in evaluation.metrics() {
             if !value.is_finite() {
-                return Err(TrainError::NonFinite {
+                return Err(run_dir.stopped(TrainError::NonFinite {
                     run: display.name.clone(),
                     epoch: epoch + 1,
                     step: steps_done,
                     objective: format!("held-out {name}"),
                     value,
-                });
+                }));
             }
         }
         let log = EpochLog {

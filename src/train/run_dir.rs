@@ -222,15 +222,18 @@ impl RunDir {
         Ok(())
     }
 
-    /// Records why the run stopped (a non-finite value), so that the next command here may
-    /// change the learning rate and continue from the last good epoch.
-    pub fn mark_stopped(&self, reason: &str) -> Result<(), TrainError> {
-        write_atomic(
-            &self.dir.join(STOPPED),
-            &serde_json::to_vec_pretty(&serde_json::json!({ "reason": reason }))
-                .expect("serialises"),
-        )?;
-        Ok(())
+    /// Passes `error` through; a non-finite one is first recorded in `stopped.json`, so that
+    /// the next command here may lower the learning rate and continue from the last good epoch.
+    /// (Failing to record it leaves the run resumable with its own learning rate.)
+    pub fn stopped(&self, error: TrainError) -> TrainError {
+        if matches!(error, TrainError::NonFinite { .. }) {
+            let reason = serde_json::json!({ "reason": error.to_string() });
+            let _ = write_atomic(
+                &self.dir.join(STOPPED),
+                &serde_json::to_vec_pretty(&reason).expect("serialises"),
+            );
+        }
+        error
     }
 
     /// Writes `result.json` (which marks the run finished) and removes the resume state.
