@@ -5,6 +5,7 @@
 
 mod bench_dalle;
 mod bench_lxmert;
+mod bench_pytorch;
 mod bench_vqvae;
 
 use std::marker::PhantomData;
@@ -48,7 +49,12 @@ struct Args {
     /// --features cuda).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// Which sections to run.
+    /// Interleaved rounds of the `pytorch` section.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Which sections to run. `pytorch` (not run unless named) times every family next to
+    /// the PyTorch reference in experiments/reference/bench_reference.py; it needs a Python
+    /// with torch (VISLANG_PYTHON, else python3).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Section::Data, Section::Classifier, Section::Lxmert, Section::Vqvae, Section::Dalle])]
     sections: Vec<Section>,
 }
@@ -66,6 +72,8 @@ enum Section {
     Vqvae,
     /// DALL-E decoder training tokens/s, and generation with and without the cache.
     Dalle,
+    /// Every family next to PyTorch, interleaved, with ratios.
+    Pytorch,
 }
 
 /// Training samples/s of one modality at one batch size: the engine's own step.
@@ -94,6 +102,12 @@ where
     M: AutodiffModule<B> + ModuleSnapshot<B> + MultiLabelClassifier<B>,
     M::InnerModule: MultiLabelClassifier<B::InnerBackend>,
 {
+    let (task, budget) = classifier_task(data, batch_size);
+    examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
+}
+
+/// The classifier training task the bench times, and the preset's budget at `batch_size`.
+pub fn classifier_task<M>(data: &PreparedData, batch_size: usize) -> (ClassifierTask<'_, M>, Budget) {
     let budget = Budget {
         batch_size,
         ..ClassifyConfig::synthetic().training
@@ -106,11 +120,22 @@ where
         dropout: false,
         model: PhantomData,
     };
-    examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
+    (task, budget)
 }
 
 fn main() {
     let args = Args::parse();
+    let python = if args.sections.contains(&Section::Pytorch) {
+        match bench_pytorch::find_python() {
+            Ok(python) => Some(python),
+            Err(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
     println!("machine: {}", machine());
     let synthetic = SyntheticCocoConfig::default();
     let root = args
@@ -152,6 +177,20 @@ fn main() {
     }
     if args.sections.contains(&Section::Dalle) {
         bench_dalle::run(args.steps);
+    }
+    if let Some(python) = python {
+        let data = classifier_data(&root, &cache_dir);
+        let paths = RunPaths {
+            out_dir: args.data_dir.join("unused"),
+            data_dir: args.data_dir.clone(),
+            cache_dir: cache_dir.clone(),
+        };
+        let vqvae_data = prepare_vqvae_data(&TrainVqVaeConfig::synthetic().data, &paths, false)
+            .expect("VQ-VAE data");
+        if let Err(message) = bench_pytorch::run(&python, &data, &vqvae_data, args.rounds, args.steps) {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
     }
 }
 

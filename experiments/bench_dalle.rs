@@ -16,48 +16,74 @@ use vislang::train::dalle::{DalleExample, DalleSplit, DalleTask, TrainDalleConfi
 use vislang::train::engine::examples_per_second;
 use vislang::train::Budget;
 
-/// The synthetic preset's decoder over a 256-entry BPE vocabulary and 8x8 grids of 512 codes.
-fn preset() -> DalleConfig {
-    TrainDalleConfig::synthetic("unused".into()).model_config(256, 512, [8, 8])
+/// The synthetic preset's decoder over a 256-entry BPE vocabulary and 8x8 grids of 512 codes,
+/// reading `text_len` caption positions.
+pub fn preset(text_len: usize) -> DalleConfig {
+    let mut config = TrainDalleConfig::synthetic("unused".into()).model_config(256, 512, [8, 8]);
+    config.text_len = text_len;
+    config
 }
 
-/// `n` examples with one random 12-token caption and random codes each.
-fn random_split(config: &DalleConfig, n: usize, rng: &mut StdRng) -> DalleSplit {
-    let examples = (0..n)
-        .map(|i| DalleExample {
-            image_id: i as u64,
-            captions: vec![(0..12).map(|_| rng.random_range(0..256)).collect()],
-            raw_captions: vec![String::new()],
-            codes: (0..config.n_image_tokens())
-                .map(|_| rng.random_range(0..512))
-                .collect(),
-        })
-        .collect();
-    DalleSplit { examples }
+/// What the bench trains the decoder on: random captions and codes of the preset's shape.
+/// Weights and values do not change the cost.
+pub struct DalleWorkload {
+    pub config: DalleConfig,
+    pub budget: Budget,
+    split: DalleSplit,
+    caption_dropout: f64,
+}
+
+impl DalleWorkload {
+    /// `4 * batch` examples with a random caption of up to `text_len` tokens each.
+    pub fn new(text_len: usize, batch: usize) -> Self {
+        let config = preset(text_len);
+        let preset = TrainDalleConfig::synthetic("unused".into());
+        let mut rng = StdRng::seed_from_u64(0);
+        let examples = (0..4 * batch)
+            .map(|i| DalleExample {
+                image_id: i as u64,
+                captions: vec![(0..text_len.min(12))
+                    .map(|_| rng.random_range(0..256))
+                    .collect()],
+                raw_captions: vec![String::new()],
+                codes: (0..config.n_image_tokens())
+                    .map(|_| rng.random_range(0..512))
+                    .collect(),
+            })
+            .collect();
+        Self {
+            config,
+            budget: Budget {
+                batch_size: batch,
+                ..preset.training
+            },
+            split: DalleSplit { examples },
+            caption_dropout: preset.caption_dropout,
+        }
+    }
+
+    /// The training task the bench times.
+    pub fn task<B: Backend>(&self) -> DalleTask<'_, B> {
+        DalleTask {
+            train: &self.split,
+            val: &self.split,
+            model_config: &self.config,
+            caption_dropout: self.caption_dropout,
+            batch_size: self.budget.batch_size,
+            dropout: false,
+            vqvae: None,
+            out_dir: Path::new("unused"),
+        }
+    }
 }
 
 /// Training tokens/s (every stream position counts): the engine's own step.
 pub fn train_throughput<B: AutodiffBackend>(batch: usize, steps: usize, device: &B::Device) -> f64 {
-    let config = preset();
-    let preset = TrainDalleConfig::synthetic("unused".into());
-    let budget = Budget {
-        batch_size: batch,
-        ..preset.training
-    };
-    let split = random_split(&config, 4 * batch, &mut StdRng::seed_from_u64(0));
-    let task = DalleTask::<B::InnerBackend> {
-        train: &split,
-        val: &split,
-        model_config: &config,
-        caption_dropout: preset.caption_dropout,
-        batch_size: batch,
-        dropout: false,
-        vqvae: None,
-        out_dir: Path::new("unused"),
-    };
-    let model: Dalle<B> = config.init(device);
-    examples_per_second(&task, model, &budget, 2, steps, device).expect("bench step")
-        * config.seq_len() as f64
+    let workload = DalleWorkload::new(24, batch);
+    let task = workload.task::<B::InnerBackend>();
+    let model: Dalle<B> = workload.config.init(device);
+    examples_per_second(&task, model, &workload.budget, 2, steps, device).expect("bench step")
+        * workload.config.seq_len() as f64
 }
 
 /// `(images/s, image tokens/s)` of sampling `batch` images at once.
@@ -66,7 +92,7 @@ pub fn generation_throughput<B: Backend>(
     use_cache: bool,
     device: &B::Device,
 ) -> (f64, f64) {
-    let config = preset();
+    let config = preset(24);
     let model: Dalle<B> = config.init(device);
     let texts: Vec<Vec<u32>> = (0..batch)
         .map(|i| config.text_ids(&[i as u32 % 256]))
@@ -87,7 +113,7 @@ pub fn generation_throughput<B: Backend>(
 }
 
 pub fn run(steps: usize) {
-    let config = preset();
+    let config = preset(24);
     println!(
         "\n## DALL-E decoder, synthetic preset ({} layers, width {}, {} text + {} image positions)",
         config.n_layers,

@@ -12,10 +12,10 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::models::classifier::Modality;
-use vislang::models::lxmert::LxmertPretraining;
+use vislang::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig};
 use vislang::train::classify::{lxmert_config, model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
-use vislang::train::lxmert_pretrain::{PretrainTask, PretrainingImages};
+use vislang::train::lxmert_pretrain::{PretrainLxmertConfig, PretrainTask, PretrainingImages};
 
 use crate::classifier_throughput;
 
@@ -28,7 +28,7 @@ fn status_kib(field: &str) -> Option<u64> {
 
 /// Runs `work` with the peak-RSS counter reset; returns its result, the peak (MiB) and the
 /// resident set before it started (MiB). `None` where Linux's counters are unavailable.
-fn with_peak_memory<T>(work: impl FnOnce() -> T) -> (T, Option<(f64, f64)>) {
+pub fn with_peak_memory<T>(work: impl FnOnce() -> T) -> (T, Option<(f64, f64)>) {
     let before = status_kib("VmRSS:");
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let value = work();
@@ -49,18 +49,36 @@ pub fn pretraining_throughput<B: AutodiffBackend>(
     steps: usize,
     device: &B::Device,
 ) -> f64 {
+    let (pretraining, config) = pretraining_setup(data, batch_size);
+    let model: LxmertPretraining<B> = config.init(device);
+    let task = pretraining_task(&pretraining, &config, data);
+    examples_per_second(&task, model, &pretraining.budget, 3, steps, device).expect("bench step")
+}
+
+/// The synthetic preset's pretraining run at `batch_size`, and its filled model config.
+pub fn pretraining_setup(
+    data: &PreparedData,
+    batch_size: usize,
+) -> (PretrainLxmertConfig, LxmertPretrainingConfig) {
     let mut pretraining = ClassifyConfig::synthetic().lxmert_pretraining();
     pretraining.budget.batch_size = batch_size;
     let config = pretraining.model_config(data.tokenizer.vocab_size(), None, None, None);
-    let model: LxmertPretraining<B> = config.init(device);
-    let task = PretrainTask::new(
-        &pretraining,
-        &config,
+    (pretraining, config)
+}
+
+/// The pretraining task (on pixels) the bench times.
+pub fn pretraining_task<'a>(
+    pretraining: &'a PretrainLxmertConfig,
+    config: &LxmertPretrainingConfig,
+    data: &'a PreparedData,
+) -> PretrainTask<'a> {
+    PretrainTask::new(
+        pretraining,
+        config,
         data,
         PretrainingImages::Pixels,
         Path::new("unused"),
-    );
-    examples_per_second(&task, model, &pretraining.budget, 3, steps, device).expect("bench step")
+    )
 }
 
 /// Samples/s of classifier fine-tuning steps: LXMERT, or a single-stream `modality`.

@@ -20,19 +20,24 @@ pub fn train_throughput<B: AutodiffBackend>(
     steps: usize,
     device: &B::Device,
 ) -> f64 {
-    let preset = TrainVqVaeConfig::synthetic();
+    let (task, budget) = vqvae_task(data, batch_size);
+    let model = TrainVqVaeConfig::synthetic().model.init::<B>(device);
+    examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
+}
+
+/// The VQ-VAE training task the bench times, and the preset's budget at `batch_size`.
+pub fn vqvae_task(data: &VqVaeData, batch_size: usize) -> (VqVaeTask<'_>, Budget) {
     let budget = Budget {
         batch_size,
-        ..preset.training
+        ..TrainVqVaeConfig::synthetic().training
     };
-    let model = preset.model.init::<B>(device);
     let task = VqVaeTask {
         data,
         mean_image_psnr: 0.0,
         batch_size,
         out_dir: Path::new("unused"),
     };
-    examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
+    (task, budget)
 }
 
 /// Images/s of encoding the whole held-out split into tokens (an untrained model costs the

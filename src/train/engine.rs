@@ -223,12 +223,68 @@ where
     Ok((model.expect("the closure ran"), detached))
 }
 
-/// Examples per second of `steps` timed training steps (after `warmup` untimed ones, which
-/// absorb kernel compilation and autotuning), each exactly the step that [`train`] takes,
-/// cycling through the training set in order.
+/// Times the engine's own training step ([`step`]) on `task`, keeping the model and the
+/// optimizer between measurements, so a benchmark can interleave rounds with a reference.
+/// Steps cycle through the training set in order.
+pub struct StepTimer<'t, B: AutodiffBackend, T: TrainingTask<B>> {
+    task: &'t T,
+    model: Option<T::Model>,
+    optimizer: TrainingOptimizer<T::Model, B>,
+    batch_size: usize,
+    steps_taken: usize,
+    device: B::Device,
+}
+
+impl<'t, B: AutodiffBackend, T: TrainingTask<B>> StepTimer<'t, B, T> {
+    /// A timer over `task`, starting from `model` with the optimizer `budget` describes.
+    pub fn new(task: &'t T, model: T::Model, budget: &Budget, device: &B::Device) -> Self {
+        Self {
+            task,
+            model: Some(model),
+            optimizer: optimizer::<B, T::Model>(budget),
+            batch_size: budget.batch_size,
+            steps_taken: 0,
+            device: device.clone(),
+        }
+    }
+
+    /// Examples per second of the next `steps` steps. Call it once untimed first: the first
+    /// steps absorb allocation, kernel compilation and autotuning.
+    pub fn examples_per_second(&mut self, steps: usize) -> Result<f64, TrainError> {
+        let n = self.task.n_train().max(1);
+        let started = Instant::now();
+        let mut model = self.model.take().expect("a model between measurements");
+        for k in 0..steps {
+            let index = self.steps_taken;
+            let indices: Vec<usize> = (0..self.batch_size)
+                .map(|i| (index * self.batch_size + i) % n)
+                .collect();
+            let (stepped, losses) = step::<B, T>(
+                self.task,
+                model,
+                &mut self.optimizer,
+                &indices,
+                index as u64,
+                1e-4,
+                &self.device,
+            )?;
+            model = stepped;
+            self.steps_taken += 1;
+            if k + 1 == steps {
+                // Reading the loss waits for all queued work (asynchronous GPU backends).
+                let _ = losses.total.into_data();
+            }
+        }
+        self.model = Some(model);
+        Ok((steps * self.batch_size) as f64 / started.elapsed().as_secs_f64())
+    }
+}
+
+/// Examples per second of `steps` timed training steps (after `warmup` untimed ones), each
+/// exactly the step that [`train`] takes.
 pub fn examples_per_second<B, T>(
     task: &T,
-    mut model: T::Model,
+    model: T::Model,
     budget: &Budget,
     warmup: usize,
     steps: usize,
@@ -238,32 +294,9 @@ where
     B: AutodiffBackend,
     T: TrainingTask<B>,
 {
-    let mut optimizer = optimizer::<B, T::Model>(budget);
-    let n = task.n_train().max(1);
-    let mut started = Instant::now();
-    for index in 0..warmup + steps {
-        let indices: Vec<usize> = (0..budget.batch_size)
-            .map(|i| (index * budget.batch_size + i) % n)
-            .collect();
-        let (stepped, losses) = step::<B, T>(
-            task,
-            model,
-            &mut optimizer,
-            &indices,
-            index as u64,
-            1e-4,
-            device,
-        )?;
-        model = stepped;
-        if index + 1 == warmup || index + 1 == warmup + steps {
-            // Reading the loss waits for all queued work (asynchronous GPU backends).
-            let _ = losses.total.into_data();
-            if index + 1 == warmup {
-                started = Instant::now();
-            }
-        }
-    }
-    Ok((steps * budget.batch_size) as f64 / started.elapsed().as_secs_f64())
+    let mut timer = StepTimer::new(task, model, budget, device);
+    timer.examples_per_second(warmup)?;
+    timer.examples_per_second(steps)
 }
 
 /// Trains `model` on `task` under `budget` in `run_dir`, resuming from its last committed
