@@ -15,7 +15,6 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::store::ModuleSnapshot;
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{CpuBackend, DeviceSpec, NdArrayBackend};
 use vislang::data::{
@@ -23,6 +22,7 @@ use vislang::data::{
     CocoDataset, CocoSplit, ImageCache, SyntheticCocoConfig, TextTokenizer,
 };
 use vislang::models::classifier::{Modality, MultiLabelClassifier};
+use vislang::nn::AutodiffBackend;
 use vislang::train::classifier_run::ClassifierTask;
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
@@ -107,7 +107,10 @@ where
 }
 
 /// The classifier training task the bench times, and the preset's budget at `batch_size`.
-pub fn classifier_task<M>(data: &PreparedData, batch_size: usize) -> (ClassifierTask<'_, M>, Budget) {
+pub fn classifier_task<M>(
+    data: &PreparedData,
+    batch_size: usize,
+) -> (ClassifierTask<'_, M>, Budget) {
     let budget = Budget {
         batch_size,
         ..ClassifyConfig::synthetic().training
@@ -187,7 +190,9 @@ fn main() {
         };
         let vqvae_data = prepare_vqvae_data(&TrainVqVaeConfig::synthetic().data, &paths, false)
             .expect("VQ-VAE data");
-        if let Err(message) = bench_pytorch::run(&python, &data, &vqvae_data, args.rounds, args.steps) {
+        if let Err(message) =
+            bench_pytorch::run(&python, &data, &vqvae_data, args.rounds, args.steps)
+        {
             eprintln!("error: {message}");
             std::process::exit(1);
         }

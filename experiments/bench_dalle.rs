@@ -7,11 +7,11 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use std::path::Path;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::models::dalle::{generate, Dalle, DalleConfig, SamplingConfig};
+use vislang::nn::{AutodiffBackend, Backend};
 use vislang::train::dalle::{DalleExample, DalleSplit, DalleTask, TrainDalleConfig};
 use vislang::train::engine::examples_per_second;
 use vislang::train::Budget;

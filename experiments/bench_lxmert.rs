@@ -9,10 +9,10 @@
 use std::path::Path;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::models::classifier::Modality;
 use vislang::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig};
+use vislang::nn::AutodiffBackend;
 use vislang::train::classify::{lxmert_config, model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
 use vislang::train::lxmert_pretrain::{PretrainLxmertConfig, PretrainTask, PretrainingImages};

@@ -64,9 +64,16 @@ struct Reference {
 }
 
 impl Reference {
-    fn start(python: &PathBuf, family: &str, threads: usize, config: &Value) -> Result<Self, String> {
+    fn start(
+        python: &PathBuf,
+        family: &str,
+        threads: usize,
+        config: &Value,
+    ) -> Result<Self, String> {
         if !std::path::Path::new(SCRIPT).is_file() {
-            return Err(format!("{SCRIPT} not found: run the bench from the repository root"));
+            return Err(format!(
+                "{SCRIPT} not found: run the bench from the repository root"
+            ));
         }
         let mut child = Command::new(python)
             .args([SCRIPT, family, &threads.to_string(), &config.to_string()])
@@ -96,14 +103,17 @@ impl Reference {
             .map_err(|e| format!("reading the PyTorch worker: {e}"))?;
         if line.is_empty() {
             let status = self.child.wait().map_err(|e| e.to_string())?;
-            return Err(format!("the PyTorch worker ended ({status}); its error is above"));
+            return Err(format!(
+                "the PyTorch worker ended ({status}); its error is above"
+            ));
         }
         serde_json::from_str(&line).map_err(|e| format!("the PyTorch worker printed {line:?}: {e}"))
     }
 
     /// (examples/s, peak MiB grown) of `steps` steps.
     fn measure(&mut self, steps: usize) -> Result<(f64, Option<f64>), String> {
-        writeln!(self.input, "{steps}").map_err(|e| format!("writing to the PyTorch worker: {e}"))?;
+        writeln!(self.input, "{steps}")
+            .map_err(|e| format!("writing to the PyTorch worker: {e}"))?;
         let reply = self.read_line()?;
         Ok((
             reply["examples_per_second"].as_f64().unwrap_or(f64::NAN),
@@ -242,9 +252,15 @@ pub fn run(
         let (task, budget) = classifier_task(data, batch);
         let mut timer = StepTimer::new(&task, model, &budget, &device);
         timer.examples_per_second(3).map_err(|e| e.to_string())?;
-        let row = compare(python, "classifier", json, params, rounds, steps, &mut |n| {
-            timer.examples_per_second(n).expect("bench step")
-        })?;
+        let row = compare(
+            python,
+            "classifier",
+            json,
+            params,
+            rounds,
+            steps,
+            &mut |n| timer.examples_per_second(n).expect("bench step"),
+        )?;
         print_row(&format!("joint classifier, batch {batch} (samples)"), &row);
     }
 
@@ -292,7 +308,10 @@ pub fn run(
         let row = compare(python, "vqvae", json, params, rounds, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
         })?;
-        let name = format!("VQ-VAE {} px, batch {batch} (images)", preset.data.image_size);
+        let name = format!(
+            "VQ-VAE {} px, batch {batch} (images)",
+            preset.data.image_size
+        );
         print_row(&name, &row);
     }
 

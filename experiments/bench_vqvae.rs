@@ -6,8 +6,8 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use std::path::Path;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use vislang::backend::{CpuBackend, NdArrayBackend};
+use vislang::nn::{AutodiffBackend, Backend};
 use vislang::train::engine::examples_per_second;
 use vislang::train::vqvae::{encode_split, train_vqvae, TrainVqVaeConfig, VqVaeData, VqVaeTask};
 use vislang::train::Budget;

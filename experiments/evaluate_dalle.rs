@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, or_exit, SamplingArgs};
@@ -11,6 +10,7 @@ use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageC
 use vislang::inference::dalle_eval::{evaluate_generation, Judge};
 use vislang::io::checkpoint::{read_json, write_atomic};
 use vislang::models::dalle::SamplingConfig;
+use vislang::nn::AutodiffBackend;
 use vislang::train::dalle::{prepare_dalle_data, DalleError, TrainDalleConfig, TrainedDalle};
 use vislang::train::RunPaths;
 

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, or_exit, SamplingArgs};
@@ -14,6 +13,7 @@ use vislang::inference::dalle_eval::{rerank, Judge};
 use vislang::inference::ArtifactError;
 use vislang::io::image_grid::{write_image_grid, write_png};
 use vislang::models::dalle::SamplingConfig;
+use vislang::nn::AutodiffBackend;
 
 /// Generates images from captions: samples image tokens with the decoder (batched, with a
 /// key/value cache), decodes them with the VQ-VAE, and writes one PNG grid per caption

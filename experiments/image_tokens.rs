@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
 use vislang::data::{CocoSplit, ImageTokens, TokenExpectation};
 use vislang::io::checkpoint::read_json;
 use vislang::io::image_grid::{write_image_grid, write_png};
+use vislang::nn::AutodiffBackend;
 use vislang::train::vqvae::{
     decode_tokens, encode_split, prepare_vqvae_data, token_file_path, TrainVqVaeConfig,
     TrainedVqVae, VqVaeError,

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::models::dalle::AttentionLayout;
+use vislang::nn::AutodiffBackend;
 use vislang::train::dalle::{train_dalle, with_vqvae_fingerprint, DalleError, TrainDalleConfig};
 use vislang::train::RunPaths;
 

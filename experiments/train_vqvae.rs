@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
+use vislang::nn::AutodiffBackend;
 use vislang::train::vqvae::{train_vqvae, TrainVqVaeConfig, VqVaeError};
 use vislang::train::RunPaths;
 

@@ -6,8 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::nn::AutodiffBackend;
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
 
 /// The CPU backend. Flex was measured faster than NdArray on our training step (see
 /// `cargo run --release --bin bench`); NdArray stays available as [`NdArrayBackend`].

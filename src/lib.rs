@@ -1,8 +1,8 @@
 //! # vislang
 //!
-//! Vision-language models on [Burn](https://burn.dev): a single-stream image+text classifier
-//! and a VQ-VAE image tokenizer, with an LXMERT-style cross-modal encoder and a DALL-E-style
-//! generator to come, the transformers all built from the blocks in [`nn`].
+//! Vision-language models on [Burn](https://burn.dev): a single-stream image+text classifier,
+//! an LXMERT-style cross-modal encoder, and a DALL-E-style generator over a VQ-VAE image
+//! tokenizer, the transformers all built from the blocks in [`nn`].
 //!
 //! - [`nn`]: attention, feed-forward, transformer layers, embeddings, patch encoder.
 //! - [`models`]: the model families.
@@ -10,6 +10,13 @@
 //! - [`train`]: checkpoints, metrics, schedules, plots, experiment loops.
 //! - [`backend`]: `--device cpu | cuda[:N]`.
 //! - [`cli`]: options shared by the experiment binaries.
+
+/// mimalloc, not glibc's malloc: a training step allocates and frees hundreds of activation
+/// buffers above glibc's mmap threshold, which glibc returns to the kernel and faults back in
+/// zeroed every step (a quarter of the bench's time was kernel time). Set here, in the
+/// library, so every binary and test gets it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod backend;
 pub mod cli;

@@ -8,7 +8,7 @@ use std::fs;
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::Backend as _;
 use burn::tensor::{Tensor, TensorData};
 use vislang::data::TextBatch;
 use vislang::io::checkpoint::{

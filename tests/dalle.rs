@@ -2,7 +2,7 @@
 //! attention masks, the stream layout, and the loss weighting.
 
 use burn::backend::Flex;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::Backend as _;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use vislang::models::dalle::{
     generate, visible, AttentionLayout, Dalle, DalleConfig, ImageAttention, SamplingConfig,
@@ -322,4 +322,49 @@ fn the_loss_weights_image_tokens_seven_times_text_tokens() {
     assert!((got(loss.text) - text).abs() < 1e-4);
     assert!((got(loss.image) - image).abs() < 1e-4);
     assert!((got(loss.total) - (text + 7.0 * image) / 8.0).abs() < 1e-4);
+}
+
+/// The segment-sliced training loss (what training uses) equals the reference: `loss` of the
+/// full masked logits, in value and in the head's and embeddings' gradients (f32 rounding,
+/// 1e-5).
+#[test]
+fn the_segment_sliced_loss_equals_the_full_vocabulary_loss() {
+    type AB = burn::backend::Autodiff<Flex>;
+    let device = Default::default();
+    let config = model(AttentionLayout::Dense, 2).config.clone();
+    AB::seed(&device, 3);
+    let model: Dalle<AB> = config.init(&device);
+    let stream = random_input(&config, 2, 9); // [BOS] text image[..-1]
+    let text = Tensor::<AB, 2, Int>::from_data(
+        stream.slice([0..2, 1..1 + config.text_len]).into_data(),
+        &device,
+    );
+    let n_image = config.n_image_tokens();
+    let codes: Vec<i64> = (0..2 * n_image)
+        .map(|i| ((i * 3) % config.n_image_codes) as i64)
+        .collect();
+    let image = Tensor::<AB, 2, Int>::from_data(TensorData::new(codes, [2, n_image]), &device);
+    let scalar = |t: Tensor<AB, 1>| t.into_scalar() as f64;
+    let sliced = model.losses(text.clone(), image.clone());
+    let (logits, targets) = model.forward(text, image);
+    let full = model.loss(logits, targets);
+    for (a, b) in [
+        (sliced.text.clone(), full.text.clone()),
+        (sliced.image.clone(), full.image.clone()),
+    ] {
+        let (a, b) = (scalar(a), scalar(b));
+        assert!((a - b).abs() < 1e-5, "segment loss {a} vs full {b}");
+    }
+    let grads_sliced = sliced.total.backward();
+    let grads_full = full.total.backward();
+    for (name, param) in [
+        ("head", model.head.weight.val()),
+        ("token embedding", model.token_embedding.weight.val()),
+    ] {
+        let diff = (param.grad(&grads_sliced).expect(name) - param.grad(&grads_full).expect(name))
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(diff < 1e-5, "{name} gradient differs by {diff}");
+    }
 }

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::backend::{Autodiff, Flex};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use vislang::nn::Backend;
 use vislang::train::engine::{
     seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
 };
@@ -113,7 +113,7 @@ impl TrainingTask<B> for Regression {
 
     fn evaluate(
         &self,
-        model: &Linear<<B as AutodiffBackend>::InnerBackend>,
+        model: &Linear<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>,
         epoch: usize,
         device: &burn::backend::flex::FlexDevice,
     ) -> Result<HeldOut, TrainError> {

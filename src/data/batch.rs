@@ -1,6 +1,6 @@
 //! Turning examples into tensors: normalised image batches and padded caption batches.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::image_cache::ImageCache;

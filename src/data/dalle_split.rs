@@ -1,7 +1,7 @@
 //! Caption-image pairs for the DALL-E decoder: each image's captions as BPE ids next to its
 //! VQ-VAE token grid.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::{CocoDataset, ImageTokens, TextTokenizer, TokenizerError};

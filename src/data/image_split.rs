@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::Tensor;
 
 use super::batch::image_batch;

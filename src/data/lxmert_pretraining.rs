@@ -2,7 +2,7 @@
 //! masking and region masking, drawn on the host from a seeded generator so a resumed epoch
 //! draws the same masks.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::Rng;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::vqvae::{decode_codes, TrainedVqVae};

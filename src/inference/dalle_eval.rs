@@ -15,8 +15,8 @@
 
 use std::path::Path;
 
+use crate::nn::Backend;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::backend::Backend;
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 

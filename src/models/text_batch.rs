@@ -1,6 +1,6 @@
 //! The caption input every text-reading model takes.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 /// Caption token ids padded to the longest in the batch.

@@ -2,16 +2,16 @@
 //!
 //! The same module serves as self-attention (`query_input == context`) and as cross-attention
 //! (queries from one stream, keys and values from another), as in "Attention Is All You Need"
-//! (<https://arxiv.org/abs/1706.03762>). Masking is described by [`AttentionMask`]; the score
-//! computation itself is burn's fused `attention` op, so backends with a flash kernel use it.
+//! (<https://arxiv.org/abs/1706.03762>). Masking is described by [`AttentionMask`], an additive
+//! bias; the score computation is one fused node with its own backward
+//! ([`super::backend::Backend::fused_attention`]).
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
+
+use super::backend::Backend;
 
 /// Configuration of [`MultiHeadAttention`].
 #[derive(Config, Debug)]
@@ -55,18 +55,19 @@ pub struct MultiHeadAttention<B: Backend> {
     n_heads: usize,
 }
 
-/// Which query/key pairs may not attend to each other.
+/// Added to the scores of masked query/key pairs: exp() of it is exactly 0 in f32, and two of
+/// them still add up to a finite number.
+const MASKED: f32 = -1e9;
+
+/// Which query/key pairs may not attend to each other, as the additive bias the fused
+/// attention op takes: 0 where a pair is visible, [`MASKED`] where it is not.
 ///
-/// All parts combine: a pair is masked if any part masks it.
+/// Built once per forward pass and shared by every layer. Parts combine: a pair is masked if
+/// any part masks it.
 #[derive(Debug, Clone)]
 pub struct AttentionMask<B: Backend> {
-    /// `[batch, seq_k]`, `true` where the key is padding.
-    pub key_padding: Option<Tensor<B, 2, Bool>>,
-    /// Query `i` may only see keys `j <= i` (autoregressive decoding).
-    pub causal: bool,
-    /// `[seq_q, seq_k]`, `true` where the pair is masked; shared by the whole batch
-    /// (e.g. DALL-E's row / column / convolutional sparse patterns).
-    pub pattern: Option<Tensor<B, 2, Bool>>,
+    /// `[batch | 1, 1, seq_q | 1, seq_k]`; `None` when every query sees every key.
+    bias: Option<Tensor<B, 4>>,
 }
 
 impl<B: Backend> Default for AttentionMask<B> {
@@ -78,60 +79,43 @@ impl<B: Backend> Default for AttentionMask<B> {
 impl<B: Backend> AttentionMask<B> {
     /// Every query sees every key.
     pub fn none() -> Self {
-        Self {
-            key_padding: None,
-            causal: false,
-            pattern: None,
-        }
+        Self { bias: None }
     }
 
     /// Masks the keys where `key_padding` (`[batch, seq_k]`) is `true`.
     pub fn padding(key_padding: Tensor<B, 2, Bool>) -> Self {
+        let [batch, seq_k] = key_padding.dims();
+        let bias = key_padding
+            .float()
+            .mul_scalar(MASKED)
+            .reshape([batch, 1, 1, seq_k]);
+        Self { bias: Some(bias) }
+    }
+
+    /// Lower-triangular mask over `len` positions, for autoregressive decoding.
+    pub fn causal(len: usize, device: &B::Device) -> Self {
+        let values: Vec<f32> = (0..len * len)
+            .map(|i| if i % len > i / len { MASKED } else { 0.0 })
+            .collect();
+        let bias = Tensor::<B, 2>::from_data(TensorData::new(values, [len, len]), device);
         Self {
-            key_padding: Some(key_padding),
-            ..Self::none()
+            bias: Some(bias.reshape([1, 1, len, len])),
         }
     }
 
-    /// Lower-triangular mask for autoregressive decoding.
-    pub fn causal() -> Self {
-        Self {
-            causal: true,
-            ..Self::none()
-        }
-    }
-
-    /// Adds a batch-shared `[seq_q, seq_k]` pattern.
-    pub fn with_pattern(mut self, pattern: Tensor<B, 2, Bool>) -> Self {
-        self.pattern = Some(pattern);
-        self
-    }
-
-    /// Combines padding and pattern into the `[batch, heads, seq_q, seq_k]` boolean mask that
-    /// the fused attention op takes. Causality is passed separately so kernels can exploit it.
-    fn expand(
-        &self,
-        batch: usize,
-        heads: usize,
-        seq_q: usize,
-        seq_k: usize,
-    ) -> Option<Tensor<B, 4, Bool>> {
-        let padding = self.key_padding.clone().map(|padding| {
-            // [batch, seq_k] -> [batch, heads, seq_q, seq_k]
-            padding
-                .reshape([batch, 1, 1, seq_k])
-                .expand([batch, heads, seq_q, seq_k])
-        });
-        let pattern = self.pattern.clone().map(|pattern| {
-            // [seq_q, seq_k] -> [batch, heads, seq_q, seq_k]
-            pattern
-                .reshape([1, 1, seq_q, seq_k])
-                .expand([batch, heads, seq_q, seq_k])
-        });
-        match (padding, pattern) {
-            (Some(a), Some(b)) => Some(a.bool_or(b)),
-            (a, b) => a.or(b),
-        }
+    /// Adds a batch-shared `[seq_q, seq_k]` pattern, `true` where the pair is masked (e.g.
+    /// DALL-E's row / column / convolutional sparse patterns).
+    pub fn with_pattern(self, pattern: Tensor<B, 2, Bool>) -> Self {
+        let [seq_q, seq_k] = pattern.dims();
+        let pattern = pattern
+            .float()
+            .mul_scalar(MASKED)
+            .reshape([1, 1, seq_q, seq_k]);
+        let bias = match self.bias {
+            Some(bias) => bias + pattern, // broadcasts to [batch | 1, 1, seq_q, seq_k]
+            None => pattern,
+        };
+        Self { bias: Some(bias) }
     }
 }
 
@@ -192,13 +176,7 @@ impl<B: Backend> MultiHeadAttention<B> {
             None => (k_new, v_new),
         };
         cache.keys_values = Some((k.clone(), v.clone()));
-        let seq_k = k.dims()[2];
-        let options = AttentionModuleOptions {
-            is_causal: mask.causal,
-            ..Default::default()
-        };
-        let mask = mask.expand(batch, self.n_heads, n_new, seq_k);
-        let heads = attention(q, k, v, mask, None, options); // [b, h, n_new, d_head]
+        let heads = self.attend(q, k, v, mask); // [b, h, n_new, d_head]
         let merged = heads.swap_dims(1, 2).reshape([batch, n_new, d_model]);
         self.output.forward(merged)
     }
@@ -216,18 +194,31 @@ impl<B: Backend> MultiHeadAttention<B> {
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let [batch, seq_q, d_model] = query_input.dims();
-        let seq_k = context.dims()[1];
         let q = self.split_heads(self.query.forward(query_input)); // [b, h, seq_q, d_head]
         let k = self.split_heads(self.key.forward(context.clone())); // [b, h, seq_k, d_head]
         let v = self.split_heads(self.value.forward(context)); // [b, h, seq_k, d_head]
-        let options = AttentionModuleOptions {
-            is_causal: mask.causal,
-            ..Default::default()
-        };
-        let mask = mask.expand(batch, self.n_heads, seq_q, seq_k);
-        let heads = attention(q, k, v, mask, None, options); // [b, h, seq_q, d_head]
+        let heads = self.attend(q, k, v, mask); // [b, h, seq_q, d_head]
         let merged = heads.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
         self.output.forward(merged)
+    }
+
+    /// `softmax(q kᵀ / sqrt(d_head) + mask) v` as one fused node (see [`super::backend`]).
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 4> {
+        let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+        let bias = mask.bias.clone().map(|bias| bias.into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(B::fused_attention(
+            q.into_primitive().tensor(),
+            k.into_primitive().tensor(),
+            v.into_primitive().tensor(),
+            bias,
+            scale,
+        )))
     }
 
     /// Number of heads.

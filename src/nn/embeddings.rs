@@ -1,12 +1,12 @@
 //! Input embeddings: BERT-style text embeddings and LXMERT-style visual embeddings.
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 /// Configuration of [`TextEmbeddings`].

@@ -1,10 +1,10 @@
 //! Position-wise feed-forward block: `Linear -> GELU -> Linear`.
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::gelu;
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 /// Configuration of [`FeedForward`].

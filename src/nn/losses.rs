@@ -1,7 +1,7 @@
 //! Losses over masked positions, shared by the pretraining objectives.
 
+use crate::nn::Backend;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 /// Cross-entropy averaged over the positions with weight 1 (weights are 0 or 1). Targets at

@@ -1,6 +1,7 @@
 //! Transformer building blocks shared by every model family in vislang.
 
 pub mod attention;
+pub mod backend;
 pub mod embeddings;
 pub mod feed_forward;
 pub mod hf_weights;
@@ -9,6 +10,7 @@ pub mod patch_encoder;
 pub mod transformer;
 
 pub use attention::{AttentionMask, KeyValueCache, MultiHeadAttention, MultiHeadAttentionConfig};
+pub use backend::{AutodiffBackend, Backend};
 pub use embeddings::{
     TextEmbeddings, TextEmbeddingsConfig, VisualEmbeddings, VisualEmbeddingsConfig,
 };

@@ -2,10 +2,10 @@
 //! post-LayerNorm as in BERT and LXMERT (<https://arxiv.org/abs/1810.04805>), and pre-LayerNorm
 //! as in GPT-2 (<https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf>).
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 

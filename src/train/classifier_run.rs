@@ -6,9 +6,9 @@
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
+use crate::nn::{AutodiffBackend, Backend};
 use burn::module::AutodiffModule;
 use burn::store::ModuleSnapshot;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use indicatif::MultiProgress;
 use rand::rngs::StdRng;

@@ -2,7 +2,7 @@
 //! two-stream LXMERT with and without pretraining, trained with the same budget and seeds,
 //! evaluated on the held-out split, and compared as mean ± std over seeds.
 
-use burn::tensor::backend::AutodiffBackend;
+use crate::nn::AutodiffBackend;
 
 use super::budget::Budget;
 pub use super::classifier_run::ClassifierKind;

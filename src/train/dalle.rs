@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use crate::nn::{AutodiffBackend, Backend};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -165,8 +165,7 @@ impl<B: AutodiffBackend> TrainingTask<B> for DalleTask<'_, B::InnerBackend> {
         let (text, codes) =
             self.train
                 .batch::<B>(self.model_config, indices, &captions, &null, device);
-        let (logits, targets) = model.forward(text, codes);
-        let loss = model.loss(logits, targets);
+        let loss = model.losses(text, codes);
         Ok(StepOutput {
             losses: Losses {
                 total: loss.total,

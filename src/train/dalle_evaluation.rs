@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +40,7 @@ pub fn evaluate_dalle<B: Backend>(
         let zeros = vec![0; chunk.len()];
         let keep = vec![false; chunk.len()];
         let (t, codes) = split.batch::<B>(&model.config, chunk, &zeros, &keep, device);
-        let (logits, targets) = model.forward(t, codes);
-        let loss = model.loss(logits, targets);
+        let loss = model.losses(t, codes);
         let n = chunk.len() as f64;
         text += loss.text.into_scalar().elem::<f64>() * n;
         image += loss.image.into_scalar().elem::<f64>() * n;

@@ -20,12 +20,12 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::nn::{AutodiffBackend, Backend};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::store::ModuleSnapshot;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

@@ -1,7 +1,7 @@
 //! Gradient diagnostics: which parameters a backward pass did not reach.
 
+use crate::nn::AutodiffBackend;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
 /// The dotted paths of the parameters of `module` whose gradient in `grads` is missing or

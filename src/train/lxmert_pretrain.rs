@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use crate::nn::{AutodiffBackend, Backend};
 use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -14,10 +14,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::nn::AutodiffBackend;
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::store::ModuleSnapshot;
-use burn::tensor::backend::AutodiffBackend;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! The engine's per-step losses: kept on the device, read every `log_every` steps in one
 //! synchronisation, checked for non-finite values, appended to `metrics.jsonl` and summed.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::Tensor;
 
 use super::epoch_log::LossMeans;

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::AutodiffBackend;
+use crate::nn::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};

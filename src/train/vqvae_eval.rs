@@ -1,7 +1,7 @@
 //! The VQ-VAE's held-out metrics: reconstruction loss, PSNR, codebook perplexity and usage, and
 //! the mean-image PSNR a tokenizer must clear.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! Finding a non-finite parameter after an epoch, in one device sync.
 
+use crate::nn::Backend;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 /// The dotted path and sum of the first parameter of `module` holding a NaN or an infinity,

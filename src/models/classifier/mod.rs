@@ -3,7 +3,7 @@
 
 mod single_stream;
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::Tensor;
 
 pub use single_stream::{

@@ -8,10 +8,10 @@
 //! (<https://arxiv.org/abs/1908.03557>); the unimodal baselines drop one part of the sequence
 //! (Kiela et al., Hateful Memes, <https://arxiv.org/abs/2005.04790>, compare them the same way).
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 

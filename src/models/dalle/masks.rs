@@ -12,7 +12,7 @@
 //!
 //! Each image position always sees itself, so no row of a mask is empty.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 

@@ -16,12 +16,14 @@
 //! text ids (including pads), one whose next token is an image code only image ids. The loss is
 //! `(CE_text + 7 * CE_image) / 8`, as in the paper.
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
+use std::ops::Range;
+
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::masks::{attention_mask, AttentionLayout};
@@ -247,32 +249,36 @@ impl<B: Backend> Dalle<B> {
         (input, targets)
     }
 
+    /// The final-normed states of `input` (`[batch, len]`): `[batch, len, d_model]`.
+    fn hidden(&self, input: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, len] = input.dims();
+        let device = input.device();
+        let positions = self.position_table(&device).narrow(0, 0, len); // [len, d]
+        let mut x = self.token_embedding.forward(input) + positions.unsqueeze_dim(0);
+        // Masks are built once per forward and shared by the layers that use them.
+        let masks: Vec<AttentionMask<B>> = match self.config.attention {
+            AttentionLayout::Dense => vec![AttentionMask::causal(len, &device)],
+            AttentionLayout::Sparse { .. } => self
+                .layer_masks(len, &device)
+                .into_iter()
+                .map(|pattern| AttentionMask::none().with_pattern(pattern))
+                .collect(),
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, &masks[i % masks.len()]);
+        }
+        self.final_norm.forward(x)
+    }
+
     /// Segment-masked next-token logits of every input position.
     ///
     /// # Shapes
     /// - `input`: `[batch, len]` stream ids starting with `[BOS]`, `len <= seq_len`
     /// - returns: `[batch, len, total_vocab]`
     pub fn forward_input(&self, input: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let [_, len] = input.dims();
+        let len = input.dims()[1];
         let device = input.device();
-        let positions = self.position_table(&device).narrow(0, 0, len); // [len, d]
-        let mut x = self.token_embedding.forward(input) + positions.unsqueeze_dim(0);
-        let dense = matches!(self.config.attention, AttentionLayout::Dense);
-        let masks = if dense {
-            Vec::new()
-        } else {
-            self.layer_masks(len, &device)
-        };
-        for (i, layer) in self.layers.iter().enumerate() {
-            // Dense layers pass plain causality, which fused attention kernels exploit.
-            let mask = if dense {
-                AttentionMask::causal()
-            } else {
-                AttentionMask::none().with_pattern(masks[i].clone())
-            };
-            x = layer.forward(x, &mask);
-        }
-        let logits = self.head.forward(self.final_norm.forward(x)); // [b, len, V]
+        let logits = self.head.forward(self.hidden(input)); // [b, len, V]
         logits + self.segment_mask(len, &device).unsqueeze_dim(0)
     }
 
@@ -303,6 +309,47 @@ impl<B: Backend> Dalle<B> {
         let text = picked.clone().slice([0..batch, 0..text_len]).mean().neg();
         let image = picked.slice([0..batch, text_len..len]).mean().neg();
         let w = self.config.image_loss_weight;
+        let total = (text.clone() + image.clone() * w) / (1.0 + w);
+        DalleLoss { text, image, total }
+    }
+
+    /// The training loss of `text` and `image` (as [`Self::forward`] takes them), computed
+    /// from each segment's own slice of the head: text positions score only the text ids and
+    /// pads, image positions only the image codes. Equal to [`Self::loss`] of
+    /// [`Self::forward`] (the ids a segment cannot predict have probability exactly 0 there;
+    /// `tests/dalle.rs` checks it) without the full-vocabulary logits, mask and softmax.
+    ///
+    /// # Shapes
+    /// - `text`: `[batch, text_len]`, `image`: `[batch, n_image_tokens]`
+    pub fn losses(&self, text: Tensor<B, 2, Int>, image: Tensor<B, 2, Int>) -> DalleLoss<B> {
+        let (input, targets) = self.stream(text, image);
+        let [batch, len] = input.dims();
+        let c = &self.config;
+        let text_len = c.text_len;
+        let hidden = self.hidden(input); // [b, len, d]
+        let d_model = hidden.dims()[2];
+        let weight = self.head.weight.val(); // [d, V]
+        let bias = self.head.bias.as_ref().map(|bias| bias.val());
+        // -log p(target) of positions `positions`, over the ids `ids` only.
+        let segment_loss = |positions: Range<usize>, ids: Range<usize>| {
+            let n = batch * positions.len();
+            let hidden = hidden.clone().slice([0..batch, positions.clone()]);
+            let mut logits = hidden
+                .reshape([n, d_model])
+                .matmul(weight.clone().slice([0..d_model, ids.clone()]));
+            if let Some(bias) = &bias {
+                logits = logits + bias.clone().slice([ids.clone()]).unsqueeze::<2>();
+            }
+            let targets = targets
+                .clone()
+                .slice([0..batch, positions])
+                .reshape([n, 1])
+                .sub_scalar(ids.start as i64);
+            log_softmax(logits, 1).gather(1, targets).mean().neg()
+        };
+        let text = segment_loss(0..text_len, 0..c.text_vocab + text_len);
+        let image = segment_loss(text_len..len, c.image_offset()..c.total_vocab());
+        let w = c.image_loss_weight;
         let total = (text.clone() + image.clone() * w) / (1.0 + w);
         DalleLoss { text, image, total }
     }

@@ -6,7 +6,7 @@
 //! `caption_dropout`) and samples from `uncond + g * (cond - uncond)`; `g = 1` is plain
 //! conditional sampling.
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -3,10 +3,10 @@
 //! model's patch encoder so it competes with the single-stream rows of `classify` on equal
 //! terms.
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::model::{Lxmert, LxmertConfig, LxmertText};

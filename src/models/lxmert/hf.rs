@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
+use crate::nn::Backend;
 
 use super::model::{CrossModalityLayer, Lxmert, LxmertConfig};
 use super::pretraining::{LxmertPretraining, LxmertPretrainingConfig};

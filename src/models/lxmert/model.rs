@@ -18,11 +18,11 @@
 //! read from a file ([`crate::data::RegionFeatures`]) or, with `pixels` set, patches of raw
 //! images from the detector-free [`PatchEncoder`] the model owns.
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::tanh;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
 use crate::models::TextBatch;

@@ -7,12 +7,12 @@
 //! convolution, residual blocks (ReLU, 3x3 conv, ReLU, 1x1 conv), a 1x1 projection to the code
 //! width; the decoder mirrors it with stride-2 4x4 transposed convolutions.
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::relu;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use super::quantizer::{VectorQuantizer, VectorQuantizerConfig};

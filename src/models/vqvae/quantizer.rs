@@ -7,9 +7,9 @@
 //! fall out of use are re-seeded from recent encoder outputs (as in Jukebox,
 //! <https://arxiv.org/abs/2005.00341>).
 
+use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
 /// Configuration of [`VectorQuantizer`].
