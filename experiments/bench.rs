@@ -167,14 +167,16 @@ fn main() {
             bench_lxmert::run(&data, &args.batch_sizes, args.steps, gpu);
         }
     }
+    let paths = RunPaths {
+        out_dir: args.data_dir.join("unused"),
+        data_dir: args.data_dir.clone(),
+        cache_dir: cache_dir.clone(),
+    };
+    let vqvae_data = || {
+        prepare_vqvae_data(&TrainVqVaeConfig::synthetic().data, &paths, false).expect("VQ-VAE data")
+    };
     if args.sections.contains(&Section::Vqvae) {
-        let paths = RunPaths {
-            out_dir: args.data_dir.join("unused"),
-            data_dir: args.data_dir.clone(),
-            cache_dir: cache_dir.clone(),
-        };
-        let data = prepare_vqvae_data(&TrainVqVaeConfig::synthetic().data, &paths, false)
-            .expect("VQ-VAE data");
+        let data = vqvae_data();
         let cuda_rates = cuda.map(|index| cuda_vqvae_throughput(index, &data, args.steps));
         bench_vqvae::run(&data, &paths, args.steps, cuda_rates);
     }
@@ -183,15 +185,8 @@ fn main() {
     }
     if let Some(python) = python {
         let data = classifier_data(&root, &cache_dir);
-        let paths = RunPaths {
-            out_dir: args.data_dir.join("unused"),
-            data_dir: args.data_dir.clone(),
-            cache_dir: cache_dir.clone(),
-        };
-        let vqvae_data = prepare_vqvae_data(&TrainVqVaeConfig::synthetic().data, &paths, false)
-            .expect("VQ-VAE data");
         if let Err(message) =
-            bench_pytorch::run(&python, &data, &vqvae_data, args.rounds, args.steps)
+            bench_pytorch::run(&python, &data, &vqvae_data(), args.rounds, args.steps)
         {
             eprintln!("error: {message}");
             std::process::exit(1);
