@@ -39,8 +39,8 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
     vqvae.extend(SYNTHETIC);
     run(command(env!("CARGO_BIN_EXE_train-vqvae"), dir, &vqvae));
 
-    // Reference run, and the same run killed after its first epoch and resumed. BPE training
-    // is not reproducible across processes, so the second run reuses the first's tokenizer.
+    // Reference run, and the same run killed after its first epoch and resumed; the second
+    // run also exercises --tokenizer with the first run's vocabulary.
     run(train_dalle(dir, "runs/dalle", &["--epochs", "2"]));
     let args = [
         "--epochs",

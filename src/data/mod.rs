@@ -14,6 +14,7 @@ pub mod image_tokens;
 pub mod lxmert_pretraining;
 pub mod prepared;
 pub mod region_features;
+pub mod subword_training;
 pub mod synthetic;
 pub mod tokenizer;
 

@@ -4,14 +4,21 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
 use tokenizers::decoders::bpe::BPEDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::PostProcessorWrapper;
-use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+use tokenizers::{
+    AddedToken, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    Tokenizer, TokenizerBuilder,
+};
+
+use super::subword_training::{train_subwords, SymbolMarking};
 
 /// BERT's special tokens, in the order they get ids in a freshly trained vocabulary.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
@@ -29,6 +36,41 @@ pub enum TokenizerError {
     Train(String),
     #[error("cannot tokenize {text:?}: {message}")]
     Encode { text: String, message: String },
+}
+
+fn train_error(e: tokenizers::Error) -> TokenizerError {
+    TokenizerError::Train(e.to_string())
+}
+
+/// How often each word occurs in `texts`, after BERT's normalisation (lower-casing, accent
+/// stripping) and pre-tokenisation (whitespace and punctuation), in sorted order.
+fn word_counts<'a>(
+    texts: impl Iterator<Item = &'a str>,
+) -> Result<BTreeMap<String, u64>, TokenizerError> {
+    let normalizer = BertNormalizer::default();
+    let mut counts = BTreeMap::new();
+    for text in texts {
+        let mut pieces = PreTokenizedString::from(text);
+        pieces
+            .normalize(|n| normalizer.normalize(n))
+            .map_err(train_error)?;
+        BertPreTokenizer
+            .pre_tokenize(&mut pieces)
+            .map_err(train_error)?;
+        for (word, _, _) in pieces.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            *counts.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// Token -> id, ids in list order.
+fn vocabulary(tokens: &[String]) -> Vocab {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(id, token)| (token.clone(), id as u32))
+        .collect()
 }
 
 /// The ids of the special tokens.
@@ -49,71 +91,63 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Trains a lower-casing WordPiece vocabulary of at most `vocab_size` entries.
-    ///
-    /// The `tokenizers` trainer breaks ties between equally frequent merges in hash-map order,
-    /// which differs between processes, so two trainings may give different vocabularies.
-    /// Experiments therefore save the trained `tokenizer.json` and reuse it (see `--tokenizer`).
+    /// Deterministic: the same texts give the same `tokenizer.json` in any process (see
+    /// [`super::subword_training`]).
     pub fn train_wordpiece<'a>(
-        texts: impl Iterator<Item = &'a str> + Send,
+        texts: impl Iterator<Item = &'a str>,
         vocab_size: usize,
     ) -> Result<Self, TokenizerError> {
-        let mut trainer = WordPieceTrainerBuilder::new()
-            .vocab_size(vocab_size)
-            .min_frequency(1)
-            .show_progress(false)
-            .special_tokens(
-                SPECIAL_TOKENS
-                    .iter()
-                    .map(|t| AddedToken::from(*t, true))
-                    .collect(),
-            )
-            .build();
-        let mut tokenizer = TokenizerBuilder::<
+        let counts = word_counts(texts)?;
+        let trained = train_subwords(
+            &counts,
+            &SPECIAL_TOKENS,
+            vocab_size,
+            SymbolMarking::ContinuingPrefix,
+        );
+        let model = WordPiece::builder()
+            .vocab(vocabulary(&trained.tokens))
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .build()
+            .map_err(train_error)?;
+        let tokenizer = TokenizerBuilder::<
             WordPiece,
             BertNormalizer,
             BertPreTokenizer,
             PostProcessorWrapper,
             WordPieceDecoder,
         >::new()
-        .with_model(WordPiece::default())
+        .with_model(model)
         .with_normalizer(Some(BertNormalizer::default()))
         .with_pre_tokenizer(Some(BertPreTokenizer))
         .with_decoder(Some(WordPieceDecoder::default()))
         .build()
-        .map_err(|e| TokenizerError::Train(e.to_string()))?;
-        tokenizer
-            .train(&mut trainer, texts)
-            .map_err(|e| TokenizerError::Train(e.to_string()))?;
-        Self::new(Tokenizer::from(tokenizer), Path::new("<trained>"))
+        .map_err(train_error)?;
+        Self::with_special_tokens(Tokenizer::from(tokenizer))
     }
 
     /// Trains a lower-casing BPE vocabulary of at most `vocab_size` entries (words are split on
-    /// whitespace and punctuation first, as for WordPiece). Not reproducible across processes,
-    /// for the reason given at [`Self::train_wordpiece`]; save it and reuse it.
+    /// whitespace and punctuation first, as for WordPiece). Deterministic, as
+    /// [`Self::train_wordpiece`].
     pub fn train_bpe<'a>(
-        texts: impl Iterator<Item = &'a str> + Send,
+        texts: impl Iterator<Item = &'a str>,
         vocab_size: usize,
     ) -> Result<Self, TokenizerError> {
-        let train_error = |e: tokenizers::Error| TokenizerError::Train(e.to_string());
-        let mut trainer = BpeTrainerBuilder::new()
-            .vocab_size(vocab_size)
-            .min_frequency(1)
-            .show_progress(false)
-            .end_of_word_suffix("</w>".into())
-            .special_tokens(
-                SPECIAL_TOKENS
-                    .iter()
-                    .map(|t| AddedToken::from(*t, true))
-                    .collect(),
-            )
-            .build();
+        let counts = word_counts(texts)?;
+        let trained = train_subwords(
+            &counts,
+            &SPECIAL_TOKENS,
+            vocab_size,
+            SymbolMarking::EndSuffix,
+        );
         // The end-of-word suffix lets decoding put the spaces back.
         let model = BPE::builder()
+            .vocab_and_merges(vocabulary(&trained.tokens), trained.merges)
             .unk_token("[UNK]".into())
             .end_of_word_suffix("</w>".into())
             .build()
             .map_err(train_error)?;
-        let mut tokenizer = TokenizerBuilder::<
+        let tokenizer = TokenizerBuilder::<
             BPE,
             BertNormalizer,
             BertPreTokenizer,
@@ -126,8 +160,18 @@ impl TextTokenizer {
         .with_decoder(Some(BPEDecoder::default()))
         .build()
         .map_err(train_error)?;
-        tokenizer.train(&mut trainer, texts).map_err(train_error)?;
-        Self::new(Tokenizer::from(tokenizer), Path::new("<trained>"))
+        Self::with_special_tokens(Tokenizer::from(tokenizer))
+    }
+
+    /// Registers BERT's special tokens (already the vocabulary's first ids) as added tokens,
+    /// so that they are matched whole in text, as a `tokenizers` trainer registers them.
+    fn with_special_tokens(mut tokenizer: Tokenizer) -> Result<Self, TokenizerError> {
+        let special: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
+        tokenizer.add_special_tokens(&special);
+        Self::new(tokenizer, Path::new("<trained>"))
     }
 
     /// Loads a `tokenizer.json`, such as the one [`Self::save`] writes or bert-base-uncased's.

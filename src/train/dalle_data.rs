@@ -27,8 +27,8 @@ pub struct DalleDataConfig {
     pub vqvae_checkpoint: String,
     /// Size of the BPE vocabulary trained on the training captions.
     pub bpe_vocab: usize,
-    /// An existing `caption-bpe.json` to use instead of training one (BPE training is not
-    /// reproducible across processes; see `TextTokenizer::train_wordpiece`).
+    /// An existing `caption-bpe.json` to use instead of training one (training is
+    /// deterministic; this pins a vocabulary across changed data or code).
     pub bpe: Option<PathBuf>,
     pub skip_bad: bool,
     /// Use only the first N training / held-out images with tokens (by id).
