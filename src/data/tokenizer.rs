@@ -14,8 +14,8 @@ use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{
-    AddedToken, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
-    Tokenizer, TokenizerBuilder,
+    AddedToken, Decoder, DecoderWrapper, Model, ModelWrapper, Normalizer, OffsetReferential,
+    OffsetType, PreTokenizedString, PreTokenizer, Tokenizer, TokenizerBuilder,
 };
 
 use super::subword_training::{train_subwords, SymbolMarking};
@@ -110,20 +110,7 @@ impl TextTokenizer {
             .continuing_subword_prefix("##".into())
             .build()
             .map_err(train_error)?;
-        let tokenizer = TokenizerBuilder::<
-            WordPiece,
-            BertNormalizer,
-            BertPreTokenizer,
-            PostProcessorWrapper,
-            WordPieceDecoder,
-        >::new()
-        .with_model(model)
-        .with_normalizer(Some(BertNormalizer::default()))
-        .with_pre_tokenizer(Some(BertPreTokenizer))
-        .with_decoder(Some(WordPieceDecoder::default()))
-        .build()
-        .map_err(train_error)?;
-        Self::with_special_tokens(Tokenizer::from(tokenizer))
+        Self::bert_style(model, WordPieceDecoder::default())
     }
 
     /// Trains a lower-casing BPE vocabulary of at most `vocab_size` entries (words are split on
@@ -147,25 +134,26 @@ impl TextTokenizer {
             .end_of_word_suffix("</w>".into())
             .build()
             .map_err(train_error)?;
-        let tokenizer = TokenizerBuilder::<
-            BPE,
-            BertNormalizer,
-            BertPreTokenizer,
-            PostProcessorWrapper,
-            BPEDecoder,
-        >::new()
-        .with_model(model)
-        .with_normalizer(Some(BertNormalizer::default()))
-        .with_pre_tokenizer(Some(BertPreTokenizer))
-        .with_decoder(Some(BPEDecoder::default()))
-        .build()
-        .map_err(train_error)?;
-        Self::with_special_tokens(Tokenizer::from(tokenizer))
+        Self::bert_style(model, BPEDecoder::default())
     }
 
-    /// Registers BERT's special tokens (already the vocabulary's first ids) as added tokens,
-    /// so that they are matched whole in text, as a `tokenizers` trainer registers them.
-    fn with_special_tokens(mut tokenizer: Tokenizer) -> Result<Self, TokenizerError> {
+    /// `model` behind BERT's normaliser (lower-casing, accent stripping) and pre-tokeniser,
+    /// with BERT's special tokens (already the vocabulary's first ids) registered as added
+    /// tokens, so that they are matched whole in text, as a `tokenizers` trainer registers them.
+    fn bert_style<M, D>(model: M, decoder: D) -> Result<Self, TokenizerError>
+    where
+        M: Model + Into<ModelWrapper>,
+        D: Decoder + Into<DecoderWrapper>,
+    {
+        let tokenizer =
+            TokenizerBuilder::<M, BertNormalizer, BertPreTokenizer, PostProcessorWrapper, D>::new()
+                .with_model(model)
+                .with_normalizer(Some(BertNormalizer::default()))
+                .with_pre_tokenizer(Some(BertPreTokenizer))
+                .with_decoder(Some(decoder))
+                .build()
+                .map_err(train_error)?;
+        let mut tokenizer = Tokenizer::from(tokenizer);
         let special: Vec<AddedToken> = SPECIAL_TOKENS
             .iter()
             .map(|t| AddedToken::from(*t, true))
