@@ -232,3 +232,45 @@ fn psnr_and_codebook_usage_match_hand_computed_values() {
     // One code only: perplexity 1.
     assert!((codebook_usage(&[0.0, 3.0, 0.0]).0 - 1.0).abs() < 1e-9);
 }
+
+/// A safetensors file holding `tensors` (name, f32 values) in the given header order.
+fn write_safetensors(path: &std::path::Path, tensors: &[(&str, Vec<f32>)]) {
+    let mut header = String::from("{");
+    let mut data = Vec::new();
+    for (i, (name, values)) in tensors.iter().enumerate() {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        let comma = if i == 0 { "" } else { "," };
+        header.push_str(&format!(
+            r#"{comma}"{name}":{{"dtype":"F32","shape":[{}],"data_offsets":[{start},{}]}}"#,
+            values.len(),
+            data.len()
+        ));
+    }
+    header.push('}');
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Token files and decoders record the VQ-VAE by its weights, not by how the file lists them:
+/// the same tensors in another header order give the same fingerprint, a changed value another.
+#[test]
+fn checkpoint_fingerprints_follow_the_weights_not_the_file_layout() {
+    let dir = common::tempdir();
+    let path = |name: &str| dir.path().join(name);
+    let (a, b) = (("a", vec![1.0, 2.0]), ("b", vec![3.0]));
+    write_safetensors(&path("ab"), &[a.clone(), b.clone()]);
+    write_safetensors(&path("ba"), &[b.clone(), a.clone()]);
+    write_safetensors(&path("changed"), &[a, ("b", vec![3.5])]);
+    let fingerprint = |name: &str| vislang::data::checkpoint_fingerprint(&path(name)).unwrap();
+    assert_ne!(
+        std::fs::read(path("ab")).unwrap(),
+        std::fs::read(path("ba")).unwrap()
+    );
+    assert_eq!(fingerprint("ab"), fingerprint("ba"));
+    assert_ne!(fingerprint("ab"), fingerprint("changed"));
+    std::fs::write(path("junk"), b"not safetensors").unwrap();
+    assert!(vislang::data::checkpoint_fingerprint(&path("junk")).is_err());
+}

@@ -73,9 +73,22 @@ pub enum ImageTokensError {
     },
 }
 
-/// Identifies a VQ-VAE checkpoint by the bytes of its weights file.
+/// Identifies a VQ-VAE checkpoint by its weights: every tensor's name, dtype, shape and bytes,
+/// in name order. Not by the file's bytes: the writer lists tensors in hash-map order, so two
+/// bit-identical trainings wrote files that differ only in their header.
 pub fn checkpoint_fingerprint(path: &Path) -> Result<String, std::io::Error> {
-    Ok(fingerprint_bytes(&fs::read(path)?))
+    let bytes = fs::read(path)?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut named = tensors.tensors();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut canonical = Vec::with_capacity(bytes.len());
+    for (name, view) in named {
+        let header = format!("{name}:{:?}:{:?};", view.dtype(), view.shape());
+        canonical.extend_from_slice(header.as_bytes());
+        canonical.extend_from_slice(view.data());
+    }
+    Ok(fingerprint_bytes(&canonical))
 }
 
 impl ImageTokens {
