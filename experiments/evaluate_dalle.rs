@@ -75,7 +75,7 @@ impl BackendTask for Task {
         }
         let trained =
             TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
-        let judge = Judge::<B::InnerBackend>::load(&args.judge, &device)?;
+        let judge = Judge::<B::InnerBackend>::load_judge(&args.judge, &device)?;
         let ranker = match &args.rerank_with {
             Some(dir) => Some(Judge::<B::InnerBackend>::load_ranker(dir, &device)?),
             None => None,
@@ -109,8 +109,10 @@ impl BackendTask for Task {
             &device,
         )?;
         println!(
-            "{} held-out captions naming {} objects; found by the image-only classifier in:",
-            evaluation.captions, evaluation.named_objects
+            "{} held-out captions naming {} objects; found by the image-only classifier {} in:",
+            evaluation.captions,
+            evaluation.named_objects,
+            args.judge.display()
         );
         println!("| images | rate |\n|---|---|");
         println!("| real (ceiling) | {:.3} |", evaluation.real);

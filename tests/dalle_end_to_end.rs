@@ -171,10 +171,26 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         "{stderr}"
     );
 
+    // Judging with a classifier that reads captions is refused, naming the flag and the kind.
+    let output = command(
+        env!("CARGO_BIN_EXE_evaluate-dalle"),
+        dir,
+        &["--judge", "runs/classify/runs/joint-seed0"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("--judge") && stderr.contains("image-only"),
+        "{stderr}"
+    );
+
     let stdout = String::from_utf8_lossy(&output_eval.stdout);
     assert!(
-        stdout.contains("real (ceiling)") && stdout.contains("generated"),
-        "{stdout}"
+        stdout.contains("real (ceiling)")
+            && stdout.contains("generated")
+            && stdout.contains("runs/classify/runs/image-only-seed0"),
+        "the heading names the judge: {stdout}"
     );
     let evaluation: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("runs/evaluate-dalle/evaluation.json")).unwrap(),

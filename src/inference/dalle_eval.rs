@@ -28,7 +28,7 @@ use crate::data::{
     TextTokenizer, IMAGE_MEAN, IMAGE_STD,
 };
 use crate::io::checkpoint::{load_safetensors, read_json};
-use crate::models::classifier::{SingleStreamClassifier, SingleStreamClassifierConfig};
+use crate::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
 use crate::models::dalle::SamplingConfig;
 
 /// A classifier trained by `classify`, used to check (image-only) or rank (joint) images.
@@ -38,6 +38,7 @@ pub struct Judge<B: Backend> {
     /// The WordPiece tokenizer of the classify experiment (used by a joint model).
     pub tokenizer: Option<TextTokenizer>,
     max_text_len: usize,
+    modality: Modality,
 }
 
 impl<B: Backend> Judge<B> {
@@ -61,7 +62,22 @@ impl<B: Backend> Judge<B> {
             image_size,
             tokenizer,
             max_text_len,
+            modality: config.modality,
         })
+    }
+
+    /// Loads the classifier that judges images: an image-only `classify` run. A model that
+    /// reads text would judge the caption as much as the image, so any other is refused.
+    pub fn load_judge(dir: &Path, device: &B::Device) -> Result<Self, ArtifactError> {
+        let judge = Self::load(dir, device)?;
+        if judge.modality != Modality::ImageOnly {
+            return Err(ArtifactError::Mismatch(format!(
+                "--judge {} is a {} classifier; judging images needs an image-only one, such as runs/classify/runs/image-only-seed0",
+                dir.display(),
+                judge.modality.name()
+            )));
+        }
+        Ok(judge)
     }
 
     /// Label probabilities of `[size, size, 3]` RGB images of any size (resized to the
@@ -132,7 +148,7 @@ impl<B: Backend> Judge<B> {
     /// Loads a joint classifier run for reranking (see [`Judge::rank_scores`]).
     pub fn load_ranker(dir: &Path, device: &B::Device) -> Result<Self, ArtifactError> {
         let judge = Self::load(dir, device)?;
-        if judge.tokenizer.is_none() {
+        if judge.modality != Modality::Joint {
             return Err(not_joint(dir));
         }
         Ok(judge)
