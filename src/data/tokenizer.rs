@@ -18,7 +18,7 @@ use tokenizers::{
     OffsetType, PreTokenizedString, PreTokenizer, Tokenizer, TokenizerBuilder,
 };
 
-use super::subword_training::{train_subwords, SymbolMarking};
+use super::subword_training::{train_subwords, SubwordVocabulary, SymbolMarking};
 
 /// BERT's special tokens, in the order they get ids in a freshly trained vocabulary.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
@@ -64,6 +64,21 @@ fn word_counts<'a>(
     Ok(counts)
 }
 
+/// The vocabulary (BERT's special tokens first) learned from the words of `texts`.
+fn learn_subwords<'a>(
+    texts: impl Iterator<Item = &'a str>,
+    vocab_size: usize,
+    marking: SymbolMarking,
+) -> Result<SubwordVocabulary, TokenizerError> {
+    let counts = word_counts(texts)?;
+    Ok(train_subwords(
+        &counts,
+        &SPECIAL_TOKENS,
+        vocab_size,
+        marking,
+    ))
+}
+
 /// Token -> id, ids in list order.
 fn vocabulary(tokens: &[String]) -> Vocab {
     tokens
@@ -97,13 +112,7 @@ impl TextTokenizer {
         texts: impl Iterator<Item = &'a str>,
         vocab_size: usize,
     ) -> Result<Self, TokenizerError> {
-        let counts = word_counts(texts)?;
-        let trained = train_subwords(
-            &counts,
-            &SPECIAL_TOKENS,
-            vocab_size,
-            SymbolMarking::ContinuingPrefix,
-        );
+        let trained = learn_subwords(texts, vocab_size, SymbolMarking::ContinuingPrefix)?;
         let model = WordPiece::builder()
             .vocab(vocabulary(&trained.tokens))
             .unk_token("[UNK]".into())
@@ -120,13 +129,7 @@ impl TextTokenizer {
         texts: impl Iterator<Item = &'a str>,
         vocab_size: usize,
     ) -> Result<Self, TokenizerError> {
-        let counts = word_counts(texts)?;
-        let trained = train_subwords(
-            &counts,
-            &SPECIAL_TOKENS,
-            vocab_size,
-            SymbolMarking::EndSuffix,
-        );
+        let trained = learn_subwords(texts, vocab_size, SymbolMarking::EndSuffix)?;
         // The end-of-word suffix lets decoding put the spaces back.
         let model = BPE::builder()
             .vocab_and_merges(vocabulary(&trained.tokens), trained.merges)
