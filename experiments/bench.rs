@@ -18,8 +18,8 @@ use burn::store::ModuleSnapshot;
 use clap::Parser;
 use vislang::backend::{CpuBackend, DeviceSpec, NdArrayBackend};
 use vislang::data::{
-    ensure_synthetic_coco, image_batch, preprocess_image, BadEntryPolicy, ClassificationSplit,
-    CocoDataset, CocoSplit, ImageCache, SyntheticCocoConfig, TextTokenizer,
+    dataset_root, image_batch, preprocess_image, BadEntryPolicy, ClassificationSplit, CocoDataset,
+    CocoSplit, ImageCache, SyntheticCocoConfig, TextTokenizer,
 };
 use vislang::models::classifier::{Modality, MultiLabelClassifier};
 use vislang::nn::AutodiffBackend;
@@ -40,17 +40,17 @@ struct Args {
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
     /// Timed training steps per configuration (after warm-up steps).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = vislang::cli::range::at_least_one)]
     steps: usize,
     /// Batch sizes to time.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![32, 64])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![32, 64], value_parser = vislang::cli::range::at_least_one)]
     batch_sizes: Vec<usize>,
     /// cpu times the two CPU backends; cuda or cuda:N also times that GPU (needs a build with
     /// --features cuda).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Interleaved rounds of the `pytorch` section.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = vislang::cli::range::at_least_one)]
     rounds: usize,
     /// Which sections to run. `pytorch` (not run unless named) times every family next to
     /// the PyTorch reference in experiments/reference/bench_reference.py; it needs a Python
@@ -141,10 +141,10 @@ fn main() {
     };
     println!("machine: {}", machine());
     let synthetic = SyntheticCocoConfig::default();
-    let root = args
-        .data_dir
-        .join(format!("synthetic-coco-seed{}", synthetic.seed));
-    ensure_synthetic_coco(&root, &synthetic).expect("synthetic data");
+    let root = dataset_root(None, &synthetic, &args.data_dir).unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        std::process::exit(1)
+    });
     let cache_dir = args.data_dir.join("cache");
     let cuda = match args.device {
         DeviceSpec::Cpu => None,

@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, alias = "modalities", value_enum, value_delimiter = ',', default_values_t = ClassifierKind::ALL.to_vec())]
     models: Vec<ClassifierKind>,
     /// Pretraining epochs before the lxmert-pretrained row [default: 6 synthetic, 20 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     pretraining_epochs: Option<usize>,
     /// Fine-tune the lxmert-pretrained row from this finished `pretrain-lxmert --out`
     /// directory instead of pretraining here. Its model size, image size and caption length
@@ -53,7 +53,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
     /// Model input size in pixels [default: 48 synthetic, 224 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     image_size: Option<usize>,
     /// Use an existing tokenizer.json (e.g. bert-base-uncased's) instead of training WordPiece.
     #[arg(long)]
@@ -61,7 +61,7 @@ struct Args {
     /// Runs trained at once, each on its own thread [default: CPU cores on cpu, 1 on cuda].
     /// The CPU backend keeps about one core busy for these small models, so parallel runs
     /// finish sooner.
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     jobs: Option<usize>,
     /// Hide progress bars (epoch summaries are still printed).
     #[arg(long)]

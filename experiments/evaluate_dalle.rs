@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, default_value = "runs/classify/runs/image-only-seed0")]
     judge: PathBuf,
     /// How many held-out captions to check (the first N), at least 1.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = vislang::cli::range::at_least_one)]
     num_captions: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
@@ -41,10 +41,10 @@ struct Args {
     #[arg(long)]
     rerank_with: Option<PathBuf>,
     /// Samples per caption to rerank, at least 1.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = vislang::cli::range::at_least_one)]
     candidates: usize,
     /// Images sampled together, at least 1.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = vislang::cli::range::at_least_one)]
     batch_size: usize,
     /// Where the synthetic dataset and image cache are.
     #[arg(long, default_value = "data")]

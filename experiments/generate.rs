@@ -34,7 +34,7 @@ struct Args {
     #[arg(long)]
     captions: Option<PathBuf>,
     /// Images per caption, at least 1.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = vislang::cli::range::at_least_one)]
     num: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
@@ -47,10 +47,10 @@ struct Args {
     #[arg(long)]
     rerank_with: Option<PathBuf>,
     /// Candidates sampled per caption when reranking [default: 4 x --num].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     candidates: Option<usize>,
     /// Images sampled together, at least 1.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = vislang::cli::range::at_least_one)]
     batch_size: usize,
     /// The `train-dalle` output directory.
     #[arg(long, default_value = "runs/dalle")]

@@ -61,7 +61,7 @@ enum Command {
         /// Token file to write [default: <vqvae>/tokens-<split>.safetensors].
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = vislang::cli::range::at_least_one)]
         batch_size: usize,
     },
     /// Decodes images of a token file into PNGs (<image id>.png) and a grid.png.
@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, default_value = "runs/decoded")]
         out: PathBuf,
         /// Decode only the first N images.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = vislang::cli::range::at_least_one)]
         limit: usize,
     },
 }
@@ -133,6 +133,7 @@ impl BackendTask for Task {
                     &TokenExpectation {
                         vqvae_checkpoint: vqvae.fingerprint.clone(),
                         image_size: vqvae.config.image_size,
+                        n_codes: vqvae.config.model.n_codes,
                     },
                 )?;
                 let indices: Vec<usize> = (0..tokens.len().min(limit)).collect();

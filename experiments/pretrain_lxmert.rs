@@ -56,7 +56,7 @@ struct Args {
     #[arg(long)]
     no_matching: bool,
     /// Model input size in pixels [default: 48 synthetic, 224 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     image_size: Option<usize>,
     /// Use an existing tokenizer.json instead of training WordPiece on the captions (use the
     /// same one as `classify --tokenizer` to fine-tune there).

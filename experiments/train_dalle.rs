@@ -43,35 +43,35 @@ struct Args {
     device: DeviceSpec,
     /// Text positions in the stream [default: 24 synthetic (its captions are short), 256 COCO
     /// (DALL-E)].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     text_len: Option<usize>,
     /// BPE vocabulary size [default: 256 synthetic, 16384 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     bpe_vocab: Option<usize>,
     /// Use an existing BPE tokenizer.json (e.g. another run's caption-bpe.json) instead of
     /// training one on the captions.
     #[arg(long, alias = "bpe")]
     tokenizer: Option<PathBuf>,
     /// Model width [default: 64 synthetic, 768 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     d_model: Option<usize>,
     /// Attention heads [default: 4 synthetic, 12 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     heads: Option<usize>,
     /// Transformer layers [default: 2 synthetic, 12 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     layers: Option<usize>,
     /// DALL-E's sparse attention (row, column, row, row, ..., convolutional in the last
     /// layer) with this kernel, instead of dense causal attention [default: dense synthetic,
     /// 11 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     sparse_kernel: Option<usize>,
     /// Dense causal attention even for the COCO preset.
     #[arg(long, conflicts_with = "sparse_kernel")]
     dense: bool,
     /// Probability of replacing a caption with the null caption during training, in [0, 1]
     /// [default: 0.1].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::probability)]
     caption_dropout: Option<f64>,
     /// Seed of initialisation, shuffling, caption choice and caption dropout.
     #[arg(long, default_value_t = 0)]

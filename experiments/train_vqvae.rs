@@ -36,19 +36,19 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Image side in pixels, a multiple of --downsample [default: 32 synthetic, 128 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     image_size: Option<usize>,
     /// Downsampling factor: 4, 8 or 16 [default: 4 synthetic, 8 COCO].
     #[arg(long)]
     downsample: Option<usize>,
     /// Codebook size K, at most 65536 [default: 512 synthetic, 1024 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     codes: Option<usize>,
     /// Width of each code vector [default: 32 synthetic, 64 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     code_dim: Option<usize>,
     /// Channels of the convolutions [default: 64 synthetic, 128 COCO].
-    #[arg(long)]
+    #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     hidden: Option<usize>,
     /// Seed of initialisation, shuffling and codebook re-seeding.
     #[arg(long, default_value_t = 0)]

@@ -22,20 +22,20 @@ pub struct DataArgs {
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Use only the first N training images (by id).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::at_least_one)]
     pub max_train_images: Option<usize>,
     /// Use only the first N held-out images (by id).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::at_least_one)]
     pub max_eval_images: Option<usize>,
     /// Skip and count bad entries (missing or corrupt images, unknown categories, empty
     /// captions) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
     /// Synthetic set: training images [default: 2000].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::at_least_one)]
     pub synthetic_train: Option<usize>,
     /// Synthetic set: held-out images [default: 500].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::at_least_one)]
     pub synthetic_val: Option<usize>,
 }
 
@@ -86,22 +86,22 @@ pub fn exit_status<E: Display, F: Display>(outcome: Result<Result<(), E>, F>) ->
 #[derive(clap::Args, Debug, Clone)]
 pub struct BudgetArgs {
     /// Training epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::at_least_one)]
     pub epochs: Option<usize>,
     /// Examples per optimisation step.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::at_least_one)]
     pub batch_size: Option<usize>,
     /// Peak learning rate of AdamW, reached after the warm-up.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::positive)]
     pub lr: Option<f64>,
     /// AdamW's decoupled weight decay.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::non_negative)]
     pub weight_decay: Option<f64>,
     /// Fraction of all steps spent warming the learning rate up, in [0, 1).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::fraction_below_one)]
     pub warmup: Option<f64>,
     /// Clip gradients to this global L2 norm (0 turns clipping off).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::non_negative)]
     pub grad_clip: Option<f64>,
     /// Steps between reads of the training loss from the device into metrics.jsonl (each
     /// read is one device synchronisation).
@@ -165,14 +165,14 @@ pub struct SamplingArgs {
     pub top_k: usize,
     /// Sample only from the most likely tokens whose probability adds up to p, in (0, 1]
     /// [default: off].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::range::nucleus)]
     pub top_p: Option<f64>,
     /// Softmax temperature, positive (lower: more conservative).
-    #[arg(long, default_value_t = SamplingConfig::recommended().temperature)]
+    #[arg(long, default_value_t = SamplingConfig::recommended().temperature, value_parser = crate::cli::range::positive)]
     pub temperature: f64,
     /// Classifier-free guidance scale, at least 0: 1 is off; 2-5 follow the caption more
     /// closely.
-    #[arg(long, default_value_t = SamplingConfig::recommended().guidance)]
+    #[arg(long, default_value_t = SamplingConfig::recommended().guidance, value_parser = crate::cli::range::non_negative)]
     pub guidance: f64,
     /// Always take the most likely token (deterministic; ignores the options above).
     #[arg(long)]
@@ -211,5 +211,74 @@ impl SamplingArgs {
             greedy: self.greedy,
             use_cache: true,
         })
+    }
+}
+
+/// Option-value parsers: out-of-range values are refused while parsing, before anything runs or
+/// is written, with clap's message naming the option (`invalid value '0' for '--epochs'`).
+pub mod range {
+    fn number<T: std::str::FromStr>(text: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        text.parse::<T>().map_err(|e| e.to_string())
+    }
+
+    /// A count of at least 1.
+    pub fn at_least_one(text: &str) -> Result<usize, String> {
+        match number::<usize>(text)? {
+            0 => Err("must be at least 1".into()),
+            n => Ok(n),
+        }
+    }
+
+    /// A finite number above 0.
+    pub fn positive(text: &str) -> Result<f64, String> {
+        let x = number::<f64>(text)?;
+        if x.is_finite() && x > 0.0 {
+            Ok(x)
+        } else {
+            Err("must be a finite number above 0".into())
+        }
+    }
+
+    /// A finite number of at least 0.
+    pub fn non_negative(text: &str) -> Result<f64, String> {
+        let x = number::<f64>(text)?;
+        if x.is_finite() && x >= 0.0 {
+            Ok(x)
+        } else {
+            Err("must be a finite number of at least 0".into())
+        }
+    }
+
+    /// A probability, in [0, 1].
+    pub fn probability(text: &str) -> Result<f64, String> {
+        let x = number::<f64>(text)?;
+        if (0.0..=1.0).contains(&x) {
+            Ok(x)
+        } else {
+            Err("must be in [0, 1]".into())
+        }
+    }
+
+    /// A fraction below 1, in [0, 1).
+    pub fn fraction_below_one(text: &str) -> Result<f64, String> {
+        let x = number::<f64>(text)?;
+        if (0.0..1.0).contains(&x) {
+            Ok(x)
+        } else {
+            Err("must be in [0, 1)".into())
+        }
+    }
+
+    /// A nucleus mass, in (0, 1].
+    pub fn nucleus(text: &str) -> Result<f64, String> {
+        let x = number::<f64>(text)?;
+        if x > 0.0 && x <= 1.0 {
+            Ok(x)
+        } else {
+            Err("must be in (0, 1]".into())
+        }
     }
 }

@@ -267,3 +267,99 @@ fn skip_policy_counts_bad_annotations_instead_of_failing() {
     assert_eq!(dataset.images[0].multi_hot(80).iter().sum::<f32>(), 1.0);
     assert_eq!(dataset.images[2].captions.len(), 2);
 }
+
+#[test]
+fn a_truncated_jpeg_is_refused_or_skipped_never_trained_on_as_grey() {
+    let root = copy_fixture();
+    let path = root
+        .path()
+        .join("train2014/COCO_train2014_000000000030.jpg");
+    let bytes = fs::read(&path).unwrap();
+    // Cut halfway through the compressed scan, as an interrupted download does.
+    let scan = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    fs::write(&path, &bytes[..(scan + bytes.len()) / 2]).unwrap();
+    let dataset =
+        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let cache_dir = common::tempdir();
+    let error =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .err()
+            .expect("a truncated JPEG is an error");
+    let message = error.to_string();
+    assert!(
+        matches!(error, DataError::CorruptImage { image_id: 30, .. })
+            && message.contains("truncated JPEG")
+            && message.contains("COCO_train2014_000000000030.jpg"),
+        "{message}"
+    );
+    let (cache, skipped) =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Skip, false)
+            .unwrap();
+    assert!(!cache.contains(30) && cache.len() == 2);
+    assert_eq!(skipped.skipped.len(), 1);
+}
+
+#[test]
+fn duplicate_ids_are_named_and_uncaptioned_images_dropped_only_where_captions_are_read() {
+    let root = copy_fixture();
+    let captions = root.path().join("annotations/captions_train2014.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(&captions).unwrap()).unwrap();
+    // Annotation 201 listed twice (a merged file); image 30 loses its three captions.
+    let repeated = json["annotations"][0].clone();
+    let annotations = json["annotations"].as_array_mut().unwrap();
+    annotations.push(repeated);
+    annotations.retain(|a| a["image_id"] != 30);
+    fs::write(&captions, serde_json::to_vec(&json).unwrap()).unwrap();
+
+    let error = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("annotation id 201 appears more than once"),
+        "{error}"
+    );
+    let mut dataset =
+        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Skip).unwrap();
+    assert_eq!(dataset.images[0].captions.len(), 5, "kept once");
+    // Loading keeps the uncaptioned image (the VQ-VAE and box features use it) ...
+    assert_eq!(dataset.images.len(), 3);
+    // ... and the caption readers drop it, named or counted.
+    let error = dataset
+        .drop_uncaptioned(BadEntryPolicy::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("image 30") && error.contains("no captions"),
+        "{error}"
+    );
+    dataset.drop_uncaptioned(BadEntryPolicy::Skip).unwrap();
+    assert_eq!(dataset.images.len(), 2);
+    let summary = dataset.skipped.summary().join("\n");
+    assert!(
+        summary.contains("1 x duplicate annotation id")
+            && summary.contains("1 x image without captions"),
+        "{summary}"
+    );
+
+    // An image id listed twice is named as such, not as "has no captions".
+    fs::copy(
+        fixture().join("annotations/captions_train2014.json"),
+        &captions,
+    )
+    .unwrap();
+    let instances = root.path().join("annotations/instances_train2014.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(&instances).unwrap()).unwrap();
+    assert_eq!(json["images"][1]["id"], 25);
+    json["images"][1]["id"] = 9.into();
+    fs::write(&instances, serde_json::to_vec(&json).unwrap()).unwrap();
+    let error = CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("image id 9 is listed twice")
+            && error.contains("COCO_train2014_000000000025.jpg"),
+        "{error}"
+    );
+}

@@ -206,6 +206,31 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         let rate = evaluation[field].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate), "{field}: {rate}");
     }
+    // Images edited after encoding: their token grids must not be paired with these captions.
+    let data = std::fs::read_dir(dir.join("data")).unwrap();
+    let set = data
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.join("train2014").is_dir())
+        .unwrap();
+    let image = std::fs::read_dir(set.join("train2014"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(&image, bytes).unwrap();
+    let output = train_dalle(dir, "runs/after-edit", &["--epochs", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("tokens-train2014.safetensors was encoded from other image files")
+            && !dir.join("runs/after-edit").exists(),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use vislang::data::{
-    ensure_synthetic_coco, write_synthetic_coco, BadEntryPolicy, CocoDataset, CocoSplit,
-    SyntheticCocoConfig, TextTokenizer, SPECIAL_TOKENS,
+    dataset_root, ensure_synthetic_coco, synthetic_dir_name, write_synthetic_coco, BadEntryPolicy,
+    CocoDataset, CocoSplit, SyntheticCocoConfig, TextTokenizer, SPECIAL_TOKENS,
 };
 
 fn small() -> SyntheticCocoConfig {
@@ -73,7 +73,7 @@ fn synthetic_set_is_deterministic_and_loads_as_coco() {
 }
 
 #[test]
-fn ensure_reuses_regenerates_and_refuses_foreign_directories() {
+fn ensure_reuses_and_never_rewrites_a_set_or_a_foreign_directory() {
     let dir = common::tempdir();
     let root = dir.path().join("synthetic");
     ensure_synthetic_coco(&root, &small()).unwrap();
@@ -86,13 +86,35 @@ fn ensure_reuses_regenerates_and_refuses_foreign_directories() {
         "reused"
     );
 
+    // Another config for the same directory is refused: token files and caches made from
+    // these images would silently refer to others.
     let bigger = SyntheticCocoConfig {
         n_train: 50,
         ..small()
     };
-    ensure_synthetic_coco(&root, &bigger).unwrap();
-    let train = CocoDataset::load(&root, CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
-    assert_eq!(train.images.len(), 50, "regenerated for the new config");
+    let before = read_tree(&root);
+    let error = ensure_synthetic_coco(&root, &bigger)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("another config") && error.contains("50") && error.contains("refusing"),
+        "{error}"
+    );
+    assert_eq!(read_tree(&root), before, "untouched");
+
+    // Through `dataset_root` each config has its own directory: both sets live side by side.
+    let data_dir = dir.path().join("data");
+    let first = dataset_root(None, &small(), &data_dir).unwrap();
+    let second = dataset_root(None, &bigger, &data_dir).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(
+        synthetic_dir_name(&SyntheticCocoConfig::default()),
+        "synthetic-coco-seed2014"
+    );
+    let train = CocoDataset::load(&second, CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    assert_eq!(train.images.len(), 50);
+    let train = CocoDataset::load(&first, CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    assert_eq!(train.images.len(), small().n_train);
 
     // A directory that is not a synthetic set is never touched.
     let foreign = dir.path().join("my-data");

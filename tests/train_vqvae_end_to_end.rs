@@ -197,7 +197,8 @@ fn an_interrupted_run_resumes_and_matches_and_stale_tokens_are_refused() {
         &tokens_path,
         &TokenExpectation {
             vqvae_checkpoint: other_fingerprint,
-            image_size: 32
+            image_size: 32,
+            n_codes: 512,
         }
     )
     .is_err());

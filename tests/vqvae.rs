@@ -161,6 +161,7 @@ fn token_files_round_trip_and_refuse_another_checkpoint_or_image_size() {
     let expected = TokenExpectation {
         vqvae_checkpoint: "00000000000000aa".into(),
         image_size: 32,
+        n_codes: 10,
     };
     let read = ImageTokens::load_expecting(&path, &expected).unwrap();
     assert_eq!(read.info, written.info);
@@ -182,6 +183,19 @@ fn token_files_round_trip_and_refuse_another_checkpoint_or_image_size() {
             }
         ),
         "{error}"
+    );
+    // A file whose own codebook is larger than the VQ-VAE's (edited metadata, or codes from
+    // another tokenizer with the same weights file) would index past the decoder's codebook.
+    let smaller_codebook = TokenExpectation {
+        n_codes: 8,
+        ..expected.clone()
+    };
+    let message = ImageTokens::load_expecting(&path, &smaller_codebook)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("codebook size") && message.contains("VQ-VAE's 8 codes"),
+        "{message}"
     );
     let other_size = TokenExpectation {
         image_size: 64,

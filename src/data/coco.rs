@@ -9,7 +9,7 @@
 //!
 //! Only the fields vislang needs are read; everything else in the files is ignored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -147,6 +147,8 @@ pub struct CocoDataset {
     pub images: Vec<CocoImage>,
     /// Entries left out under [`BadEntryPolicy::Skip`].
     pub skipped: SkipReport,
+    /// The captions file the images' captions came from, for messages.
+    pub captions_path: PathBuf,
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DataError> {
@@ -206,6 +208,23 @@ impl CocoDataset {
             })
             .collect();
         images.sort_by_key(|image| image.id);
+        // An id listed twice would give one entry the other's annotations: name both files.
+        let mut unique: Vec<CocoImage> = Vec::with_capacity(images.len());
+        for image in images {
+            match unique.last() {
+                Some(previous) if previous.id == image.id => skipped.handle(
+                    policy,
+                    DataError::DuplicateImage {
+                        path: instances_path.clone(),
+                        image_id: image.id,
+                        first: previous.file_name.clone(),
+                        second: image.file_name,
+                    },
+                )?,
+                _ => unique.push(image),
+            }
+        }
+        let mut images = unique;
         let image_index: HashMap<u64, usize> = images
             .iter()
             .enumerate()
@@ -229,7 +248,18 @@ impl CocoDataset {
             }
         }
 
+        let mut seen = HashSet::new();
         for annotation in instances.annotations {
+            if !seen.insert(annotation.id) {
+                skipped.handle(
+                    policy,
+                    DataError::DuplicateAnnotation {
+                        path: instances_path.clone(),
+                        annotation_id: annotation.id,
+                    },
+                )?;
+                continue;
+            }
             let Some(&image) = image_index.get(&annotation.image_id) else {
                 skipped.handle(
                     policy,
@@ -260,7 +290,18 @@ impl CocoDataset {
             });
         }
 
+        let mut seen = HashSet::new();
         for annotation in captions.annotations {
+            if !seen.insert(annotation.id) {
+                skipped.handle(
+                    policy,
+                    DataError::DuplicateAnnotation {
+                        path: captions_path.clone(),
+                        annotation_id: annotation.id,
+                    },
+                )?;
+                continue;
+            }
             let Some(&image) = image_index.get(&annotation.image_id) else {
                 skipped.handle(
                     policy,
@@ -287,28 +328,31 @@ impl CocoDataset {
             images[image].captions.push(caption.to_string());
         }
 
-        let mut kept = Vec::with_capacity(images.len());
-        for image in images {
-            if image.captions.is_empty() {
-                skipped.handle(
-                    policy,
-                    DataError::NoCaptions {
-                        path: captions_path.clone(),
-                        image_id: image.id,
-                        file_name: image.file_name.clone(),
-                    },
-                )?;
-            } else {
-                kept.push(image);
-            }
-        }
-
         Ok(CocoDataset {
             split,
             categories,
-            images: kept,
+            images,
             skipped,
+            captions_path,
         })
+    }
+
+    /// Leaves out the images without captions, for the binaries that read captions (the
+    /// VQ-VAE and box features do not, and keep them). Each is a bad entry under `policy`:
+    /// an error naming it, or skipped and counted.
+    pub fn drop_uncaptioned(&mut self, policy: BadEntryPolicy) -> Result<(), DataError> {
+        for image in self.images.iter().filter(|image| image.captions.is_empty()) {
+            self.skipped.handle(
+                policy,
+                DataError::NoCaptions {
+                    path: self.captions_path.clone(),
+                    image_id: image.id,
+                    file_name: image.file_name.clone(),
+                },
+            )?;
+        }
+        self.images.retain(|image| !image.captions.is_empty());
+        Ok(())
     }
 
     /// Every caption of the split, for training a tokenizer.

@@ -35,6 +35,15 @@ pub enum DataError {
         annotation_id: u64,
         image_id: u64,
     },
+    #[error("{path}: image id {image_id} is listed twice in `images` ({first} and {second})")]
+    DuplicateImage {
+        path: PathBuf,
+        image_id: u64,
+        first: String,
+        second: String,
+    },
+    #[error("{path}: annotation id {annotation_id} appears more than once (COCO keys annotations by id)")]
+    DuplicateAnnotation { path: PathBuf, annotation_id: u64 },
     #[error("{path}: image {image_id} ({file_name}) has no captions")]
     NoCaptions {
         path: PathBuf,
@@ -63,6 +72,8 @@ impl DataError {
             DataError::UnknownImage { .. } => "annotation of unknown image",
             DataError::EmptyCaption { .. } => "empty caption",
             DataError::NoCaptions { .. } => "image without captions",
+            DataError::DuplicateImage { .. } => "duplicate image id",
+            DataError::DuplicateAnnotation { .. } => "duplicate annotation id",
             DataError::MissingImage { .. } => "missing image file",
             DataError::CorruptImage { .. } => "corrupt image file",
             DataError::Invalid { .. } => "invalid dataset",

@@ -22,20 +22,15 @@ use super::error::{BadEntryPolicy, DataError, SkipReport};
 use super::fingerprint::Fnv;
 
 /// Bump when preprocessing changes, so old caches are not reused.
-const PREPROCESS_VERSION: u32 = 1;
+const PREPROCESS_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"VLIMGC01";
 /// Images decoded in parallel per chunk before being appended to the cache file.
-const CHUNK: usize = 512;
+pub(crate) const CHUNK: usize = 512;
 
 /// Decodes an image file into `size x size` RGB bytes: grayscale and palette images become
 /// RGB, the shorter side is resized to `size`, and the centre is cropped.
 pub fn preprocess_image(path: &Path, size: usize) -> Result<Vec<u8>, String> {
-    let decoded = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?;
+    let decoded = super::image_file::open_image(path)?;
     let rgb = decoded.to_rgb8();
     let (w, h) = rgb.dimensions();
     if w == 0 || h == 0 {
@@ -113,13 +108,14 @@ pub struct ImageCache {
     fingerprint: String,
 }
 
-fn fingerprint(dataset: &CocoDataset, size: usize) -> String {
+/// Identifies the source files of `images`, in the order given: each image's id, file name
+/// (not how its directory is spelled: the same data via a relative and an absolute path is one
+/// dataset), length and modification time. Regenerated or edited images change it.
+pub fn source_images_fingerprint<'a>(images: impl IntoIterator<Item = &'a CocoImage>) -> String {
     let mut hash = Fnv::new();
-    hash.write(&PREPROCESS_VERSION.to_le_bytes());
-    hash.write(&(size as u64).to_le_bytes());
-    for image in &dataset.images {
+    for image in images {
         hash.write(&image.id.to_le_bytes());
-        hash.write(image.path.as_os_str().as_encoded_bytes());
+        hash.write(image.file_name.as_bytes());
         if let Ok(meta) = fs::metadata(&image.path) {
             hash.write(&meta.len().to_le_bytes());
             let modified = meta
@@ -130,6 +126,14 @@ fn fingerprint(dataset: &CocoDataset, size: usize) -> String {
             hash.write(&modified.to_le_bytes());
         }
     }
+    hash.hex()
+}
+
+fn fingerprint(dataset: &CocoDataset, size: usize) -> String {
+    let mut hash = Fnv::new();
+    hash.write(&PREPROCESS_VERSION.to_le_bytes());
+    hash.write(&(size as u64).to_le_bytes());
+    hash.write(source_images_fingerprint(&dataset.images).as_bytes());
     hash.hex()
 }
 

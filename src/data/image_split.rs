@@ -7,9 +7,9 @@ use crate::nn::Backend;
 use burn::tensor::Tensor;
 
 use super::batch::image_batch;
-use super::coco::{CocoDataset, CocoSplit};
+use super::coco::{CocoDataset, CocoImage, CocoSplit};
 use super::error::{BadEntryPolicy, DataError, SkipReport};
-use super::image_cache::ImageCache;
+use super::image_cache::{source_images_fingerprint, ImageCache};
 
 /// See the module documentation.
 pub struct ImageSplit {
@@ -17,6 +17,9 @@ pub struct ImageSplit {
     pub cache: ImageCache,
     /// The usable images, by id, in dataset order.
     pub image_ids: Vec<u64>,
+    /// [`source_images_fingerprint`] of the usable images: what token files record, so a
+    /// reader can tell that the files they were made from are still the ones on disk.
+    pub images_fingerprint: String,
     /// Entries left out under [`BadEntryPolicy::Skip`].
     pub skipped: SkipReport,
 }
@@ -42,16 +45,16 @@ impl ImageSplit {
             ImageCache::open_or_build(&dataset, image_size, cache_dir, policy, show_progress)?;
         let mut skipped = std::mem::take(&mut dataset.skipped);
         skipped.merge(image_report);
-        let image_ids = dataset
+        let usable: Vec<&CocoImage> = dataset
             .images
             .iter()
-            .map(|image| image.id)
-            .filter(|&id| cache.contains(id))
+            .filter(|image| cache.contains(image.id))
             .collect();
         Ok(Self {
             split,
             cache,
-            image_ids,
+            image_ids: usable.iter().map(|image| image.id).collect(),
+            images_fingerprint: source_images_fingerprint(usable),
             skipped,
         })
     }

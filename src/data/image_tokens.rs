@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use super::coco::{CocoDataset, CocoImage};
 use super::fingerprint::fingerprint_bytes;
+use super::image_cache::source_images_fingerprint;
 
 const FORMAT: &str = "vislang-image-tokens";
 const VERSION: &str = "1";
@@ -33,7 +35,7 @@ pub struct TokenFileInfo {
     pub n_codes: usize,
     /// [`checkpoint_fingerprint`] of the VQ-VAE weights.
     pub vqvae_checkpoint: String,
-    /// [`crate::data::ImageCache::fingerprint`] of the source images.
+    /// [`crate::data::source_images_fingerprint`] of the encoded images, in file order.
     pub images: String,
 }
 
@@ -42,6 +44,8 @@ pub struct TokenFileInfo {
 pub struct TokenExpectation {
     pub vqvae_checkpoint: String,
     pub image_size: usize,
+    /// The VQ-VAE's codebook size: every code must index it.
+    pub n_codes: usize,
 }
 
 /// The image tokens of one split.
@@ -64,6 +68,12 @@ pub enum ImageTokensError {
     },
     #[error("{path} is not a vislang image-token file: {message}")]
     Format { path: PathBuf, message: String },
+    #[error("{path} was encoded from other image files than the dataset's {split} now holds ({detail}); its token grids would be paired with other images' captions. Encode the split again with `image-tokens encode`, or point --data-dir / --coco-root at the images it was made from")]
+    SourcesChanged {
+        path: PathBuf,
+        split: &'static str,
+        detail: String,
+    },
     #[error("{path} is stale: its {field} is {found}, but {expected} is expected. It was made by another tokenizer or at another setting; encode the split again with `image-tokens encode`")]
     Mismatch {
         path: PathBuf,
@@ -284,6 +294,58 @@ impl ImageTokens {
                 format!("{} px", expected.image_size),
             ));
         }
+        // `load` checked the codes against the file's own codebook size; the decoder indexes
+        // the VQ-VAE's.
+        if tokens.info.n_codes > expected.n_codes {
+            return Err(mismatch(
+                "codebook size",
+                format!("{} codes", tokens.info.n_codes),
+                format!("at most the VQ-VAE's {} codes", expected.n_codes),
+            ));
+        }
         Ok(tokens)
+    }
+
+    /// Checks that the images this file was encoded from are still the files of `dataset`
+    /// (same ids, names, lengths and modification times): token grids must not be paired with
+    /// the captions of other images after a dataset was regenerated or edited.
+    pub fn check_sources(
+        &self,
+        path: &Path,
+        dataset: &CocoDataset,
+    ) -> Result<(), ImageTokensError> {
+        let by_id: HashMap<u64, &CocoImage> = dataset
+            .images
+            .iter()
+            .map(|image| (image.id, image))
+            .collect();
+        let mismatch = |detail: String| ImageTokensError::SourcesChanged {
+            path: path.to_path_buf(),
+            split: dataset.split.name(),
+            detail,
+        };
+        let sources: Vec<&CocoImage> = match self
+            .image_ids
+            .iter()
+            .map(|id| by_id.get(id).copied())
+            .collect()
+        {
+            Some(sources) => sources,
+            None => {
+                let missing = self.image_ids.iter().find(|id| !by_id.contains_key(id));
+                return Err(mismatch(format!(
+                    "it holds image {}, which the dataset does not",
+                    missing.expect("one is missing")
+                )));
+            }
+        };
+        let now = source_images_fingerprint(sources);
+        if now != self.info.images {
+            return Err(mismatch(format!(
+                "source fingerprint {}, the files now give {now}: changed or regenerated since",
+                self.info.images
+            )));
+        }
+        Ok(())
     }
 }

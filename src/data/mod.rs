@@ -9,6 +9,7 @@ pub mod dalle_split;
 pub mod error;
 pub mod fingerprint;
 pub mod image_cache;
+pub mod image_file;
 pub mod image_split;
 pub mod image_tokens;
 pub mod lxmert_pretraining;
@@ -26,7 +27,8 @@ pub use classification::{
 pub use coco::{CocoCategory, CocoDataset, CocoImage, CocoObject, CocoSplit};
 pub use dalle_split::{DalleExample, DalleSplit};
 pub use error::{BadEntryPolicy, DataError, SkipReport};
-pub use image_cache::{preprocess_image, ImageCache};
+pub use image_cache::{preprocess_image, source_images_fingerprint, ImageCache};
+pub use image_file::open_image;
 pub use image_split::ImageSplit;
 pub use image_tokens::{
     checkpoint_fingerprint, ImageTokens, ImageTokensError, TokenExpectation, TokenFileInfo,
@@ -37,7 +39,7 @@ pub use region_features::{
     convert_tsv, tsv_line, ConversionSummary, RegionBatch, RegionFeatureError, RegionFeatures,
 };
 pub use synthetic::{
-    dataset_root, ensure_synthetic_coco, mentioned_categories, write_synthetic_coco,
-    SyntheticCocoConfig, SyntheticError,
+    dataset_root, ensure_synthetic_coco, mentioned_categories, synthetic_dir_name,
+    write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
 };
 pub use tokenizer::{SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};

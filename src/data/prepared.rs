@@ -96,8 +96,10 @@ pub fn prepare_data(
         &paths.data_dir,
     )?;
     let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let train = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
-    let val = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
+    let mut train = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
+    let mut val = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
+    train.drop_uncaptioned(policy)?;
+    val.drop_uncaptioned(policy)?;
     if train.categories != val.categories {
         return Err(LoadError::Invalid(format!(
             "{} and {} list different categories",

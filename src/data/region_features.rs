@@ -626,7 +626,7 @@ pub fn write_box_feature_tsv(
     for dataset in datasets {
         let n_categories = dataset.categories.len() as i64;
         for image in &dataset.images {
-            let rgb = image::open(&image.path)
+            let rgb = super::image_file::open_image(&image.path)
                 .map_err(|e| RegionFeatureError::Invalid {
                     path: image.path.clone(),
                     message: format!("image {}: {e}", image.id),

@@ -153,6 +153,8 @@ pub enum SyntheticError {
     },
     #[error("{path} exists and is not a vislang synthetic dataset; refusing to touch it (choose another directory)")]
     NotOurs { path: PathBuf },
+    #[error("{path} holds a synthetic set made {difference}; refusing to regenerate it in place, since token files, caches and runs made from it would silently refer to other images. Delete the directory to regenerate it, or choose another --data-dir")]
+    OtherConfig { path: PathBuf, difference: String },
 }
 
 /// One drawn object, with its COCO-style box.
@@ -162,7 +164,7 @@ struct Placed {
 }
 
 /// Where a run's images come from: the MSCOCO root when given, otherwise the synthetic set for
-/// `synthetic` under `data_dir` (generated on first use).
+/// `synthetic` under `data_dir` (generated on first use) in [`synthetic_dir_name`].
 pub fn dataset_root(
     coco_root: Option<&Path>,
     synthetic: &SyntheticCocoConfig,
@@ -171,15 +173,41 @@ pub fn dataset_root(
     match coco_root {
         Some(root) => Ok(root.to_path_buf()),
         None => {
-            let root = data_dir.join(format!("synthetic-coco-seed{}", synthetic.seed));
+            let root = data_dir.join(synthetic_dir_name(synthetic));
             ensure_synthetic_coco(&root, synthetic)?;
             Ok(root)
         }
     }
 }
 
-/// Makes sure `root` holds the synthetic set for `config`, generating it if needed. An existing
-/// set with a different config is regenerated; a directory that is not ours is left alone.
+/// `synthetic-coco-seed<seed>` for the default set at a seed; every other config gets its own
+/// directory (`...-train<n>-val<n>`, plus a hash of any other field), so asking for a different
+/// set never rewrites one that artifacts were made from.
+pub fn synthetic_dir_name(config: &SyntheticCocoConfig) -> String {
+    let base = SyntheticCocoConfig {
+        seed: config.seed,
+        ..SyntheticCocoConfig::default()
+    };
+    let mut name = format!("synthetic-coco-seed{}", config.seed);
+    if (config.n_train, config.n_val) != (base.n_train, base.n_val) {
+        name.push_str(&format!("-train{}-val{}", config.n_train, config.n_val));
+    }
+    let rest = SyntheticCocoConfig {
+        n_train: base.n_train,
+        n_val: base.n_val,
+        ..config.clone()
+    };
+    if rest != base {
+        let json = serde_json::to_vec(&rest).expect("a config serialises");
+        name.push('-');
+        name.push_str(&super::fingerprint::fingerprint_bytes(&json)[..8]);
+    }
+    name
+}
+
+/// Makes sure `root` holds the synthetic set for `config`, generating it if it does not exist.
+/// An existing set made with another config or generator version is refused, never rewritten
+/// (artifacts depend on its files); a directory that is not ours is left alone.
 pub fn ensure_synthetic_coco(
     root: &Path,
     config: &SyntheticCocoConfig,
@@ -196,17 +224,33 @@ pub fn ensure_synthetic_coco(
         let current = existing
             .as_ref()
             .and_then(|value| serde_json::from_value::<Marker>(value.clone()).ok());
-        match (existing, current) {
-            (_, Some(found)) if found == wanted => return Ok(()),
-            (Some(_), _) => {}
-            (None, _) => {
-                return Err(SyntheticError::NotOurs {
-                    path: root.to_path_buf(),
-                })
-            }
-        }
+        return match (existing, current) {
+            (_, Some(found)) if found == wanted => Ok(()),
+            (Some(_), found) => Err(SyntheticError::OtherConfig {
+                path: root.to_path_buf(),
+                difference: match found {
+                    Some(found) if found.generator_version != GENERATOR_VERSION => format!(
+                        "by generator version {} (this build writes version {GENERATOR_VERSION})",
+                        found.generator_version
+                    ),
+                    Some(found) => format!(
+                        "with another config ({} train + {} val images, seed {}; asked for {} + {}, seed {})",
+                        found.config.n_train,
+                        found.config.n_val,
+                        found.config.seed,
+                        config.n_train,
+                        config.n_val,
+                        config.seed
+                    ),
+                    None => "by an unknown generator version".to_string(),
+                },
+            }),
+            (None, _) => Err(SyntheticError::NotOurs {
+                path: root.to_path_buf(),
+            }),
+        };
     }
-    // Generate next to the target, then swap it in, so an interrupted run leaves no half set.
+    // Generate next to the target, then rename it in, so an interrupted run leaves no half set.
     let staging = root.with_extension("partial");
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -216,10 +260,6 @@ pub fn ensure_synthetic_coco(
         fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
     write_synthetic_coco(&staging, config)?;
-    if root.exists() {
-        // Only reached when the marker proved the directory is a synthetic set of ours.
-        fs::remove_dir_all(root).map_err(io(root))?;
-    }
     fs::rename(&staging, root).map_err(io(root))
 }
 

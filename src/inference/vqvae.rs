@@ -78,7 +78,7 @@ pub fn encode_split<B: Backend>(
             grid: [size / f, size / f],
             n_codes: model.quantizer.n_codes(),
             vqvae_checkpoint: checkpoint.to_string(),
-            images: split.cache.fingerprint().to_string(),
+            images: split.images_fingerprint.clone(),
         },
         image_ids: split.image_ids.clone(),
         codes,

@@ -13,11 +13,13 @@ pub use super::classify_report::{
     joint_margin, pretraining_gain, results_table, ClassifyReport, ModelSummary,
 };
 use super::lxmert_pretrain::{fill_lxmert, pretrain_on, PretrainResult, PretrainingImages};
+use super::memory::MemoryNeed;
 use super::metrics::MeanStd;
 use super::parallel_runs::run_in_parallel;
 use super::pretrained_encoder::PretrainedEncoder;
 use super::run_dir::RunDir;
 use super::RunPaths;
+use crate::data::image_cache::CHUNK;
 pub use crate::data::{prepare_data, DataConfig, PreparedData};
 use crate::models::classifier::{Modality, SingleStreamClassifierConfig};
 use crate::models::lxmert::LxmertClassifierConfig;
@@ -88,7 +90,34 @@ fn check_sizes(config: &ClassifyConfig) -> Result<(), ClassifyError> {
             "the caption length must be at least 1 token".into(),
         ));
     }
-    Ok(())
+    let (d, m, batch) = (&config.data, &config.model, config.training.batch_size);
+    let mut need = MemoryNeed::new()
+        .image_cache(d.max_train_images.unwrap_or(CHUNK), size)
+        .transformer(
+            "single-stream classifier",
+            batch,
+            (size / m.patch_size).pow(2) + d.max_text_len + 3,
+            m.n_heads,
+            m.d_hidden,
+            m.n_layers,
+        );
+    let lxmert = &config.lxmert.model;
+    let uses_lxmert = config
+        .models
+        .iter()
+        .any(|k| matches!(k, ClassifierKind::Lxmert | ClassifierKind::LxmertPretrained));
+    if let (true, Some(pixels)) = (uses_lxmert, &lxmert.pixels) {
+        need = need.transformer(
+            "LXMERT object stream",
+            batch,
+            (size / pixels.patch_size).pow(2),
+            lxmert.n_heads,
+            lxmert.d_hidden,
+            lxmert.n_object_layers + 2 * lxmert.n_cross_layers,
+        );
+    }
+    need.check("--image-size or --batch-size")
+        .map_err(ClassifyError::Config)
 }
 
 /// Runs the whole comparison and writes `results.json`, `results.md` and the charts.
@@ -98,7 +127,6 @@ pub fn run_classify<B: AutodiffBackend>(
     device: &B::Device,
     schedule: Schedule,
 ) -> Result<ClassifyReport, ClassifyError> {
-    let show_progress = schedule.show_progress;
     config.training.validate()?;
     check_sizes(config)?;
     let mut seeds = config.seeds.clone();
@@ -115,6 +143,19 @@ pub fn run_classify<B: AutodiffBackend>(
             "--seeds and --models must each name at least one".into(),
         ));
     }
+    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
+        run_classify_claimed::<B>(config, paths, device, schedule)
+    })
+}
+
+/// [`run_classify`] after its options were checked: everything that writes into the run directory.
+fn run_classify_claimed<B: AutodiffBackend>(
+    config: &ClassifyConfig,
+    paths: &RunPaths,
+    device: &B::Device,
+    schedule: Schedule,
+) -> Result<ClassifyReport, ClassifyError> {
+    let show_progress = schedule.show_progress;
     RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
     let data = prepare_data(&config.data, paths, show_progress)?;
     for line in data.skipped.summary() {

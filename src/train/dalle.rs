@@ -23,6 +23,7 @@ use super::dalle_evaluation::{
     write_loss_curve, write_samples, SAMPLES_PER_CAPTION, SHOWN_CAPTIONS,
 };
 use super::engine::{seeded_init, train, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::memory::MemoryNeed;
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 use super::vqvae::TrainedVqVae;
@@ -222,6 +223,38 @@ pub fn train_dalle<B: AutodiffBackend>(
             config.model.d_model, config.model.n_heads
         )));
     }
+    // The grid comes from the VQ-VAE's config; when it cannot be read, loading it names why.
+    let vqvae_config = config.data.vqvae_dir.join("vqvae-config.json");
+    if let Ok(vqvae) = crate::io::checkpoint::read_json::<crate::inference::vqvae::TrainedVqVaeConfig>(
+        &vqvae_config,
+    ) {
+        let grid = vqvae.image_size / vqvae.model.downsample;
+        let m = &config.model;
+        MemoryNeed::new()
+            .transformer(
+                "DALL-E decoder",
+                config.training.batch_size,
+                m.text_len + grid * grid,
+                m.n_heads,
+                m.d_hidden,
+                m.n_layers,
+            )
+            .check("--text-len, --batch-size or --layers")
+            .map_err(DalleError::Config)?;
+    }
+    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
+        train_dalle_claimed::<B>(config, paths, device, show_progress, log_every)
+    })
+}
+
+/// [`train_dalle`] after its options were checked: everything that writes into the run directory.
+fn train_dalle_claimed<B: AutodiffBackend>(
+    config: &TrainDalleConfig,
+    paths: &RunPaths,
+    device: &B::Device,
+    show_progress: bool,
+    log_every: usize,
+) -> Result<DalleResult, DalleError> {
     let run_dir = RunDir::claim(&paths.out_dir, config, &["caption-bpe.json"])?;
     if let Some(result) = run_dir.finished()? {
         return Ok(result);

@@ -79,6 +79,7 @@ pub fn prepare_dalle_data(
     let expected = TokenExpectation {
         vqvae_checkpoint: config.vqvae_checkpoint.clone(),
         image_size: trained.image_size,
+        n_codes: trained.model.n_codes,
     };
     let train_tokens = ImageTokens::load_expecting(
         &token_file_path(&config.vqvae_dir, CocoSplit::Train2014),
@@ -95,8 +96,12 @@ pub fn prepare_dalle_data(
         &paths.data_dir,
     )?;
     let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let train_set = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
-    let val_set = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
+    let mut train_set = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
+    let mut val_set = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
+    for (tokens, set) in [(&train_tokens, &mut train_set), (&val_tokens, &mut val_set)] {
+        tokens.check_sources(&token_file_path(&config.vqvae_dir, set.split), set)?;
+        set.drop_uncaptioned(policy)?;
+    }
 
     let saved = paths.out_dir.join("caption-bpe.json");
     // The tokenizer of an earlier run in this directory wins, so checkpoints keep their ids.

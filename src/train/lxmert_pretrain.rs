@@ -24,9 +24,11 @@ pub use super::lxmert_pretrain_config::{
 };
 use super::lxmert_pretrain_eval::{evaluate_pretraining, write_curves};
 pub use super::lxmert_pretrain_eval::{ObjectiveLosses, PretrainEvaluation};
+use super::memory::MemoryNeed;
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 use super::{RunPaths, TrainError};
+use crate::data::image_cache::CHUNK;
 use crate::data::lxmert_pretraining::{pixel_batch, region_batch, BatchRecipe};
 use crate::data::{prepare_data, LoadError, PreparedData};
 use crate::data::{ClassificationSplit, RegionFeatureError, RegionFeatures};
@@ -292,6 +294,34 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
             }
         }
     }
+    if let (None, Some(pixels)) = (&config.features, &config.model.pixels) {
+        let (size, m) = (config.data.image_size, &config.model);
+        MemoryNeed::new()
+            .image_cache(config.data.max_train_images.unwrap_or(CHUNK), size)
+            .transformer(
+                "LXMERT object stream",
+                config.budget.batch_size,
+                (size / pixels.patch_size).pow(2),
+                m.n_heads,
+                m.d_hidden,
+                m.n_object_layers + 2 * m.n_cross_layers,
+            )
+            .check("--image-size or --batch-size")
+            .map_err(PretrainError::Config)?;
+    }
+    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
+        pretrain_lxmert_claimed::<B>(config, paths, device, show_progress, log_every)
+    })
+}
+
+/// [`pretrain_lxmert`] after its options were checked: everything that writes into the run directory.
+fn pretrain_lxmert_claimed<B: AutodiffBackend>(
+    config: &PretrainLxmertConfig,
+    paths: &RunPaths,
+    device: &B::Device,
+    show_progress: bool,
+    log_every: usize,
+) -> Result<PretrainResult, PretrainError> {
     RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
     let data = prepare_data(&config.data, paths, show_progress)?;
     for line in data.skipped.summary() {

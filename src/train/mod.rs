@@ -16,6 +16,7 @@ pub mod gradients;
 pub mod lxmert_pretrain;
 mod lxmert_pretrain_config;
 mod lxmert_pretrain_eval;
+pub mod memory;
 pub mod metrics;
 mod metrics_log;
 mod parallel_runs;

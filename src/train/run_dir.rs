@@ -54,6 +54,38 @@ fn holds_progress(dir: &Path, depth: usize) -> bool {
         })
 }
 
+/// Runs `body`, the part of a command that writes into `dir`. When `dir` did not exist before
+/// and `body` fails while `dir` holds nothing but the setup files written before training
+/// (bad data found after the config was claimed, say), `dir` is removed again: a failed command
+/// leaves no half-made run directory behind. A directory that existed before, or that holds
+/// anything else (metrics, a checkpoint, a non-finite-stop report), is never touched.
+pub fn removed_on_early_failure<T, E>(
+    dir: &Path,
+    body: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let created = !dir.exists();
+    let outcome = body();
+    if outcome.is_err() && created && holds_only_setup_files(dir) {
+        let _ = fs::remove_dir_all(dir);
+    }
+    outcome
+}
+
+/// Whether every file under `dir` is a config or a tokenizer (empty folders do not count).
+fn holds_only_setup_files(dir: &Path) -> bool {
+    const SETUP: [&str; 3] = ["config.json", "tokenizer.json", "caption-bpe.json"];
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                holds_only_setup_files(&path)
+            } else {
+                SETUP.iter().any(|name| entry.file_name() == **name)
+            }
+        })
+    })
+}
+
 /// Written when a run stops on a non-finite value; removed by its next committed epoch.
 const STOPPED: &str = "stopped.json";
 

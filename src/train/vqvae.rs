@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
 use super::engine::{seeded_init, train, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::memory::MemoryNeed;
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 pub use super::vqvae_eval::{
@@ -25,6 +26,7 @@ pub use super::vqvae_eval::{
 };
 use super::vqvae_eval::{write_curves, write_reconstructions};
 use super::{RunPaths, TrainError};
+use crate::data::image_cache::CHUNK;
 use crate::data::{
     checkpoint_fingerprint, dataset_root, BadEntryPolicy, CocoSplit, DataError, ImageSplit,
     ImageTokensError, SyntheticCocoConfig, SyntheticError,
@@ -195,14 +197,27 @@ fn check_config(config: &TrainVqVaeConfig) -> Result<(), VqVaeError> {
             config.data.image_size
         )));
     }
-    if config.model.n_codes == 0 || config.model.n_codes > u16::MAX as usize + 1 {
+    // One code carries no information (and leaves dead-code re-seeding nothing to choose from).
+    if config.model.n_codes < 2 || config.model.n_codes > u16::MAX as usize + 1 {
         return Err(VqVaeError::Config(format!(
-            "--codes must be between 1 and 65536 (token files store u16), not {}",
+            "--codes must be between 2 and 65536 (token files store u16), not {}",
             config.model.n_codes
         )));
     }
     config.training.validate()?;
-    Ok(())
+    let size = config.data.image_size;
+    // The input batch, its reconstruction and the error between them, at least.
+    MemoryNeed::new()
+        .image_cache(config.data.max_train_images.unwrap_or(CHUNK), size)
+        .convolutions(
+            "VQ-VAE input and output",
+            config.training.batch_size,
+            3,
+            size,
+            3,
+        )
+        .check("--image-size or --batch-size")
+        .map_err(VqVaeError::Config)
 }
 
 /// The VQ-VAE as a task of the engine: reconstruction MSE plus commitment loss, then the EMA
@@ -290,6 +305,19 @@ pub fn train_vqvae<B: AutodiffBackend>(
     log_every: usize,
 ) -> Result<VqVaeResult, VqVaeError> {
     check_config(config)?;
+    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
+        train_vqvae_claimed::<B>(config, paths, device, show_progress, log_every)
+    })
+}
+
+/// [`train_vqvae`] after its options were checked: everything that writes into the run directory.
+fn train_vqvae_claimed<B: AutodiffBackend>(
+    config: &TrainVqVaeConfig,
+    paths: &RunPaths,
+    device: &B::Device,
+    show_progress: bool,
+    log_every: usize,
+) -> Result<VqVaeResult, VqVaeError> {
     let run_dir = RunDir::claim(&paths.out_dir, config, &[])?;
     if let Some(result) = run_dir.finished()? {
         return Ok(result);
