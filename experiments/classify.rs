@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
+use vislang::cli::{absolute, exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::nn::AutodiffBackend;
 use vislang::train::classify::{
     joint_margin, pretraining_gain, results_table, run_classify, ClassifierKind, ClassifyConfig,
@@ -95,10 +95,13 @@ impl BackendTask for Classify {
 }
 
 fn main() -> ExitCode {
-    let args: Args = parse_with_presets(
+    let mut args: Args = parse_with_presets(
         &ClassifyConfig::synthetic().training,
         &ClassifyConfig::coco(PathBuf::new()).training,
     );
+    args.data.absolutize();
+    args.tokenizer = args.tokenizer.map(absolute);
+    args.lxmert_encoder = args.lxmert_encoder.map(absolute);
     let mut config = match &args.data.coco_root {
         Some(root) => ClassifyConfig::coco(root.clone()),
         None => ClassifyConfig::synthetic(),

@@ -8,7 +8,8 @@ use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, or_exit, SamplingArgs};
 use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageCache};
 use vislang::inference::dalle_eval::{evaluate_generation, Judge};
-use vislang::io::checkpoint::{read_json, write_atomic};
+use vislang::inference::read_artifact_json;
+use vislang::io::checkpoint::write_atomic;
 use vislang::models::dalle::SamplingConfig;
 use vislang::nn::AutodiffBackend;
 use vislang::train::dalle::{prepare_dalle_data, DalleError, TrainDalleConfig, TrainedDalle};
@@ -67,7 +68,8 @@ impl BackendTask for Task {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let args = &self.args;
-        let config: TrainDalleConfig = read_json(&args.dalle.join("config.json"))?;
+        let config: TrainDalleConfig =
+            read_artifact_json(&args.dalle.join("config.json"), "train-dalle", "--dalle")?;
         if config.data.coco_root.is_some() {
             return Err(DalleError::Config(
                 "this check needs the synthetic set, whose captions name objects by known words; for MSCOCO, compute FID on the PNGs that `generate` writes".into(),

@@ -79,6 +79,11 @@ impl BackendTask for Task {
         let args = &self.args;
         let trained =
             TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
+        for caption in &self.captions {
+            for warning in trained.caption_warnings(caption)? {
+                eprintln!("warning: {warning}");
+            }
+        }
         let sampling = SamplingConfig {
             use_cache: !args.no_cache,
             ..self.sampling.clone()

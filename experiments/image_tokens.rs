@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
 use vislang::data::{CocoSplit, ImageTokens, TokenExpectation};
-use vislang::io::checkpoint::read_json;
+use vislang::inference::read_artifact_json;
 use vislang::io::image_grid::{write_image_grid, write_png};
 use vislang::nn::AutodiffBackend;
 use vislang::train::vqvae::{
@@ -96,7 +96,8 @@ impl BackendTask for Task {
                 out,
                 batch_size,
             } => {
-                let mut config: TrainVqVaeConfig = read_json(&args.vqvae.join("config.json"))?;
+                let mut config: TrainVqVaeConfig =
+                    read_artifact_json(&args.vqvae.join("config.json"), "train-vqvae", "--vqvae")?;
                 if coco_root.is_some() {
                     config.data.coco_root = coco_root;
                     config.data.max_train_images = None;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
+use vislang::cli::{absolute, exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::nn::AutodiffBackend;
 use vislang::train::engine::EpochEvaluation;
 use vislang::train::lxmert_pretrain::{
@@ -112,7 +112,10 @@ impl BackendTask for Pretrain {
 }
 
 fn main() -> ExitCode {
-    let args: Args = parse_with_presets(&budgets::synthetic(), &budgets::coco());
+    let mut args: Args = parse_with_presets(&budgets::synthetic(), &budgets::coco());
+    args.data.absolutize();
+    args.tokenizer = args.tokenizer.map(absolute);
+    args.features = args.features.map(absolute);
     let mut config = match &args.data.coco_root {
         Some(root) => PretrainLxmertConfig::coco(root.clone()),
         None => PretrainLxmertConfig::synthetic(),

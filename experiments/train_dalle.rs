@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
+use vislang::cli::{absolute, exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::models::dalle::AttentionLayout;
 use vislang::nn::AutodiffBackend;
 use vislang::train::dalle::{train_dalle, with_vqvae_fingerprint, DalleError, TrainDalleConfig};
@@ -114,10 +114,13 @@ impl BackendTask for Train {
 }
 
 fn main() -> ExitCode {
-    let args: Args = parse_with_presets(
+    let mut args: Args = parse_with_presets(
         &TrainDalleConfig::synthetic(PathBuf::new()).training,
         &TrainDalleConfig::coco(PathBuf::new(), PathBuf::new()).training,
     );
+    args.data.absolutize();
+    args.tokenizer = args.tokenizer.map(absolute);
+    args.vqvae = absolute(args.vqvae);
     let mut config = match &args.data.coco_root {
         Some(root) => TrainDalleConfig::coco(root.clone(), args.vqvae.clone()),
         None => TrainDalleConfig::synthetic(args.vqvae.clone()),

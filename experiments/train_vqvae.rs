@@ -96,10 +96,11 @@ impl BackendTask for Train {
 }
 
 fn main() -> ExitCode {
-    let args: Args = parse_with_presets(
+    let mut args: Args = parse_with_presets(
         &TrainVqVaeConfig::synthetic().training,
         &TrainVqVaeConfig::coco(PathBuf::new()).training,
     );
+    args.data.absolutize();
     let mut config = match &args.data.coco_root {
         Some(root) => TrainVqVaeConfig::coco(root.clone()),
         None => TrainVqVaeConfig::synthetic(),

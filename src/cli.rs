@@ -52,11 +52,23 @@ impl DataArgs {
         }
     }
 
+    /// Makes `--coco-root` absolute: saved configs must name the same data from any working
+    /// directory.
+    pub fn absolutize(&mut self) {
+        self.coco_root = self.coco_root.take().map(absolute);
+    }
+
     /// Applies `--synthetic-train` and `--synthetic-val`.
     pub fn apply_to(&self, synthetic: &mut SyntheticCocoConfig) {
         synthetic.n_train = self.synthetic_train.unwrap_or(synthetic.n_train);
         synthetic.n_val = self.synthetic_val.unwrap_or(synthetic.n_val);
     }
+}
+
+/// `path` relative to the working directory made absolute (without resolving links), so a
+/// config that records it still names the same file when read from elsewhere.
+pub fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The value of a command-line check, or the process ends with its message (exit status 1):

@@ -363,3 +363,50 @@ fn duplicate_ids_are_named_and_uncaptioned_images_dropped_only_where_captions_ar
         "{error}"
     );
 }
+
+#[test]
+fn box_features_open_images_by_content_like_the_image_cache() {
+    // MSCOCO has PNGs under .jpg names; `lxmert-features boxes` used to open by extension.
+    let root = copy_fixture();
+    let path = root
+        .path()
+        .join("train2014/COCO_train2014_000000000025.jpg");
+    let decoded = image::open(&path).unwrap();
+    decoded
+        .save_with_format(&path, image::ImageFormat::Png)
+        .unwrap();
+    let out = root.path().join("boxes.tsv");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lxmert-features"))
+        .args(["boxes", "--coco-root"])
+        .arg(root.path())
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), 4);
+
+    // A truncated JPEG is refused there too, naming the file.
+    let path = root
+        .path()
+        .join("train2014/COCO_train2014_000000000030.jpg");
+    let bytes = fs::read(&path).unwrap();
+    let scan = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    fs::write(&path, &bytes[..(scan + bytes.len()) / 2]).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lxmert-features"))
+        .args(["boxes", "--coco-root"])
+        .arg(root.path())
+        .arg("--output")
+        .arg(root.path().join("again.tsv"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("truncated JPEG")
+            && stderr.contains("COCO_train2014_000000000030.jpg")
+            && !root.path().join("again.tsv").exists(),
+        "{stderr}"
+    );
+}

@@ -86,7 +86,34 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         "3",
         "--greedy",
     ];
-    run(command(env!("CARGO_BIN_EXE_generate"), dir, &args));
+    let output = run(command(env!("CARGO_BIN_EXE_generate"), dir, &args));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("warning"),
+        "captions in the vocabulary: {stderr}"
+    );
+    // A word never seen, and a caption longer than the 24 text positions, are reported.
+    let long = "a cat and a dog and ".repeat(6) + "a cup.";
+    let output = run(command(
+        env!("CARGO_BIN_EXE_generate"),
+        dir,
+        &[
+            "--caption",
+            "a zebraphone.",
+            "--caption",
+            &long,
+            "--num",
+            "1",
+            "--out",
+            "runs/warned",
+        ],
+    ));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("rarely or never: zebraphone")
+            && stderr.contains("beyond the model's 24 text positions are dropped"),
+        "{stderr}"
+    );
     let mut uncached_args = args.to_vec();
     uncached_args.extend(["--no-cache", "--out", "runs/uncached"]);
     run(command(env!("CARGO_BIN_EXE_generate"), dir, &uncached_args));

@@ -238,6 +238,13 @@ fn classify_fine_tunes_an_encoder_pretrained_by_pretrain_lxmert() {
     std::fs::write(damaged.join("lxmert.safetensors"), b"not safetensors").unwrap();
     let error = fails(classify("from-damaged", &damaged, &[]));
     assert!(error.contains("lxmert.safetensors"), "{error}");
+    // A directory that holds no pretraining is refused before anything is made.
+    let error = fails(classify("from-nowhere", &dir.path().join("nowhere"), &[]));
+    assert!(
+        error.contains("holds no finished pretrain-lxmert run")
+            && !dir.path().join("from-nowhere").exists(),
+        "{error}"
+    );
 
     // Another architecture is refused before training, naming the config file and field.
     let error = fails(classify("bigger-images", &encoder, &["--image-size", "96"]));

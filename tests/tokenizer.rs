@@ -134,3 +134,23 @@ fn trained_vocabularies_cover_their_captions() {
         assert!(!tokenizer.encode("zebra", 8).unwrap().is_empty());
     }
 }
+
+#[test]
+fn coverage_names_split_or_unknown_words_once_and_counts_dropped_tokens() {
+    let captions = captions();
+    let bpe = TextTokenizer::train_bpe(captions.iter().map(String::as_str), 200).unwrap();
+    // Every word of a training caption is a whole token at this vocabulary size.
+    let seen = bpe.coverage("A red disk next to a blue one.", 64).unwrap();
+    assert_eq!(seen.unfamiliar_words, Vec::<String>::new());
+    assert_eq!(seen.dropped_tokens, 0);
+    // A word never seen is split into pieces; a character never seen is [UNK]. Each is
+    // named once.
+    let unseen = bpe
+        .coverage("a zebraphone, a red disk and a zebraphone ✓", 64)
+        .unwrap();
+    assert_eq!(unseen.unfamiliar_words, vec!["zebraphone", ",", "and", "✓"]);
+    let ids = bpe.encode("a red disk a red disk", 64).unwrap();
+    let cut = bpe.coverage("a red disk a red disk", 4).unwrap();
+    assert_eq!(cut.dropped_tokens, ids.len() - 4);
+    assert!(cut.dropped_tokens > 0);
+}

@@ -11,6 +11,11 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("malformed JSON in {path}: {source}")]
     Json {
         path: PathBuf,
@@ -67,6 +72,7 @@ impl DataError {
     pub fn kind(&self) -> &'static str {
         match self {
             DataError::Io { .. } => "unreadable file",
+            DataError::Write { .. } => "unwritable file",
             DataError::Json { .. } => "malformed JSON",
             DataError::UnknownCategory { .. } => "unknown category id",
             DataError::UnknownImage { .. } => "annotation of unknown image",
@@ -84,7 +90,10 @@ impl DataError {
     pub fn is_skippable(&self) -> bool {
         !matches!(
             self,
-            DataError::Io { .. } | DataError::Json { .. } | DataError::Invalid { .. }
+            DataError::Io { .. }
+                | DataError::Write { .. }
+                | DataError::Json { .. }
+                | DataError::Invalid { .. }
         )
     }
 }

@@ -228,7 +228,7 @@ impl ImageCache {
         policy: BadEntryPolicy,
         show_progress: bool,
     ) -> Result<(), DataError> {
-        let io_error = |source| DataError::Io {
+        let io_error = |source| DataError::Write {
             path: path.to_path_buf(),
             source,
         };

@@ -42,4 +42,4 @@ pub use synthetic::{
     dataset_root, ensure_synthetic_coco, mentioned_categories, synthetic_dir_name,
     write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
 };
-pub use tokenizer::{SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};
+pub use tokenizer::{CaptionCoverage, SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};

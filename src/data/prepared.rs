@@ -117,7 +117,7 @@ pub fn prepare_data(
             Some(path) => TextTokenizer::from_file(path)?,
             None => TextTokenizer::train_wordpiece(train.all_captions(), config.vocab_size)?,
         };
-        fs::create_dir_all(&paths.out_dir).map_err(|source| DataError::Io {
+        fs::create_dir_all(&paths.out_dir).map_err(|source| DataError::Write {
             path: paths.out_dir.clone(),
             source,
         })?;

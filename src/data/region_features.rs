@@ -622,62 +622,74 @@ pub fn write_box_feature_tsv(
         move |source| RegionFeatureError::Io { path, source }
     };
     let mut writer = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-    let mut rows = 0;
-    for dataset in datasets {
-        let n_categories = dataset.categories.len() as i64;
-        for image in &dataset.images {
-            let rgb = super::image_file::open_image(&image.path)
-                .map_err(|e| RegionFeatureError::Invalid {
-                    path: image.path.clone(),
-                    message: format!("image {}: {e}", image.id),
-                })?
-                .to_rgb8();
-            let (w, h) = (rgb.width() as f32, rgb.height() as f32);
-            let mut boxes: Vec<[f32; 4]> = Vec::new();
-            let mut objects = Vec::new();
-            let mut attributes = Vec::new();
-            for object in image.objects.iter().take(35) {
-                let [x, y, bw, bh] = object.bbox;
-                boxes.push([x, y, x + bw, y + bh]);
-                objects.push(object.category as i64);
-                let area = bw * bh / (w * h);
-                attributes.push(if area < 0.05 {
-                    0
-                } else if area < 0.2 {
-                    1
-                } else {
-                    2
-                });
+    // Rows go to a temporary file that is removed if any image fails: no half-written TSV.
+    let written = (|| -> Result<usize, RegionFeatureError> {
+        let mut rows = 0;
+        for dataset in datasets {
+            let n_categories = dataset.categories.len() as i64;
+            for image in &dataset.images {
+                let rgb = super::image_file::open_image(&image.path)
+                    .map_err(|e| RegionFeatureError::Invalid {
+                        path: image.path.clone(),
+                        message: format!("image {}: {e}", image.id),
+                    })?
+                    .to_rgb8();
+                let (w, h) = (rgb.width() as f32, rgb.height() as f32);
+                let mut boxes: Vec<[f32; 4]> = Vec::new();
+                let mut objects = Vec::new();
+                let mut attributes = Vec::new();
+                for object in image.objects.iter().take(35) {
+                    let [x, y, bw, bh] = object.bbox;
+                    boxes.push([x, y, x + bw, y + bh]);
+                    objects.push(object.category as i64);
+                    let area = bw * bh / (w * h);
+                    attributes.push(if area < 0.05 {
+                        0
+                    } else if area < 0.2 {
+                        1
+                    } else {
+                        2
+                    });
+                }
+                boxes.push([0.0, 0.0, w, h]);
+                objects.push(n_categories);
+                attributes.push(2);
+                let mut features = Vec::with_capacity(boxes.len() * BOX_FEATURE_WIDTH);
+                for [x1, y1, x2, y2] in &boxes {
+                    let (x, y) = (x1.max(0.0) as u32, y1.max(0.0) as u32);
+                    let cw =
+                        ((x2 - x1).round() as u32).clamp(1, rgb.width() - x.min(rgb.width() - 1));
+                    let ch =
+                        ((y2 - y1).round() as u32).clamp(1, rgb.height() - y.min(rgb.height() - 1));
+                    let crop = image::imageops::crop_imm(&rgb, x, y, cw, ch).to_image();
+                    let small =
+                        image::imageops::resize(&crop, 4, 4, image::imageops::FilterType::Triangle);
+                    features.extend(small.as_raw().iter().map(|&v| v as f32 / 255.0));
+                }
+                let line = tsv_line(
+                    &image.id.to_string(),
+                    h,
+                    w,
+                    &objects,
+                    &attributes,
+                    &boxes,
+                    &features,
+                );
+                writer.write_all(line.as_bytes()).map_err(io(&tmp))?;
+                rows += 1;
             }
-            boxes.push([0.0, 0.0, w, h]);
-            objects.push(n_categories);
-            attributes.push(2);
-            let mut features = Vec::with_capacity(boxes.len() * BOX_FEATURE_WIDTH);
-            for [x1, y1, x2, y2] in &boxes {
-                let (x, y) = (x1.max(0.0) as u32, y1.max(0.0) as u32);
-                let cw = ((x2 - x1).round() as u32).clamp(1, rgb.width() - x.min(rgb.width() - 1));
-                let ch =
-                    ((y2 - y1).round() as u32).clamp(1, rgb.height() - y.min(rgb.height() - 1));
-                let crop = image::imageops::crop_imm(&rgb, x, y, cw, ch).to_image();
-                let small =
-                    image::imageops::resize(&crop, 4, 4, image::imageops::FilterType::Triangle);
-                features.extend(small.as_raw().iter().map(|&v| v as f32 / 255.0));
-            }
-            let line = tsv_line(
-                &image.id.to_string(),
-                h,
-                w,
-                &objects,
-                &attributes,
-                &boxes,
-                &features,
-            );
-            writer.write_all(line.as_bytes()).map_err(io(&tmp))?;
-            rows += 1;
         }
-    }
-    writer.flush().map_err(io(&tmp))?;
+        writer.flush().map_err(io(&tmp))?;
+        Ok(rows)
+    })();
     drop(writer);
+    let rows = match written {
+        Ok(rows) => rows,
+        Err(error) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error);
+        }
+    };
     std::fs::rename(&tmp, out).map_err(io(out))?;
     Ok(rows)
 }

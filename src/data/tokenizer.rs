@@ -88,6 +88,13 @@ fn vocabulary(tokens: &[String]) -> Vocab {
         .collect()
 }
 
+/// See [`TextTokenizer::coverage`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionCoverage {
+    pub dropped_tokens: usize,
+    pub unfamiliar_words: Vec<String>,
+}
+
 /// The ids of the special tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
@@ -218,6 +225,44 @@ impl TextTokenizer {
         let mut ids = encoding.get_ids().to_vec();
         ids.truncate(max_len);
         Ok(ids)
+    }
+
+    /// How well `text` fits this vocabulary and `max_len` positions: the words it does not hold
+    /// as one token (split into pieces, or with characters it has never seen: a model trained
+    /// on it saw them rarely or never) and the tokens beyond `max_len` that [`Self::encode`]
+    /// drops.
+    pub fn coverage(&self, text: &str, max_len: usize) -> Result<CaptionCoverage, TokenizerError> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode {
+                text: text.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut words: Vec<(Option<u32>, usize, usize, usize, bool)> = Vec::new();
+        for (i, &word) in encoding.get_word_ids().iter().enumerate() {
+            let (start, end) = encoding.get_offsets()[i];
+            let unknown = encoding.get_ids()[i] == self.special.unk;
+            match words.last_mut() {
+                Some(last) if word.is_some() && last.0 == word => {
+                    last.2 = end;
+                    last.3 += 1;
+                    last.4 |= unknown;
+                }
+                _ => words.push((word, start, end, 1, unknown)),
+            }
+        }
+        let mut unfamiliar_words: Vec<String> = Vec::new();
+        for &(_, start, end, pieces, unknown) in &words {
+            let word = text.get(start..end).unwrap_or_default();
+            if (pieces > 1 || unknown) && !unfamiliar_words.iter().any(|w| w == word) {
+                unfamiliar_words.push(word.to_string());
+            }
+        }
+        Ok(CaptionCoverage {
+            dropped_tokens: encoding.get_ids().len().saturating_sub(max_len),
+            unfamiliar_words,
+        })
     }
 
     /// Tokens of `ids`, for inspection.

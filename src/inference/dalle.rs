@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::vqvae::{decode_codes, TrainedVqVae};
 use super::ArtifactError;
 use crate::data::{TextTokenizer, TokenizerError};
-use crate::io::checkpoint::{load_safetensors, read_json};
+use crate::io::checkpoint::load_safetensors;
 use crate::models::dalle::{generate, Dalle, DalleConfig, SamplingConfig};
 
 /// What `dalle-config.json` holds: enough to rebuild the decoder and find its tokenizers.
@@ -39,7 +39,8 @@ impl<B: Backend> TrainedDalle<B> {
         device: &B::Device,
     ) -> Result<Self, ArtifactError> {
         let config_path = dir.join("dalle-config.json");
-        let config: TrainedDalleConfig = read_json(&config_path)?;
+        let config: TrainedDalleConfig =
+            super::read_artifact_json(&config_path, "train-dalle", "--dalle")?;
         let model = load_safetensors(
             config.model.init::<B>(device),
             &dir.join("dalle.safetensors"),
@@ -62,6 +63,27 @@ impl<B: Backend> TrainedDalle<B> {
             bpe,
             vqvae,
         })
+    }
+
+    /// What is lost of `caption` on its way into the stream, as warnings to show the user: the
+    /// words this vocabulary splits or does not know, and the tokens past the text positions.
+    pub fn caption_warnings(&self, caption: &str) -> Result<Vec<String>, TokenizerError> {
+        let text_len = self.config.model.text_len;
+        let coverage = self.bpe.coverage(caption, text_len)?;
+        let mut warnings = Vec::new();
+        if !coverage.unfamiliar_words.is_empty() {
+            warnings.push(format!(
+                "{caption:?}: not in the caption vocabulary as whole words, so the model saw them rarely or never: {}",
+                coverage.unfamiliar_words.join(", ")
+            ));
+        }
+        if coverage.dropped_tokens > 0 {
+            warnings.push(format!(
+                "{caption:?}: {} tokens beyond the model's {text_len} text positions are dropped",
+                coverage.dropped_tokens
+            ));
+        }
+        Ok(warnings)
     }
 
     /// The stream's text ids of a caption.

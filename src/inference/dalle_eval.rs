@@ -27,7 +27,7 @@ use crate::data::{
     image_batch, mentioned_categories, CocoCategory, DalleSplit, ImageCache, TextBatch,
     TextTokenizer, IMAGE_MEAN, IMAGE_STD,
 };
-use crate::io::checkpoint::{load_safetensors, read_json};
+use crate::io::checkpoint::load_safetensors;
 use crate::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
 use crate::models::dalle::SamplingConfig;
 
@@ -46,7 +46,8 @@ impl<B: Backend> Judge<B> {
     /// `runs/classify/runs/image-only-seed0`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, ArtifactError> {
         let config_path = dir.join("model-config.json");
-        let config: SingleStreamClassifierConfig = read_json(&config_path)?;
+        let config: SingleStreamClassifierConfig =
+            super::read_artifact_json(&config_path, "classify", "--judge / --rerank-with")?;
         let image_size = config.image_size;
         let max_text_len = config.max_text_len;
         let model = load_safetensors(config.init::<B>(device), &dir.join("model.safetensors"))?;

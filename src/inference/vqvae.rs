@@ -12,7 +12,7 @@ use crate::data::{
     checkpoint_fingerprint, images_to_rgb, CocoSplit, DataError, ImageSplit, ImageTokens,
     TokenFileInfo,
 };
-use crate::io::checkpoint::{load_safetensors, read_json};
+use crate::io::checkpoint::load_safetensors;
 use crate::models::vqvae::{VqVae, VqVaeConfig};
 
 /// What `vqvae-config.json` holds: enough to rebuild the model and use it as a tokenizer.
@@ -35,7 +35,8 @@ impl<B: Backend> TrainedVqVae<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, ArtifactError> {
         let config_path = dir.join("vqvae-config.json");
         let weights = dir.join("vqvae.safetensors");
-        let config: TrainedVqVaeConfig = read_json(&config_path)?;
+        let config: TrainedVqVaeConfig =
+            super::read_artifact_json(&config_path, "train-vqvae", "--vqvae")?;
         let model = load_safetensors(config.model.init::<B>(device), &weights)?;
         let fingerprint = checkpoint_fingerprint(&weights).map_err(|source| DataError::Io {
             path: weights.clone(),

@@ -120,6 +120,30 @@ fn check_sizes(config: &ClassifyConfig) -> Result<(), ClassifyError> {
         .map_err(ClassifyError::Config)
 }
 
+/// Files named by options must exist before any data is generated or anything is written.
+fn check_inputs(config: &ClassifyConfig) -> Result<(), ClassifyError> {
+    if let Some(dir) = &config.lxmert.encoder {
+        for name in ["lxmert-config.json", "lxmert.safetensors", "tokenizer.json"] {
+            if !dir.join(name).is_file() {
+                return Err(ClassifyError::Config(format!(
+                    "--lxmert-encoder {} holds no finished pretrain-lxmert run ({name} is missing); run `pretrain-lxmert --out {}` first",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+        }
+    }
+    if let Some(path) = &config.data.tokenizer {
+        if !path.is_file() {
+            return Err(ClassifyError::Config(format!(
+                "--tokenizer {} does not exist",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the whole comparison and writes `results.json`, `results.md` and the charts.
 pub fn run_classify<B: AutodiffBackend>(
     config: &ClassifyConfig,
@@ -129,6 +153,7 @@ pub fn run_classify<B: AutodiffBackend>(
 ) -> Result<ClassifyReport, ClassifyError> {
     config.training.validate()?;
     check_sizes(config)?;
+    check_inputs(config)?;
     let mut seeds = config.seeds.clone();
     seeds.sort_unstable();
     seeds.dedup();
