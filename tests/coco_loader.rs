@@ -268,16 +268,20 @@ fn skip_policy_counts_bad_annotations_instead_of_failing() {
     assert_eq!(dataset.images[2].captions.len(), 2);
 }
 
+/// Cuts a JPEG halfway through its compressed scan, as an interrupted download does.
+fn truncate_jpeg(path: &Path) {
+    let bytes = fs::read(path).unwrap();
+    let scan = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    fs::write(path, &bytes[..(scan + bytes.len()) / 2]).unwrap();
+}
+
 #[test]
 fn a_truncated_jpeg_is_refused_or_skipped_never_trained_on_as_grey() {
     let root = copy_fixture();
     let path = root
         .path()
         .join("train2014/COCO_train2014_000000000030.jpg");
-    let bytes = fs::read(&path).unwrap();
-    // Cut halfway through the compressed scan, as an interrupted download does.
-    let scan = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
-    fs::write(&path, &bytes[..(scan + bytes.len()) / 2]).unwrap();
+    truncate_jpeg(&path);
     let dataset =
         CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
     let cache_dir = common::tempdir();
@@ -391,9 +395,7 @@ fn box_features_open_images_by_content_like_the_image_cache() {
     let path = root
         .path()
         .join("train2014/COCO_train2014_000000000030.jpg");
-    let bytes = fs::read(&path).unwrap();
-    let scan = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
-    fs::write(&path, &bytes[..(scan + bytes.len()) / 2]).unwrap();
+    truncate_jpeg(&path);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_lxmert-features"))
         .args(["boxes", "--coco-root"])
         .arg(root.path())

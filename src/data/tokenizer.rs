@@ -213,15 +213,18 @@ impl TextTokenizer {
         std::fs::rename(&tmp, path).map_err(|e| error(e.to_string()))
     }
 
-    /// Token ids of `text` without special tokens, truncated to `max_len`.
-    pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
+    fn encoding(&self, text: &str) -> Result<tokenizers::Encoding, TokenizerError> {
+        self.inner
             .encode(text, false)
             .map_err(|e| TokenizerError::Encode {
                 text: text.to_string(),
                 message: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Token ids of `text` without special tokens, truncated to `max_len`.
+    pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>, TokenizerError> {
+        let encoding = self.encoding(text)?;
         let mut ids = encoding.get_ids().to_vec();
         ids.truncate(max_len);
         Ok(ids)
@@ -232,13 +235,7 @@ impl TextTokenizer {
     /// on it saw them rarely or never) and the tokens beyond `max_len` that [`Self::encode`]
     /// drops.
     pub fn coverage(&self, text: &str, max_len: usize) -> Result<CaptionCoverage, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| TokenizerError::Encode {
-                text: text.to_string(),
-                message: e.to_string(),
-            })?;
+        let encoding = self.encoding(text)?;
         let mut words: Vec<(Option<u32>, usize, usize, usize, bool)> = Vec::new();
         for (i, &word) in encoding.get_word_ids().iter().enumerate() {
             let (start, end) = encoding.get_offsets()[i];
