@@ -103,6 +103,39 @@ fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
         1,
         "no temporary files left"
     );
+    // The same data spelled another way (here with `dir/../dir`) is the same cache: at COCO
+    // scale each copy is 12.5 GB.
+    let fixture = fixture();
+    let respelled = fixture.join("../").join(fixture.file_name().unwrap());
+    let dataset =
+        CocoDataset::load(&respelled, CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let (respelled, _) =
+        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
+            .unwrap();
+    assert_eq!(respelled.path(), cache.path());
+}
+
+#[test]
+fn a_cache_that_cannot_be_written_says_write_not_read() {
+    let dataset =
+        CocoDataset::load(&fixture(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let dir = common::tempdir();
+    let not_a_dir = dir.path().join("file");
+    fs::write(&not_a_dir, b"").unwrap();
+    let error = ImageCache::open_or_build(
+        &dataset,
+        16,
+        &not_a_dir.join("cache"),
+        BadEntryPolicy::Fail,
+        false,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        error.starts_with("cannot write") && error.contains("file/cache"),
+        "{error}"
+    );
 }
 
 #[test]

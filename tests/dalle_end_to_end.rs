@@ -42,6 +42,12 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
     // Reference run, and the same run killed after its first epoch and resumed; the second
     // run also exercises --tokenizer with the first run's vocabulary.
     run(train_dalle(dir, "runs/dalle", &["--epochs", "2"]));
+    // Paths in saved configs are absolute: the run reads the same VQ-VAE from anywhere.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("runs/dalle/config.json")).unwrap())
+            .unwrap();
+    let vqvae_dir = config["data"]["vqvae_dir"].as_str().unwrap();
+    assert!(Path::new(vqvae_dir).is_absolute(), "{vqvae_dir}");
     let args = [
         "--epochs",
         "2",
@@ -284,7 +290,9 @@ fn missing_inputs_get_clear_errors() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("dalle-config.json") && !stderr.contains("panicked"),
+        stderr.contains("dalle-config.json")
+            && stderr.contains("written by `train-dalle`")
+            && !stderr.contains("panicked"),
         "{stderr}"
     );
     // No caption.
