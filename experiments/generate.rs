@@ -6,19 +6,23 @@ use std::time::Instant;
 
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, or_exit, SamplingArgs};
+use vislang::cli::{absolute, exit_status, or_exit, SamplingArgs};
 use vislang::inference::dalle::generate_images;
 use vislang::inference::dalle::TrainedDalle;
 use vislang::inference::dalle_eval::{rerank, Judge};
+use vislang::inference::generation_output::{
+    check_output_dir, write_generation, GenerationManifest,
+};
 use vislang::inference::ArtifactError;
-use vislang::io::image_grid::{write_image_grid, write_png};
 use vislang::models::dalle::SamplingConfig;
 use vislang::nn::AutodiffBackend;
 
 /// Generates images from captions: samples image tokens with the decoder (batched, with a
 /// key/value cache), decodes them with the VQ-VAE, and writes one PNG grid per caption
 /// (grid-NNN.png, NNN = the caption's line) plus every image on its own under images/
-/// (NNN-SS.png, a flat folder that FID tools such as pytorch-fid or clean-fid read).
+/// (NNN-SS.png, a flat folder that FID tools such as pytorch-fid or clean-fid read), and
+/// manifest.json (each file's caption, the seed and sampling settings). The folder is replaced
+/// whole, never mixed with an earlier run's images; one holding other files is refused.
 ///
 /// With --rerank-with, more candidates are sampled and the joint classifier keeps the best
 /// (grids and files in order of its score).
@@ -77,6 +81,8 @@ impl BackendTask for Task {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let args = &self.args;
+        // Before any sampling: the folder must be new, empty or an earlier generate's.
+        check_output_dir(&args.out)?;
         let trained =
             TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
         for caption in &self.captions {
@@ -111,19 +117,22 @@ impl BackendTask for Task {
         if let Some(ranker) = &ranker {
             images = rerank(ranker, &self.captions, images, size, args.num, &device)?;
         }
-        for (c, caption_images) in images.iter().enumerate() {
-            for (s, pixels) in caption_images.iter().enumerate() {
-                write_png(
-                    &args.out.join("images").join(format!("{c:03}-{s:02}.png")),
-                    pixels,
-                    size,
-                    1,
-                )?;
-            }
-            let rows: Vec<Vec<Vec<u8>>> = caption_images.chunks(8).map(<[_]>::to_vec).collect();
-            let grid = args.out.join(format!("grid-{c:03}.png"));
-            write_image_grid(&grid, &rows, size, (128 / size).max(1) as u32)?;
-            println!("{}: {:?}", grid.display(), self.captions[c]);
+        let manifest = GenerationManifest {
+            format: String::new(),
+            dalle: absolute(args.dalle.clone()),
+            sampling: sampling.clone(),
+            batch_size: args.batch_size,
+            candidates_per_caption: per_caption,
+            reranked_with: args.rerank_with.clone().map(absolute),
+            files: Vec::new(),
+        };
+        let manifest = write_generation(&args.out, &self.captions, &images, size, manifest)?;
+        for file in manifest.files.iter().filter(|f| f.sample.is_none()) {
+            println!(
+                "{}: {:?}",
+                args.out.join(&file.file).display(),
+                file.caption
+            );
         }
         let n = generated;
         let tokens = n * trained.config.model.n_image_tokens();

@@ -137,6 +137,45 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
             );
         }
     }
+    // The manifest names each file's caption; a second run into the same folder replaces it
+    // whole (FID tools read all of it), and a folder holding other files is refused.
+    let manifest = |out: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(out).join("manifest.json")).unwrap())
+            .unwrap()
+    };
+    let first = manifest("runs/generate");
+    assert_eq!(first["files"].as_array().unwrap().len(), 3 * 3 + 3);
+    assert_eq!(first["files"][0]["file"], "images/000-00.png");
+    assert_eq!(first["files"][0]["caption"], "a picture of a car.");
+    assert_eq!(first["sampling"]["greedy"], true);
+    run(command(
+        env!("CARGO_BIN_EXE_generate"),
+        dir,
+        &["--caption", "a picture of a cat.", "--num", "1"],
+    ));
+    assert_eq!(
+        manifest("runs/generate")["files"].as_array().unwrap().len(),
+        2
+    );
+    assert!(!dir.join("runs/generate/grid-001.png").exists());
+    assert!(!dir.join("runs/generate/images/002-02.png").exists());
+    std::fs::write(dir.join("runs/uncached/notes.txt"), b"mine").unwrap();
+    let output = command(
+        env!("CARGO_BIN_EXE_generate"),
+        dir,
+        &["--caption", "a cat.", "--out", "runs/uncached"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("holds notes.txt"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("runs/uncached/notes.txt")).unwrap(),
+        b"mine"
+    );
 
     // The evaluation needs an image-only classifier on the same data; reranking a joint one.
     let mut classify = vec![

@@ -4,6 +4,7 @@
 
 pub mod dalle;
 pub mod dalle_eval;
+pub mod generation_output;
 pub mod vqvae;
 
 use crate::data::{DataError, TokenizerError};
@@ -25,6 +26,9 @@ pub enum ArtifactError {
         made_by: &'static str,
         flag: &'static str,
     },
+    /// An output folder that cannot be used as asked.
+    #[error("{0}")]
+    Output(String),
     /// Two artifacts that do not belong together, or a classifier of the wrong kind.
     #[error("{0}")]
     Mismatch(String),
