@@ -179,3 +179,38 @@ fn wordpiece_tokenizer_trains_saves_and_reloads() {
     let message = TextTokenizer::from_file(&path).err().unwrap().to_string();
     assert!(message.contains("tokenizer.json"), "{message}");
 }
+
+#[test]
+fn the_category_table_in_synthetic_md_matches_the_generator() {
+    use vislang::data::synthetic::GLYPHS;
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/synthetic.md"))
+            .unwrap();
+    let colour = |rgb: [u8; 3]| match rgb {
+        [220, 40, 40] => "red",
+        [40, 190, 60] => "green",
+        [40, 80, 230] => "blue",
+        [235, 210, 40] => "yellow",
+        [210, 50, 200] => "magenta",
+        [40, 200, 210] => "cyan",
+        other => panic!("colour {other:?} has no name in this test"),
+    };
+    for glyph in &GLYPHS {
+        let name = vislang::data::categories::COCO_CATEGORIES
+            .iter()
+            .find(|c| c.0 == glyph.category_id)
+            .unwrap()
+            .1;
+        let shape = format!("{:?}", glyph.shape).to_lowercase();
+        let row = format!(
+            "| {} | {name} | {shape} | {} | {} |",
+            glyph.category_id,
+            colour(glyph.color),
+            glyph.words.join(", ")
+        );
+        assert!(
+            doc.contains(&row),
+            "datasets/synthetic.md lacks the row {row}"
+        );
+    }
+}
