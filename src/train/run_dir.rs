@@ -54,19 +54,29 @@ fn holds_progress(dir: &Path, depth: usize) -> bool {
         })
 }
 
-/// Runs `body`, the part of a command that writes into `dir`. When `dir` did not exist before
-/// and `body` fails while `dir` holds nothing but the setup files written before training
-/// (bad data found after the config was claimed, say), `dir` is removed again: a failed command
-/// leaves no half-made run directory behind. A directory that existed before, or that holds
-/// anything else (metrics, a checkpoint, a non-finite-stop report), is never touched.
+/// Runs `body`, the part of a command that writes into `dir`. When `body` fails while the
+/// folders this command created on the way to `dir` (`dir` itself, or `runs/` for a first
+/// `runs/classify`) hold nothing but the setup files written before training (bad data found
+/// after the config was claimed, say), they are removed again: a failed command leaves no
+/// half-made run directory behind. A folder that existed before, or that holds anything else
+/// (metrics, a checkpoint, a non-finite-stop report), is never touched.
 pub fn removed_on_early_failure<T, E>(
     dir: &Path,
     body: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, E> {
-    let created = !dir.exists();
+    // The outermost folder of `dir`'s path that does not exist yet (`runs/` for a first
+    // `runs/classify`): everything under it will have been made by this command.
+    let mut created = None;
+    let mut missing = Some(dir);
+    while let Some(path) = missing.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        created = Some(path.to_path_buf());
+        missing = path.parent();
+    }
     let outcome = body();
-    if outcome.is_err() && created && holds_only_setup_files(dir) {
-        let _ = fs::remove_dir_all(dir);
+    if let (Err(_), Some(created)) = (&outcome, created) {
+        if holds_only_setup_files(&created) {
+            let _ = fs::remove_dir_all(&created);
+        }
     }
     outcome
 }
@@ -307,5 +317,41 @@ impl RunDir {
                 let _ = fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_failure_removes_only_the_folders_it_created() {
+        let base = std::env::temp_dir().join(format!("vislang-run-dir-{}", std::process::id()));
+        fs::create_dir_all(&base).unwrap();
+        let dir = base.join("runs/classify");
+        let failed: Result<(), ()> = removed_on_early_failure(&dir, || {
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("config.json"), b"{}").unwrap();
+            Err(())
+        });
+        assert!(failed.is_err());
+        assert!(
+            !base.join("runs").exists(),
+            "runs/ and runs/classify removed"
+        );
+        // Anything beyond setup files stays, and so does a folder that existed.
+        let kept: Result<(), ()> = removed_on_early_failure(&dir, || {
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("metrics.jsonl"), b"{}").unwrap();
+            Err(())
+        });
+        assert!(kept.is_err() && dir.join("metrics.jsonl").exists());
+        fs::remove_file(dir.join("metrics.jsonl")).unwrap();
+        let existed: Result<(), ()> = removed_on_early_failure(&dir, || {
+            fs::write(dir.join("config.json"), b"{}").unwrap();
+            Err(())
+        });
+        assert!(existed.is_err() && dir.join("config.json").exists());
+        fs::remove_dir_all(&base).unwrap();
     }
 }
