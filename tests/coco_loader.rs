@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use vislang::data::{BadEntryPolicy, CocoDataset, CocoSplit, DataError, ImageCache};
+use vislang::data::{BadEntryPolicy, CocoDataset, CocoSplit, DataError, ImageCache, SkipReport};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coco-mini")
@@ -30,6 +30,20 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The fixture's (or a copy's) training split, strictly loaded.
+fn train_split(root: &Path) -> CocoDataset {
+    CocoDataset::load(root, CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap()
+}
+
+/// `dataset`'s 16 px image cache in `cache_dir`.
+fn cache_16px(
+    dataset: &CocoDataset,
+    cache_dir: &Path,
+    policy: BadEntryPolicy,
+) -> Result<(ImageCache, SkipReport), DataError> {
+    ImageCache::open_or_build(dataset, 16, cache_dir, policy, false)
 }
 
 fn edit(path: &Path, from: &str, to: &str) {
@@ -74,9 +88,7 @@ fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
     let dataset =
         CocoDataset::load(&fixture(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
     let cache_dir = common::tempdir();
-    let (cache, skipped) =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .unwrap();
+    let (cache, skipped) = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail).unwrap();
     assert!(skipped.is_empty());
     assert_eq!(cache.len(), 3);
     // Grayscale becomes three equal channels.
@@ -89,9 +101,7 @@ fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
 
     // A second open maps the same file instead of rebuilding it.
     let built = fs::metadata(cache.path()).unwrap().modified().unwrap();
-    let (again, _) =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .unwrap();
+    let (again, _) = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail).unwrap();
     assert_eq!(again.path(), cache.path());
     assert_eq!(
         fs::metadata(again.path()).unwrap().modified().unwrap(),
@@ -109,9 +119,7 @@ fn image_cache_decodes_grayscale_and_non_square_images_and_is_reused() {
     let respelled = fixture.join("../").join(fixture.file_name().unwrap());
     let dataset =
         CocoDataset::load(&respelled, CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
-    let (respelled, _) =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .unwrap();
+    let (respelled, _) = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail).unwrap();
     assert_eq!(respelled.path(), cache.path());
 }
 
@@ -141,12 +149,9 @@ fn a_cache_that_cannot_be_written_says_write_not_read() {
 #[test]
 fn changed_image_files_get_a_fresh_cache() {
     let root = copy_fixture();
-    let dataset =
-        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let dataset = train_split(root.path());
     let cache_dir = common::tempdir();
-    let (first, _) =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .unwrap();
+    let (first, _) = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail).unwrap();
     let first_path = first.path().to_path_buf();
     let image = root
         .path()
@@ -154,9 +159,7 @@ fn changed_image_files_get_a_fresh_cache() {
     image::RgbImage::from_fn(24, 30, |_, _| image::Rgb([10, 10, 200]))
         .save(&image)
         .unwrap();
-    let (second, _) =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .unwrap();
+    let (second, _) = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail).unwrap();
     assert_ne!(second.path(), first_path);
     assert!(second.get(30).unwrap()[2] > 150);
 }
@@ -230,13 +233,11 @@ fn missing_and_corrupt_images_name_the_file_and_image() {
         b"not a jpeg",
     )
     .unwrap();
-    let dataset =
-        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let dataset = train_split(root.path());
     let cache_dir = common::tempdir();
-    let error =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .err()
-            .expect("missing image is an error");
+    let error = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail)
+        .err()
+        .expect("missing image is an error");
     assert!(
         matches!(error, DataError::MissingImage { image_id: 9, .. }),
         "{error}"
@@ -254,9 +255,7 @@ fn missing_and_corrupt_images_name_the_file_and_image() {
     );
 
     // Skipping: both bad images are counted, the good one is cached.
-    let (cache, skipped) =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Skip, false)
-            .unwrap();
+    let (cache, skipped) = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Skip).unwrap();
     assert_eq!(cache.len(), 1);
     assert!(cache.contains(30));
     let kinds: Vec<&str> = skipped.skipped.iter().map(DataError::kind).collect();
@@ -267,10 +266,7 @@ fn missing_and_corrupt_images_name_the_file_and_image() {
         skipped.skipped[1]
     );
     // Reopening under the strict policy still reports the bad image recorded in the cache.
-    assert!(
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .is_err()
-    );
+    assert!(cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail).is_err());
 }
 
 #[test]
@@ -315,13 +311,11 @@ fn a_truncated_jpeg_is_refused_or_skipped_never_trained_on_as_grey() {
         .path()
         .join("train2014/COCO_train2014_000000000030.jpg");
     truncate_jpeg(&path);
-    let dataset =
-        CocoDataset::load(root.path(), CocoSplit::Train2014, BadEntryPolicy::Fail).unwrap();
+    let dataset = train_split(root.path());
     let cache_dir = common::tempdir();
-    let error =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Fail, false)
-            .err()
-            .expect("a truncated JPEG is an error");
+    let error = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Fail)
+        .err()
+        .expect("a truncated JPEG is an error");
     let message = error.to_string();
     assert!(
         matches!(error, DataError::CorruptImage { image_id: 30, .. })
@@ -329,9 +323,7 @@ fn a_truncated_jpeg_is_refused_or_skipped_never_trained_on_as_grey() {
             && message.contains("COCO_train2014_000000000030.jpg"),
         "{message}"
     );
-    let (cache, skipped) =
-        ImageCache::open_or_build(&dataset, 16, cache_dir.path(), BadEntryPolicy::Skip, false)
-            .unwrap();
+    let (cache, skipped) = cache_16px(&dataset, cache_dir.path(), BadEntryPolicy::Skip).unwrap();
     assert!(!cache.contains(30) && cache.len() == 2);
     assert_eq!(skipped.skipped.len(), 1);
 }

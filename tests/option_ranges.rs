@@ -97,17 +97,25 @@ fn valued_options(help: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn refused(binary: &str, prefix: &[&str], option: &str, value: &str, dir: &Path) {
+/// Runs `binary args` in `dir`: its exit code and standard error.
+fn run_in(dir: &Path, binary: &str, args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(binary)
         .current_dir(dir)
-        .args(prefix)
-        .arg(format!("{option}={value}"))
+        .args(args)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+fn refused(binary: &str, prefix: &[&str], option: &str, value: &str, dir: &Path) {
+    let mut args = prefix.to_vec();
+    let option_value = format!("{option}={value}");
+    args.push(&option_value);
+    let (code, stderr) = run_in(dir, binary, &args);
     let name = Path::new(binary).file_name().unwrap().to_string_lossy();
     assert_eq!(
-        output.status.code(),
+        code,
         Some(2),
         "{name} {option} {value} was not refused while parsing: {stderr}"
     );
@@ -186,14 +194,9 @@ fn ranges_named_in_the_issue_are_refused_with_the_allowed_values() {
         ),
     ];
     for (binary, args, allowed) in cases {
-        let output = Command::new(binary)
-            .current_dir(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, stderr) = run_in(dir.path(), binary, args);
         assert!(
-            !output.status.success() && stderr.contains(args[0]) && stderr.contains(allowed),
+            code != Some(0) && stderr.contains(args[0]) && stderr.contains(allowed),
             "{args:?}: {stderr}"
         );
     }
@@ -239,14 +242,9 @@ fn sizes_that_cannot_fit_in_memory_are_refused_with_the_estimate_before_any_data
         ),
     ];
     for (binary, args) in cases {
-        let output = Command::new(binary)
-            .current_dir(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, stderr) = run_in(dir.path(), binary, args);
         assert!(
-            output.status.code() == Some(1)
+            code == Some(1)
                 && stderr.contains("needs at least")
                 && stderr.contains("GB is available")
                 && stderr.contains(if args[0] == "--vqvae" {

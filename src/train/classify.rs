@@ -168,136 +168,137 @@ pub fn run_classify<B: AutodiffBackend>(
             "--seeds and --models must each name at least one".into(),
         ));
     }
-    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
-        run_classify_claimed::<B>(config, paths, device, schedule)
-    })
-}
-
-/// [`run_classify`] after its options were checked: everything that writes into the run directory.
-fn run_classify_claimed<B: AutodiffBackend>(
-    config: &ClassifyConfig,
-    paths: &RunPaths,
-    device: &B::Device,
-    schedule: Schedule,
-) -> Result<ClassifyReport, ClassifyError> {
-    let show_progress = schedule.show_progress;
-    RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
-    let data = prepare_data(&config.data, paths, show_progress)?;
-    for line in data.skipped.summary() {
-        eprintln!("skipped {line}");
-    }
-    eprintln!(
-        "data: {} train / {} held-out images, {} labels, vocabulary {}",
-        data.train.len(),
-        data.val.len(),
-        data.train.n_labels,
-        data.tokenizer.vocab_size()
-    );
-
-    let progress = crate::io::progress::multi(show_progress);
-    // The pretrained LXMERT row starts from a pretraining on the training split (pixels and
-    // captions only, no labels), run once and shared by its seeds, alongside the other rows.
-    let pretraining_dir = paths.out_dir.join("lxmert-pretraining");
-    let pretraining_config = config.lxmert_pretraining();
-    let pretrain = || -> Result<PretrainResult, ClassifyError> {
-        Ok(pretrain_on::<B>(
-            &pretraining_config,
-            &data,
-            PretrainingImages::Pixels,
-            &pretraining_dir,
-            device,
-            &progress,
-            schedule.log_every,
-        )?)
-    };
-    let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
-    // A pretraining from elsewhere is checked before any training starts.
-    let external = match (&config.lxmert.encoder, wants_pretrained) {
-        (Some(dir), true) => Some(PretrainedEncoder::open(
-            dir,
-            &lxmert_config(config, &data).lxmert,
-            &data.tokenizer,
-        )?),
-        _ => None,
-    };
-    let pretrained_weights = external.as_ref().map_or_else(
-        || pretraining_dir.join("lxmert.safetensors"),
-        |e| e.weights.clone(),
-    );
-    let needs_pretraining = wants_pretrained && external.is_none();
-
-    // Longest runs first, so that parallel workers finish together instead of one long run
-    // ending alone.
-    let mut by_cost = config.models.clone();
-    by_cost.sort_by_key(|m| m.cost_rank());
-    let specs: Vec<RunSpec> = by_cost
-        .iter()
-        .flat_map(|&kind| config.seeds.iter().map(move |&seed| (kind, seed)))
-        .map(|(kind, seed)| RunSpec {
-            kind,
-            budget: Budget {
-                seed,
-                ..config.training.clone()
-            },
-            model: match kind.modality() {
-                Some(modality) => RunModel::SingleStream(model_config(config, modality, &data)),
-                None => RunModel::Lxmert {
-                    config: lxmert_config(config, &data),
-                    pretrained: (kind == ClassifierKind::LxmertPretrained)
-                        .then(|| pretrained_weights.clone()),
-                },
-            },
-            dir: paths
-                .out_dir
-                .join("runs")
-                .join(format!("{}-seed{seed}", kind.name())),
-            progress: &progress,
-            log_every: schedule.log_every,
-        })
-        .collect();
-    let (lxmert_pretraining, mut runs) = run_in_parallel(
-        &specs,
-        schedule.jobs,
-        needs_pretraining.then_some(&pretrain as &(dyn Fn() -> _ + Sync)),
-        |spec| spec.kind == ClassifierKind::LxmertPretrained,
-        |spec| {
-            Ok(train_run::<B>(
-                spec,
-                &data.train,
-                &data.val,
-                data.tokenizer.special,
-                device,
-            )?)
-        },
-    )?;
-    let order = |m: &ClassifierKind| config.models.iter().position(|x| x == m);
-    runs.sort_by_key(|run| (order(&run.model), run.seed));
-
-    let summary = config
-        .models
-        .iter()
-        .map(|&model| {
-            let of: Vec<&RunResult> = runs.iter().filter(|r| r.model == model).collect();
-            let values = |f: fn(&RunResult) -> f64| of.iter().map(|r| f(r)).collect::<Vec<_>>();
-            ModelSummary {
-                model,
-                map: MeanStd::of(&values(|r| r.map)),
-                micro_f1: MeanStd::of(&values(|r| r.micro_f1)),
-                n_params: of[0].n_params,
-                train_samples_per_second: MeanStd::of(&values(|r| r.train_samples_per_second)).mean,
+    // Everything below writes into the run directory; a failure before the first epoch
+    // removes what it made (see `removed_on_early_failure`).
+    super::run_dir::removed_on_early_failure(
+        &paths.out_dir,
+        || -> Result<ClassifyReport, ClassifyError> {
+            let show_progress = schedule.show_progress;
+            RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
+            let data = prepare_data(&config.data, paths, show_progress)?;
+            for line in data.skipped.summary() {
+                eprintln!("skipped {line}");
             }
-        })
-        .collect();
-    let report = ClassifyReport {
-        config: config.clone(),
-        device: format!("{} on {device:?}", B::name(device)),
-        train_images: data.train.len(),
-        eval_images: data.val.len(),
-        skipped_entries: data.skipped.summary(),
-        summary,
-        runs,
-        lxmert_pretraining: lxmert_pretraining.or(external.and_then(|e| e.result)),
-    };
-    write_report(&report, &paths.out_dir)?;
-    Ok(report)
+            eprintln!(
+                "data: {} train / {} held-out images, {} labels, vocabulary {}",
+                data.train.len(),
+                data.val.len(),
+                data.train.n_labels,
+                data.tokenizer.vocab_size()
+            );
+
+            let progress = crate::io::progress::multi(show_progress);
+            // The pretrained LXMERT row starts from a pretraining on the training split (pixels and
+            // captions only, no labels), run once and shared by its seeds, alongside the other rows.
+            let pretraining_dir = paths.out_dir.join("lxmert-pretraining");
+            let pretraining_config = config.lxmert_pretraining();
+            let pretrain = || -> Result<PretrainResult, ClassifyError> {
+                Ok(pretrain_on::<B>(
+                    &pretraining_config,
+                    &data,
+                    PretrainingImages::Pixels,
+                    &pretraining_dir,
+                    device,
+                    &progress,
+                    schedule.log_every,
+                )?)
+            };
+            let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
+            // A pretraining from elsewhere is checked before any training starts.
+            let external = match (&config.lxmert.encoder, wants_pretrained) {
+                (Some(dir), true) => Some(PretrainedEncoder::open(
+                    dir,
+                    &lxmert_config(config, &data).lxmert,
+                    &data.tokenizer,
+                )?),
+                _ => None,
+            };
+            let pretrained_weights = external.as_ref().map_or_else(
+                || pretraining_dir.join("lxmert.safetensors"),
+                |e| e.weights.clone(),
+            );
+            let needs_pretraining = wants_pretrained && external.is_none();
+
+            // Longest runs first, so that parallel workers finish together instead of one long run
+            // ending alone.
+            let mut by_cost = config.models.clone();
+            by_cost.sort_by_key(|m| m.cost_rank());
+            let specs: Vec<RunSpec> = by_cost
+                .iter()
+                .flat_map(|&kind| config.seeds.iter().map(move |&seed| (kind, seed)))
+                .map(|(kind, seed)| RunSpec {
+                    kind,
+                    budget: Budget {
+                        seed,
+                        ..config.training.clone()
+                    },
+                    model: match kind.modality() {
+                        Some(modality) => {
+                            RunModel::SingleStream(model_config(config, modality, &data))
+                        }
+                        None => RunModel::Lxmert {
+                            config: lxmert_config(config, &data),
+                            pretrained: (kind == ClassifierKind::LxmertPretrained)
+                                .then(|| pretrained_weights.clone()),
+                        },
+                    },
+                    dir: paths
+                        .out_dir
+                        .join("runs")
+                        .join(format!("{}-seed{seed}", kind.name())),
+                    progress: &progress,
+                    log_every: schedule.log_every,
+                })
+                .collect();
+            let (lxmert_pretraining, mut runs) = run_in_parallel(
+                &specs,
+                schedule.jobs,
+                needs_pretraining.then_some(&pretrain as &(dyn Fn() -> _ + Sync)),
+                |spec| spec.kind == ClassifierKind::LxmertPretrained,
+                |spec| {
+                    Ok(train_run::<B>(
+                        spec,
+                        &data.train,
+                        &data.val,
+                        data.tokenizer.special,
+                        device,
+                    )?)
+                },
+            )?;
+            let order = |m: &ClassifierKind| config.models.iter().position(|x| x == m);
+            runs.sort_by_key(|run| (order(&run.model), run.seed));
+
+            let summary = config
+                .models
+                .iter()
+                .map(|&model| {
+                    let of: Vec<&RunResult> = runs.iter().filter(|r| r.model == model).collect();
+                    let values =
+                        |f: fn(&RunResult) -> f64| of.iter().map(|r| f(r)).collect::<Vec<_>>();
+                    ModelSummary {
+                        model,
+                        map: MeanStd::of(&values(|r| r.map)),
+                        micro_f1: MeanStd::of(&values(|r| r.micro_f1)),
+                        n_params: of[0].n_params,
+                        train_samples_per_second: MeanStd::of(&values(|r| {
+                            r.train_samples_per_second
+                        }))
+                        .mean,
+                    }
+                })
+                .collect();
+            let report = ClassifyReport {
+                config: config.clone(),
+                device: format!("{} on {device:?}", B::name(device)),
+                train_images: data.train.len(),
+                eval_images: data.val.len(),
+                skipped_entries: data.skipped.summary(),
+                summary,
+                runs,
+                lxmert_pretraining: lxmert_pretraining.or(external.and_then(|e| e.result)),
+            };
+            write_report(&report, &paths.out_dir)?;
+            Ok(report)
+        },
+    )
 }

@@ -242,103 +242,98 @@ pub fn train_dalle<B: AutodiffBackend>(
             .check("--text-len, --batch-size or --layers")
             .map_err(DalleError::Config)?;
     }
-    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
-        train_dalle_claimed::<B>(config, paths, device, show_progress, log_every)
-    })
-}
-
-/// [`train_dalle`] after its options were checked: everything that writes into the run directory.
-fn train_dalle_claimed<B: AutodiffBackend>(
-    config: &TrainDalleConfig,
-    paths: &RunPaths,
-    device: &B::Device,
-    show_progress: bool,
-    log_every: usize,
-) -> Result<DalleResult, DalleError> {
-    let run_dir = RunDir::claim(&paths.out_dir, config, &["caption-bpe.json"])?;
-    if let Some(result) = run_dir.finished()? {
-        return Ok(result);
-    }
-    let data = prepare_dalle_data(&config.data, config.model.text_len, paths)?;
-    let vqvae = TrainedVqVae::<B::InnerBackend>::load(&config.data.vqvae_dir, device)?;
-    let model_config = config.model_config(
-        data.bpe.vocab_size(),
-        data.tokens_info.n_codes,
-        data.tokens_info.grid,
-    );
-    let budget = &config.training;
-    let model: Dalle<B> = seeded_init::<B, _>(budget.seed, device, || model_config.init(device));
-    let multi = progress::multi(show_progress);
-    progress::println(
-        &multi,
-        &format!(
-            "decoder: {} parameters, {} text + {} image positions, {} train / {} held-out images",
-            burn::module::Module::num_params(&model),
-            model_config.text_len,
-            model_config.n_image_tokens(),
-            data.train.len(),
-            data.val.len()
-        ),
-    );
-    let task = DalleTask {
-        train: &data.train,
-        val: &data.val,
-        model_config: &model_config,
-        caption_dropout: config.caption_dropout,
-        batch_size: budget.batch_size,
-        dropout: config.model.dropout > 0.0,
-        vqvae: Some(&vqvae),
-        out_dir: &paths.out_dir,
-    };
-    let display = RunDisplay {
-        name: "dalle".into(),
-        progress: &multi,
-        log_every,
-    };
-    let trained = train(&task, model, budget, &run_dir, &display, device)?;
-    let train_tokens_per_second =
-        trained.samples_per_second(data.train.len()) * model_config.seq_len() as f64;
-    save_safetensors(&trained.model, &paths.out_dir.join("dalle.safetensors"))?;
-    let trained_config = TrainedDalleConfig {
-        model: model_config,
-        vqvae_dir: config.data.vqvae_dir.clone(),
-        vqvae_checkpoint: config.data.vqvae_checkpoint.clone(),
-        image_size: data.image_size,
-    };
-    write_atomic(
-        &paths.out_dir.join("dalle-config.json"),
-        &serde_json::to_vec_pretty(&trained_config).expect("config serialises"),
-    )?;
-    let history = trained.history;
-    let result = DalleResult {
-        device: format!("{device:?}"),
-        train_images: data.train.len(),
-        eval_images: data.val.len(),
-        n_params: trained.n_params,
-        train_tokens_per_second,
-        final_epoch: history.last().cloned().expect("at least one epoch"),
-        history,
-    };
-    let mut caption = vec![format!(
-        "Each row: a held-out image as the VQ-VAE reconstructs it, then {SAMPLES_PER_CAPTION} samples (top-k 32, guidance 3) for its caption:"
-    )];
-    caption.extend(
-        data.val
-            .examples
-            .iter()
-            .take(SHOWN_CAPTIONS)
-            .enumerate()
-            .map(|(row, e)| format!("row {}: {}", row + 1, e.raw_captions[0])),
-    );
-    training_report(
-        "DALL-E-style decoder",
+    // Everything below writes into the run directory; a failure before the first epoch
+    // removes what it made (see `removed_on_early_failure`).
+    super::run_dir::removed_on_early_failure(
         &paths.out_dir,
-        config,
-        &result.history,
-        Some((&paths.out_dir.join("samples"), caption)),
-    )?;
-    run_dir.finish(&result)?;
-    Ok(result)
+        || -> Result<DalleResult, DalleError> {
+            let run_dir = RunDir::claim(&paths.out_dir, config, &["caption-bpe.json"])?;
+            if let Some(result) = run_dir.finished()? {
+                return Ok(result);
+            }
+            let data = prepare_dalle_data(&config.data, config.model.text_len, paths)?;
+            let vqvae = TrainedVqVae::<B::InnerBackend>::load(&config.data.vqvae_dir, device)?;
+            let model_config = config.model_config(
+                data.bpe.vocab_size(),
+                data.tokens_info.n_codes,
+                data.tokens_info.grid,
+            );
+            let budget = &config.training;
+            let model: Dalle<B> =
+                seeded_init::<B, _>(budget.seed, device, || model_config.init(device));
+            let multi = progress::multi(show_progress);
+            progress::println(
+            &multi,
+            &format!(
+                "decoder: {} parameters, {} text + {} image positions, {} train / {} held-out images",
+                burn::module::Module::num_params(&model),
+                model_config.text_len,
+                model_config.n_image_tokens(),
+                data.train.len(),
+                data.val.len()
+            ),
+        );
+            let task = DalleTask {
+                train: &data.train,
+                val: &data.val,
+                model_config: &model_config,
+                caption_dropout: config.caption_dropout,
+                batch_size: budget.batch_size,
+                dropout: config.model.dropout > 0.0,
+                vqvae: Some(&vqvae),
+                out_dir: &paths.out_dir,
+            };
+            let display = RunDisplay {
+                name: "dalle".into(),
+                progress: &multi,
+                log_every,
+            };
+            let trained = train(&task, model, budget, &run_dir, &display, device)?;
+            let train_tokens_per_second =
+                trained.samples_per_second(data.train.len()) * model_config.seq_len() as f64;
+            save_safetensors(&trained.model, &paths.out_dir.join("dalle.safetensors"))?;
+            let trained_config = TrainedDalleConfig {
+                model: model_config,
+                vqvae_dir: config.data.vqvae_dir.clone(),
+                vqvae_checkpoint: config.data.vqvae_checkpoint.clone(),
+                image_size: data.image_size,
+            };
+            write_atomic(
+                &paths.out_dir.join("dalle-config.json"),
+                &serde_json::to_vec_pretty(&trained_config).expect("config serialises"),
+            )?;
+            let history = trained.history;
+            let result = DalleResult {
+                device: format!("{device:?}"),
+                train_images: data.train.len(),
+                eval_images: data.val.len(),
+                n_params: trained.n_params,
+                train_tokens_per_second,
+                final_epoch: history.last().cloned().expect("at least one epoch"),
+                history,
+            };
+            let mut caption = vec![format!(
+            "Each row: a held-out image as the VQ-VAE reconstructs it, then {SAMPLES_PER_CAPTION} samples (top-k 32, guidance 3) for its caption:"
+        )];
+            caption.extend(
+                data.val
+                    .examples
+                    .iter()
+                    .take(SHOWN_CAPTIONS)
+                    .enumerate()
+                    .map(|(row, e)| format!("row {}: {}", row + 1, e.raw_captions[0])),
+            );
+            training_report(
+                "DALL-E-style decoder",
+                &paths.out_dir,
+                config,
+                &result.history,
+                Some((&paths.out_dir.join("samples"), caption)),
+            )?;
+            run_dir.finish(&result)?;
+            Ok(result)
+        },
+    )
 }
 
 /// Fills in the VQ-VAE checkpoint's fingerprint (part of the run's identity).

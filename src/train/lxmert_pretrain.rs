@@ -309,61 +309,55 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
             .check("--image-size or --batch-size")
             .map_err(PretrainError::Config)?;
     }
-    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
-        pretrain_lxmert_claimed::<B>(config, paths, device, show_progress, log_every)
-    })
-}
-
-/// [`pretrain_lxmert`] after its options were checked: everything that writes into the run directory.
-fn pretrain_lxmert_claimed<B: AutodiffBackend>(
-    config: &PretrainLxmertConfig,
-    paths: &RunPaths,
-    device: &B::Device,
-    show_progress: bool,
-    log_every: usize,
-) -> Result<PretrainResult, PretrainError> {
-    RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
-    let data = prepare_data(&config.data, paths, show_progress)?;
-    for line in data.skipped.summary() {
-        eprintln!("skipped {line}");
-    }
-    let features = config
-        .features
-        .as_deref()
-        .map(RegionFeatures::open)
-        .transpose()?;
-    if let Some(features) = &features {
-        for split in [&data.train, &data.val] {
-            features.check_covers(split.examples.iter().map(|e| e.image_id))?;
-        }
-    }
-    eprintln!(
-        "data: {} train / {} held-out images, vocabulary {}, {}",
-        data.train.len(),
-        data.val.len(),
-        data.tokenizer.vocab_size(),
-        match &features {
-            Some(f) => format!(
-                "region features from {} ({} boxes x {})",
-                f.path().display(),
-                f.max_boxes(),
-                f.d_feature()
-            ),
-            None => "regions from pixels (patch encoder)".into(),
-        }
-    );
-    let images = match &features {
-        Some(f) => PretrainingImages::Regions(f),
-        None => PretrainingImages::Pixels,
-    };
-    let multi = progress::multi(show_progress);
-    pretrain_on::<B>(
-        config,
-        &data,
-        images,
+    // Everything below writes into the run directory; a failure before the first epoch
+    // removes what it made (see `removed_on_early_failure`).
+    super::run_dir::removed_on_early_failure(
         &paths.out_dir,
-        device,
-        &multi,
-        log_every,
+        || -> Result<PretrainResult, PretrainError> {
+            RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
+            let data = prepare_data(&config.data, paths, show_progress)?;
+            for line in data.skipped.summary() {
+                eprintln!("skipped {line}");
+            }
+            let features = config
+                .features
+                .as_deref()
+                .map(RegionFeatures::open)
+                .transpose()?;
+            if let Some(features) = &features {
+                for split in [&data.train, &data.val] {
+                    features.check_covers(split.examples.iter().map(|e| e.image_id))?;
+                }
+            }
+            eprintln!(
+                "data: {} train / {} held-out images, vocabulary {}, {}",
+                data.train.len(),
+                data.val.len(),
+                data.tokenizer.vocab_size(),
+                match &features {
+                    Some(f) => format!(
+                        "region features from {} ({} boxes x {})",
+                        f.path().display(),
+                        f.max_boxes(),
+                        f.d_feature()
+                    ),
+                    None => "regions from pixels (patch encoder)".into(),
+                }
+            );
+            let images = match &features {
+                Some(f) => PretrainingImages::Regions(f),
+                None => PretrainingImages::Pixels,
+            };
+            let multi = progress::multi(show_progress);
+            pretrain_on::<B>(
+                config,
+                &data,
+                images,
+                &paths.out_dir,
+                device,
+                &multi,
+                log_every,
+            )
+        },
     )
 }

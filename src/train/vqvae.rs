@@ -305,84 +305,80 @@ pub fn train_vqvae<B: AutodiffBackend>(
     log_every: usize,
 ) -> Result<VqVaeResult, VqVaeError> {
     check_config(config)?;
-    super::run_dir::removed_on_early_failure(&paths.out_dir, || {
-        train_vqvae_claimed::<B>(config, paths, device, show_progress, log_every)
-    })
-}
-
-/// [`train_vqvae`] after its options were checked: everything that writes into the run directory.
-fn train_vqvae_claimed<B: AutodiffBackend>(
-    config: &TrainVqVaeConfig,
-    paths: &RunPaths,
-    device: &B::Device,
-    show_progress: bool,
-    log_every: usize,
-) -> Result<VqVaeResult, VqVaeError> {
-    let run_dir = RunDir::claim(&paths.out_dir, config, &[])?;
-    if let Some(result) = run_dir.finished()? {
-        return Ok(result);
-    }
-    let data = prepare_vqvae_data(&config.data, paths, show_progress)?;
-    let budget = &config.training;
-    let model: VqVae<B> = seeded_init::<B, _>(budget.seed, device, || config.model.init(device));
-    let mean_image_psnr = mean_image_psnr(&data.train, &data.val);
-    let task = VqVaeTask {
-        data: &data,
-        mean_image_psnr,
-        batch_size: budget.batch_size,
-        out_dir: &paths.out_dir,
-    };
-    let multi = progress::multi(show_progress);
-    let display = RunDisplay {
-        name: "vqvae".into(),
-        progress: &multi,
-        log_every,
-    };
-    let trained = train(&task, model, budget, &run_dir, &display, device)?;
-    let train_images_per_second = trained.samples_per_second(data.train.len());
-    let model = trained.model;
-    let weights = paths.out_dir.join("vqvae.safetensors");
-    save_safetensors(&model, &weights)?;
-    let trained_config = TrainedVqVaeConfig {
-        image_size: config.data.image_size,
-        model: config.model.clone(),
-    };
-    write_atomic(
-        &paths.out_dir.join("vqvae-config.json"),
-        &serde_json::to_vec_pretty(&trained_config).expect("config serialises"),
-    )?;
-    let fingerprint = checkpoint_fingerprint(&weights).map_err(|source| DataError::Io {
-        path: weights.clone(),
-        source,
-    })?;
-    for split in [&data.train, &data.val] {
-        let tokens = encode_split(&model, split, &fingerprint, 4 * budget.batch_size, device);
-        tokens.save(&token_file_path(&paths.out_dir, split.split))?;
-    }
-    let history = trained.history;
-    let result = VqVaeResult {
-        device: format!("{device:?}"),
-        train_images: data.train.len(),
-        eval_images: data.val.len(),
-        n_params: trained.n_params,
-        mean_image_psnr,
-        final_epoch: history.last().cloned().expect("at least one epoch"),
-        train_images_per_second,
-        history,
-    };
-    training_report(
-        "VQ-VAE image tokenizer",
+    // Everything below writes into the run directory; a failure before the first epoch
+    // removes what it made (see `removed_on_early_failure`).
+    super::run_dir::removed_on_early_failure(
         &paths.out_dir,
-        config,
-        &result.history,
-        Some((
-            &paths.out_dir.join("reconstructions"),
-            vec![format!(
-                "Rows 1 and 3: held-out inputs; rows 2 and 4: their reconstructions. Held-out PSNR {:.2} dB against {:.2} dB for the mean training image.",
-                result.final_epoch.eval.psnr, result.mean_image_psnr
-            )],
-        )),
-    )?;
-    run_dir.finish(&result)?;
-    Ok(result)
+        || -> Result<VqVaeResult, VqVaeError> {
+            let run_dir = RunDir::claim(&paths.out_dir, config, &[])?;
+            if let Some(result) = run_dir.finished()? {
+                return Ok(result);
+            }
+            let data = prepare_vqvae_data(&config.data, paths, show_progress)?;
+            let budget = &config.training;
+            let model: VqVae<B> =
+                seeded_init::<B, _>(budget.seed, device, || config.model.init(device));
+            let mean_image_psnr = mean_image_psnr(&data.train, &data.val);
+            let task = VqVaeTask {
+                data: &data,
+                mean_image_psnr,
+                batch_size: budget.batch_size,
+                out_dir: &paths.out_dir,
+            };
+            let multi = progress::multi(show_progress);
+            let display = RunDisplay {
+                name: "vqvae".into(),
+                progress: &multi,
+                log_every,
+            };
+            let trained = train(&task, model, budget, &run_dir, &display, device)?;
+            let train_images_per_second = trained.samples_per_second(data.train.len());
+            let model = trained.model;
+            let weights = paths.out_dir.join("vqvae.safetensors");
+            save_safetensors(&model, &weights)?;
+            let trained_config = TrainedVqVaeConfig {
+                image_size: config.data.image_size,
+                model: config.model.clone(),
+            };
+            write_atomic(
+                &paths.out_dir.join("vqvae-config.json"),
+                &serde_json::to_vec_pretty(&trained_config).expect("config serialises"),
+            )?;
+            let fingerprint = checkpoint_fingerprint(&weights).map_err(|source| DataError::Io {
+                path: weights.clone(),
+                source,
+            })?;
+            for split in [&data.train, &data.val] {
+                let tokens =
+                    encode_split(&model, split, &fingerprint, 4 * budget.batch_size, device);
+                tokens.save(&token_file_path(&paths.out_dir, split.split))?;
+            }
+            let history = trained.history;
+            let result = VqVaeResult {
+                device: format!("{device:?}"),
+                train_images: data.train.len(),
+                eval_images: data.val.len(),
+                n_params: trained.n_params,
+                mean_image_psnr,
+                final_epoch: history.last().cloned().expect("at least one epoch"),
+                train_images_per_second,
+                history,
+            };
+            training_report(
+            "VQ-VAE image tokenizer",
+            &paths.out_dir,
+            config,
+            &result.history,
+            Some((
+                &paths.out_dir.join("reconstructions"),
+                vec![format!(
+                    "Rows 1 and 3: held-out inputs; rows 2 and 4: their reconstructions. Held-out PSNR {:.2} dB against {:.2} dB for the mean training image.",
+                    result.final_epoch.eval.psnr, result.mean_image_psnr
+                )],
+            )),
+        )?;
+            run_dir.finish(&result)?;
+            Ok(result)
+        },
+    )
 }
