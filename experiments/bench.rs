@@ -1,14 +1,13 @@
 //! Benchmarks: the data pipeline (cache vs JPEG decoding), classifier training throughput,
 //! LXMERT pretraining and fine-tuning throughput with peak memory, the VQ-VAE (training and tokenization throughput, PSNR reached) and the DALL-E decoder
 //! (training tokens/s, generation with and without the cache) on the CPU backends (Flex vs
-//! NdArray) and, for the classifier and VQ-VAE, on CUDA when built with `--features cuda`.
+//! NdArray) and, with `--device cuda|wgpu`, on that GPU (a build with `--features cuda` or `wgpu`).
 
 mod bench_dalle;
 mod bench_lxmert;
 mod bench_pytorch;
 mod bench_vqvae;
 
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,19 +15,18 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::store::ModuleSnapshot;
 use clap::Parser;
-use vislang::backend::{CpuBackend, DeviceSpec, NdArrayBackend};
+use vislang::backend::{run_on, BackendTask, CpuBackend, DeviceSpec, NdArrayBackend};
 use vislang::data::{
     dataset_root, image_batch, preprocess_image, BadEntryPolicy, ClassificationSplit, CocoDataset,
     CocoSplit, ImageCache, SyntheticCocoConfig, TextTokenizer,
 };
 use vislang::models::classifier::{Modality, MultiLabelClassifier};
-use vislang::nn::AutodiffBackend;
-use vislang::train::classifier_run::ClassifierTask;
+use vislang::nn::{AutodiffBackend, Precision};
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
 use vislang::train::report::machine;
 use vislang::train::vqvae::{prepare_vqvae_data, TrainVqVaeConfig, VqVaeData};
-use vislang::train::Budget;
+use vislang::train::workloads::classifier_task;
 use vislang::train::RunPaths;
 
 /// Prints throughput numbers for the data pipeline and classifier training, with the machine
@@ -45,10 +43,14 @@ struct Args {
     /// Batch sizes to time.
     #[arg(long, value_delimiter = ',', default_values_t = vec![32, 64], value_parser = vislang::cli::range::at_least_one)]
     batch_sizes: Vec<usize>,
-    /// cpu times the two CPU backends; cuda or cuda:N also times that GPU (needs a build with
-    /// --features cuda).
+    /// cpu times the two CPU backends; cuda[:N] or wgpu[:N|:cpu] also times that device (needs
+    /// a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Precision of vislang's steps in the `pytorch` section (PyTorch runs the same under
+    /// torch.autocast): f32, bf16 or f16.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Interleaved rounds of the `pytorch` section.
     #[arg(long, default_value_t = 5, value_parser = vislang::cli::range::at_least_one)]
     rounds: usize,
@@ -106,26 +108,6 @@ where
     examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
 }
 
-/// The classifier training task the bench times, and the preset's budget at `batch_size`.
-pub fn classifier_task<M>(
-    data: &PreparedData,
-    batch_size: usize,
-) -> (ClassifierTask<'_, M>, Budget) {
-    let budget = Budget {
-        batch_size,
-        ..ClassifyConfig::synthetic().training
-    };
-    let task = ClassifierTask::<M> {
-        train: &data.train,
-        val: &data.val,
-        special: data.tokenizer.special,
-        batch_size,
-        dropout: false,
-        model: PhantomData,
-    };
-    (task, budget)
-}
-
 fn main() {
     let args = Args::parse();
     let python = if args.sections.contains(&Section::Pytorch) {
@@ -146,25 +128,28 @@ fn main() {
         std::process::exit(1)
     });
     let cache_dir = args.data_dir.join("cache");
-    let cuda = match args.device {
-        DeviceSpec::Cpu => None,
-        DeviceSpec::Cuda(index) => Some(index),
-    };
+    let gpu = args.device.is_accelerator().then_some(args.device);
     if args.sections.contains(&Section::Data) {
         data_section(&root, &cache_dir);
     }
     if args.sections.contains(&Section::Classifier) || args.sections.contains(&Section::Lxmert) {
         let data = classifier_data(&root, &cache_dir);
         if args.sections.contains(&Section::Classifier) {
-            classifier_section(&args, &data, cuda);
+            classifier_section(&args, &data, gpu);
         }
         if args.sections.contains(&Section::Lxmert) {
-            let gpu = |batch: usize| {
-                let index = cuda.expect("only called with a GPU");
-                cuda_lxmert_throughput(index, &data, batch, args.steps)
+            let measure = |batch_size: usize| {
+                let device = gpu.expect("only called with a GPU");
+                let work = GpuWork::Lxmert {
+                    data: &data,
+                    batch_size,
+                    steps: args.steps,
+                };
+                let rates = on_gpu(device, work);
+                (rates[0], rates[1])
             };
-            let gpu: Option<&dyn Fn(usize) -> (f64, f64)> = cuda.map(|_| &gpu as _);
-            bench_lxmert::run(&data, &args.batch_sizes, args.steps, gpu);
+            let measure: Option<&dyn Fn(usize) -> (f64, f64)> = gpu.map(|_| &measure as _);
+            bench_lxmert::run(&data, &args.batch_sizes, args.steps, measure);
         }
     }
     let paths = RunPaths {
@@ -177,20 +162,69 @@ fn main() {
     };
     if args.sections.contains(&Section::Vqvae) {
         let data = vqvae_data();
-        let cuda_rates = cuda.map(|index| cuda_vqvae_throughput(index, &data, args.steps));
-        bench_vqvae::run(&data, &paths, args.steps, cuda_rates);
+        let gpu_rates = gpu.map(|device| {
+            let rates = on_gpu(
+                device,
+                GpuWork::Vqvae {
+                    data: &data,
+                    steps: args.steps,
+                },
+            );
+            (rates[0], rates[1])
+        });
+        bench_vqvae::run(&data, &paths, args.steps, gpu_rates);
     }
     if args.sections.contains(&Section::Dalle) {
         bench_dalle::run(args.steps);
     }
     if let Some(python) = python {
-        let data = classifier_data(&root, &cache_dir);
-        if let Err(message) =
-            bench_pytorch::run(&python, &data, &vqvae_data(), args.rounds, args.steps)
-        {
+        let section = PytorchSection {
+            python,
+            data: classifier_data(&root, &cache_dir),
+            vqvae_data: vqvae_data(),
+            rounds: args.rounds,
+            steps: args.steps,
+            target: bench_pytorch::Target::new(args.device, args.precision).unwrap_or_else(
+                |message| {
+                    eprintln!("error: {message}");
+                    std::process::exit(2)
+                },
+            ),
+        };
+        let outcome = run_on(args.device, section).unwrap_or_else(|error| {
+            eprintln!("error: {error}");
+            std::process::exit(2)
+        });
+        if let Err(message) = outcome {
             eprintln!("error: {message}");
             std::process::exit(1);
         }
+    }
+}
+
+/// The `pytorch` section on the `--device` backend.
+struct PytorchSection {
+    python: PathBuf,
+    data: PreparedData,
+    vqvae_data: VqVaeData,
+    rounds: usize,
+    steps: usize,
+    target: bench_pytorch::Target,
+}
+
+impl BackendTask for PytorchSection {
+    type Output = Result<(), String>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        self.target.precision.check_supported::<B>(&device)?;
+        bench_pytorch::run::<B>(
+            &self.python,
+            &self.data,
+            &self.vqvae_data,
+            (self.rounds, self.steps),
+            &self.target,
+            &device,
+        )
     }
 }
 
@@ -265,22 +299,22 @@ fn classifier_data(root: &Path, cache_dir: &Path) -> PreparedData {
 }
 
 /// Classifier training samples/s per modality and batch size.
-fn classifier_section(args: &Args, data: &PreparedData, cuda: Option<usize>) {
+fn classifier_section(args: &Args, data: &PreparedData, gpu: Option<DeviceSpec>) {
     println!(
         "\n## classifier training, synthetic preset ({} steps after warm-up)",
         args.steps
     );
     println!(
         "| modality | batch | flex samples/s | ndarray samples/s | flex / ndarray |{}",
-        if cuda.is_some() {
-            " cuda samples/s | cuda / flex |"
+        if gpu.is_some() {
+            " gpu samples/s | gpu / flex |"
         } else {
             ""
         }
     );
     println!(
         "|---|---|---|---|---|{}",
-        if cuda.is_some() { "---|---|" } else { "" }
+        if gpu.is_some() { "---|---|" } else { "" }
     );
     for &batch_size in &args.batch_sizes {
         for modality in Modality::ALL {
@@ -298,9 +332,15 @@ fn classifier_section(args: &Args, data: &PreparedData, cuda: Option<usize>) {
                 args.steps,
                 &Default::default(),
             );
-            let gpu = match cuda {
-                Some(index) => {
-                    let rate = cuda_throughput(index, data, modality, batch_size, args.steps);
+            let gpu = match gpu {
+                Some(device) => {
+                    let work = GpuWork::Classifier {
+                        data,
+                        modality,
+                        batch_size,
+                        steps: args.steps,
+                    };
+                    let rate = on_gpu(device, work)[0];
                     format!(" {rate:.0} | {:.1} |", rate / flex)
                 }
                 None => String::new(),
@@ -314,64 +354,61 @@ fn classifier_section(args: &Args, data: &PreparedData, cuda: Option<usize>) {
     }
 }
 
-#[cfg(feature = "cuda")]
-fn cuda_throughput(
-    index: usize,
-    data: &PreparedData,
-    modality: Modality,
-    batch_size: usize,
-    steps: usize,
-) -> f64 {
-    let device = burn_cuda::CudaDevice::new(index);
-    train_throughput::<Autodiff<burn_cuda::Cuda>>(data, modality, batch_size, steps, &device)
+/// A measurement on the GPU-style device `--device` names (cuda or wgpu).
+enum GpuWork<'a> {
+    /// Classifier training samples/s.
+    Classifier {
+        data: &'a PreparedData,
+        modality: Modality,
+        batch_size: usize,
+        steps: usize,
+    },
+    /// VQ-VAE (training, tokenization) images/s.
+    Vqvae { data: &'a VqVaeData, steps: usize },
+    /// LXMERT (pretraining, fine-tuning) samples/s.
+    Lxmert {
+        data: &'a PreparedData,
+        batch_size: usize,
+        steps: usize,
+    },
 }
 
-#[cfg(feature = "cuda")]
-fn cuda_vqvae_throughput(index: usize, data: &VqVaeData, steps: usize) -> (f64, f64) {
-    let device = burn_cuda::CudaDevice::new(index);
-    let batch = TrainVqVaeConfig::synthetic().training.batch_size;
-    (
-        bench_vqvae::train_throughput::<Autodiff<burn_cuda::Cuda>>(data, batch, steps, &device),
-        bench_vqvae::tokenize_throughput::<burn_cuda::Cuda>(data, &device),
-    )
+impl BackendTask for GpuWork<'_> {
+    type Output = Vec<f64>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Vec<f64> {
+        match self {
+            GpuWork::Classifier {
+                data,
+                modality,
+                batch_size,
+                steps,
+            } => vec![train_throughput::<B>(
+                data, modality, batch_size, steps, &device,
+            )],
+            GpuWork::Vqvae { data, steps } => {
+                let batch = TrainVqVaeConfig::synthetic().training.batch_size;
+                vec![
+                    bench_vqvae::train_throughput::<B>(data, batch, steps, &device),
+                    bench_vqvae::tokenize_throughput::<B::InnerBackend>(data, &device),
+                ]
+            }
+            GpuWork::Lxmert {
+                data,
+                batch_size,
+                steps,
+            } => vec![
+                bench_lxmert::pretraining_throughput::<B>(data, batch_size, steps, &device),
+                bench_lxmert::finetuning_throughput::<B>(data, None, batch_size, steps, &device),
+            ],
+        }
+    }
 }
 
-/// LXMERT (pretraining, fine-tuning) samples/s on a GPU.
-#[cfg(feature = "cuda")]
-fn cuda_lxmert_throughput(
-    index: usize,
-    data: &PreparedData,
-    batch: usize,
-    steps: usize,
-) -> (f64, f64) {
-    let device = burn_cuda::CudaDevice::new(index);
-    type Gpu = Autodiff<burn_cuda::Cuda>;
-    (
-        bench_lxmert::pretraining_throughput::<Gpu>(data, batch, steps, &device),
-        bench_lxmert::finetuning_throughput::<Gpu>(data, None, batch, steps, &device),
-    )
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_lxmert_throughput(index: usize, _: &PreparedData, _: usize, _: usize) -> (f64, f64) {
-    cuda_not_compiled(index)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_vqvae_throughput(index: usize, _: &VqVaeData, _: usize) -> (f64, f64) {
-    cuda_not_compiled(index)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_not_compiled(index: usize) -> ! {
-    eprintln!(
-        "error: {}",
-        vislang::backend::DeviceError::CudaNotCompiled(DeviceSpec::Cuda(index))
-    );
-    std::process::exit(2);
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_throughput(index: usize, _: &PreparedData, _: Modality, _: usize, _: usize) -> f64 {
-    cuda_not_compiled(index)
+/// Runs `work` on `device`, or ends the process with the reason it cannot.
+fn on_gpu(device: DeviceSpec, work: GpuWork) -> Vec<f64> {
+    run_on(device, work).unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        std::process::exit(2)
+    })
 }

@@ -5,77 +5,12 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use std::path::Path;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use vislang::backend::{CpuBackend, NdArrayBackend};
-use vislang::models::dalle::{generate, Dalle, DalleConfig, SamplingConfig};
+use vislang::models::dalle::{generate, Dalle, SamplingConfig};
 use vislang::nn::{AutodiffBackend, Backend};
-use vislang::train::dalle::{DalleExample, DalleSplit, DalleTask, TrainDalleConfig};
 use vislang::train::engine::examples_per_second;
-use vislang::train::Budget;
-
-/// The synthetic preset's decoder over a 256-entry BPE vocabulary and 8x8 grids of 512 codes,
-/// reading `text_len` caption positions.
-pub fn preset(text_len: usize) -> DalleConfig {
-    let mut config = TrainDalleConfig::synthetic("unused".into()).model_config(256, 512, [8, 8]);
-    config.text_len = text_len;
-    config
-}
-
-/// What the bench trains the decoder on: random captions and codes of the preset's shape.
-/// Weights and values do not change the cost.
-pub struct DalleWorkload {
-    pub config: DalleConfig,
-    pub budget: Budget,
-    split: DalleSplit,
-    caption_dropout: f64,
-}
-
-impl DalleWorkload {
-    /// `4 * batch` examples with a random caption of up to `text_len` tokens each.
-    pub fn new(text_len: usize, batch: usize) -> Self {
-        let config = preset(text_len);
-        let preset = TrainDalleConfig::synthetic("unused".into());
-        let mut rng = StdRng::seed_from_u64(0);
-        let examples = (0..4 * batch)
-            .map(|i| DalleExample {
-                image_id: i as u64,
-                captions: vec![(0..text_len.min(12))
-                    .map(|_| rng.random_range(0..256))
-                    .collect()],
-                raw_captions: vec![String::new()],
-                codes: (0..config.n_image_tokens())
-                    .map(|_| rng.random_range(0..512))
-                    .collect(),
-            })
-            .collect();
-        Self {
-            config,
-            budget: Budget {
-                batch_size: batch,
-                ..preset.training
-            },
-            split: DalleSplit { examples },
-            caption_dropout: preset.caption_dropout,
-        }
-    }
-
-    /// The training task the bench times.
-    pub fn task<B: Backend>(&self) -> DalleTask<'_, B> {
-        DalleTask {
-            train: &self.split,
-            val: &self.split,
-            model_config: &self.config,
-            caption_dropout: self.caption_dropout,
-            batch_size: self.budget.batch_size,
-            dropout: false,
-            vqvae: None,
-            out_dir: Path::new("unused"),
-        }
-    }
-}
+use vislang::train::workloads::{dalle_preset, DalleWorkload};
 
 /// Training tokens/s (every stream position counts): the engine's own step.
 pub fn train_throughput<B: AutodiffBackend>(batch: usize, steps: usize, device: &B::Device) -> f64 {
@@ -92,7 +27,7 @@ pub fn generation_throughput<B: Backend>(
     use_cache: bool,
     device: &B::Device,
 ) -> (f64, f64) {
-    let config = preset(24);
+    let config = dalle_preset(24);
     let model: Dalle<B> = config.init(device);
     let texts: Vec<Vec<u32>> = (0..batch)
         .map(|i| config.text_ids(&[i as u32 % 256]))
@@ -113,7 +48,7 @@ pub fn generation_throughput<B: Backend>(
 }
 
 pub fn run(steps: usize) {
-    let config = preset(24);
+    let config = dalle_preset(24);
     println!(
         "\n## DALL-E decoder, synthetic preset ({} layers, width {}, {} text + {} image positions)",
         config.n_layers,

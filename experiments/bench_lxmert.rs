@@ -1,21 +1,19 @@
 //! The LXMERT part of `bench`, next to the classifier: pretraining samples/s (all three
 //! objectives) and fine-tuning samples/s of the synthetic preset's model, with the peak memory
-//! of each measurement, on both CPU backends and, when built with `--features cuda`, on CUDA.
+//! of each measurement, on both CPU backends and on the `--device` GPU (cuda or wgpu) if given.
 //!
 //! Peak memory on the CPU is the process's peak resident set (`VmHWM`), reset before each
 //! measurement through `/proc/self/clear_refs` (Linux), so it covers that workload alone plus
 //! what the process already held (the dataset cache maps, the binary), which is reported too.
 
-use std::path::Path;
-
 use burn::backend::Autodiff;
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::models::classifier::Modality;
-use vislang::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig};
+use vislang::models::lxmert::LxmertPretraining;
 use vislang::nn::AutodiffBackend;
 use vislang::train::classify::{lxmert_config, model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
-use vislang::train::lxmert_pretrain::{PretrainLxmertConfig, PretrainTask, PretrainingImages};
+use vislang::train::workloads::{pretraining_setup, pretraining_task};
 
 use crate::classifier_throughput;
 
@@ -53,32 +51,6 @@ pub fn pretraining_throughput<B: AutodiffBackend>(
     let model: LxmertPretraining<B> = config.init(device);
     let task = pretraining_task(&pretraining, &config, data);
     examples_per_second(&task, model, &pretraining.budget, 3, steps, device).expect("bench step")
-}
-
-/// The synthetic preset's pretraining run at `batch_size`, and its filled model config.
-pub fn pretraining_setup(
-    data: &PreparedData,
-    batch_size: usize,
-) -> (PretrainLxmertConfig, LxmertPretrainingConfig) {
-    let mut pretraining = ClassifyConfig::synthetic().lxmert_pretraining();
-    pretraining.budget.batch_size = batch_size;
-    let config = pretraining.model_config(data.tokenizer.vocab_size(), None, None, None);
-    (pretraining, config)
-}
-
-/// The pretraining task (on pixels) the bench times.
-pub fn pretraining_task<'a>(
-    pretraining: &'a PretrainLxmertConfig,
-    config: &LxmertPretrainingConfig,
-    data: &'a PreparedData,
-) -> PretrainTask<'a> {
-    PretrainTask::new(
-        pretraining,
-        config,
-        data,
-        PretrainingImages::Pixels,
-        Path::new("unused"),
-    )
 }
 
 /// Samples/s of classifier fine-tuning steps: LXMERT, or a single-stream `modality`.
@@ -119,17 +91,17 @@ pub fn run(
     steps: usize,
     gpu: Option<&dyn Fn(usize) -> (f64, f64)>,
 ) {
-    let cuda = gpu;
+    let gpu_column = gpu.is_some();
     println!(
         "\n## LXMERT (synthetic preset: 2/1/1 layers, 64 wide, 16 patches), next to the single-stream joint classifier ({steps} steps after warm-up)"
     );
     println!(
         "| workload | batch | flex samples/s | ndarray samples/s | flex / ndarray | flex peak RSS MiB (held before) |{}",
-        if cuda.is_some() { " cuda samples/s | cuda / flex |" } else { "" }
+        if gpu_column { " gpu samples/s | gpu / flex |" } else { "" }
     );
     println!(
         "|---|---|---|---|---|---|{}",
-        if cuda.is_some() { "---|---|" } else { "" }
+        if gpu_column { "---|---|" } else { "" }
     );
     let print_row =
         |name: &str, batch: usize, measured: (f64, f64, Option<(f64, f64)>), gpu: Option<f64>| {
@@ -137,7 +109,7 @@ pub fn run(
             let memory = memory.map_or("n/a".to_string(), |(peak, before)| {
                 format!("{peak:.0} ({before:.0})")
             });
-            let gpu = match (cuda.is_some(), gpu) {
+            let gpu = match (gpu_column, gpu) {
                 (true, Some(rate)) => format!(" {rate:.0} | {:.1} |", rate / flex),
                 (true, None) => " - | - |".to_string(),
                 (false, _) => String::new(),
@@ -151,7 +123,7 @@ pub fn run(
     type NdArray = Autodiff<NdArrayBackend>;
     let (cpu, nd) = (Default::default(), Default::default());
     for &batch in batch_sizes {
-        let gpu = cuda.map(|measure| measure(batch));
+        let gpu = gpu.map(|measure| measure(batch));
         print_row(
             "lxmert pretraining (MLM + masked patches + matching)",
             batch,

@@ -10,27 +10,67 @@
 //! the resident set each side grew by during its steps (Linux counters).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
-use burn::backend::Autodiff;
 use burn::module::Module;
 use serde_json::{json, Value};
-use vislang::backend::CpuBackend;
+use vislang::backend::DeviceSpec;
 use vislang::models::classifier::{Modality, SingleStreamClassifier};
 use vislang::models::dalle::{generate, Dalle, SamplingConfig};
 use vislang::models::lxmert::LxmertPretraining;
+use vislang::nn::{autocast, AutodiffBackend, Precision};
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::StepTimer;
 use vislang::train::vqvae::{TrainVqVaeConfig, VqVaeData};
+use vislang::train::Budget;
 
-use crate::bench_dalle::{preset, DalleWorkload};
-use crate::bench_lxmert::{pretraining_setup, pretraining_task, with_peak_memory};
-use crate::bench_vqvae::vqvae_task;
-use crate::classifier_task;
+use crate::bench_lxmert::with_peak_memory;
+use vislang::train::workloads::{
+    classifier_task, dalle_preset, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+};
 
-type Train = Autodiff<CpuBackend>;
+/// Where and how both sides run: `--device` (cpu or cuda[:N], the same device for PyTorch) and
+/// `--precision` (torch.autocast for PyTorch).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// PyTorch's name of the device: `cpu`, `cuda:N`.
+    pub torch_device: String,
+    pub precision: Precision,
+}
+
+impl Target {
+    /// The target of `--device`, or why PyTorch has no counterpart.
+    pub fn new(device: DeviceSpec, precision: Precision) -> Result<Self, String> {
+        let torch_device = match device {
+            DeviceSpec::Cpu => "cpu".to_string(),
+            DeviceSpec::Cuda(index) => format!("cuda:{index}"),
+            DeviceSpec::Wgpu(_) => {
+                return Err(
+                    "the pytorch section runs on cpu or cuda: PyTorch has no wgpu device".into(),
+                )
+            }
+        };
+        Ok(Self {
+            torch_device,
+            precision,
+        })
+    }
+
+    fn on_gpu(&self) -> bool {
+        self.torch_device != "cpu"
+    }
+
+    /// PyTorch's thread settings: 1 and 2 on the CPU (the faster counts), one worker on a GPU.
+    fn thread_counts(&self) -> &'static [usize] {
+        if self.on_gpu() {
+            &[1]
+        } else {
+            &[1, 2]
+        }
+    }
+}
 
 const SCRIPT: &str = "experiments/reference/bench_reference.py";
 
@@ -61,6 +101,8 @@ struct Reference {
     input: ChildStdin,
     output: BufReader<ChildStdout>,
     params: usize,
+    /// The GPU's name as PyTorch reports it, or `cpu`.
+    device_name: String,
 }
 
 impl Reference {
@@ -69,6 +111,7 @@ impl Reference {
         family: &str,
         threads: usize,
         config: &Value,
+        target: &Target,
     ) -> Result<Self, String> {
         if !std::path::Path::new(SCRIPT).is_file() {
             return Err(format!(
@@ -77,6 +120,7 @@ impl Reference {
         }
         let mut child = Command::new(python)
             .args([SCRIPT, family, &threads.to_string(), &config.to_string()])
+            .args([&target.torch_device, target.precision.name()])
             // OpenMP's default spin-waiting collapses 2-thread runs on a loaded 2-core machine.
             .env("OMP_WAIT_POLICY", "PASSIVE")
             .stdin(Stdio::piped())
@@ -90,9 +134,11 @@ impl Reference {
             input,
             output,
             params: 0,
+            device_name: String::new(),
         };
         let ready = reference.read_line()?;
         reference.params = ready["params"].as_u64().unwrap_or(0) as usize;
+        reference.device_name = ready["device_name"].as_str().unwrap_or("?").to_string();
         Ok(reference)
     }
 
@@ -142,25 +188,37 @@ fn median(values: &mut [f64]) -> f64 {
 /// Medians of one workload's interleaved rounds.
 struct Row {
     vislang: f64,
-    torch: [f64; 2],
+    /// One median per PyTorch thread setting.
+    torch: Vec<f64>,
     memory: (Option<f64>, Option<f64>),
 }
 
+/// What every comparison shares.
+struct Setup<'a> {
+    python: &'a PathBuf,
+    target: &'a Target,
+    rounds: usize,
+}
+
 /// Runs `rounds` interleaved rounds of `steps` steps: vislang (`vislang(steps)` gives
-/// examples/s), then PyTorch with 1 and 2 threads. Fails if the parameter counts differ.
+/// examples/s), then each PyTorch worker. Fails if the parameter counts differ.
 fn compare(
-    python: &PathBuf,
+    setup: &Setup,
     family: &str,
     config: Value,
     vislang_params: usize,
-    rounds: usize,
     steps: usize,
     vislang: &mut dyn FnMut(usize) -> f64,
 ) -> Result<Row, String> {
-    let mut workers = [
-        Reference::start(python, family, 1, &config)?,
-        Reference::start(python, family, 2, &config)?,
-    ];
+    let mut workers = setup
+        .target
+        .thread_counts()
+        .iter()
+        .map(|&threads| Reference::start(setup.python, family, threads, &config, setup.target))
+        .collect::<Result<Vec<_>, _>>()?;
+    if setup.target.on_gpu() {
+        println!("<!-- {family}: PyTorch on {} -->", workers[0].device_name);
+    }
     if workers[0].params != vislang_params {
         return Err(format!(
             "{family}: the PyTorch reference has {} parameters, vislang {vislang_params}; the \
@@ -169,9 +227,9 @@ fn compare(
         ));
     }
     vislang(steps.div_ceil(2)); // warm-up beyond the timer's first steps
-    let (mut ours, mut theirs) = (Vec::new(), [Vec::new(), Vec::new()]);
+    let (mut ours, mut theirs) = (Vec::new(), vec![Vec::new(); workers.len()]);
     let (mut our_peak, mut their_peak) = (None::<f64>, None::<f64>);
-    for _ in 0..rounds {
+    for _ in 0..setup.rounds {
         let (rate, memory) = with_peak_memory(|| vislang(steps));
         ours.push(rate);
         if let Some((peak, before)) = memory {
@@ -187,23 +245,43 @@ fn compare(
     }
     Ok(Row {
         vislang: median(&mut ours),
-        torch: [median(&mut theirs[0]), median(&mut theirs[1])],
+        torch: theirs.iter_mut().map(|rates| median(rates)).collect(),
         memory: (our_peak, their_peak),
     })
 }
 
 fn print_row(name: &str, row: &Row) {
-    let best = row.torch[0].max(row.torch[1]);
+    println!("{}", table_row(name, row));
+}
+
+/// A table row: the workload, vislang's rate, each PyTorch setting's, the ratio to the fastest
+/// PyTorch setting (bold) and the peak memory of both sides.
+fn table_row(name: &str, row: &Row) -> String {
+    let best = row.torch.iter().copied().fold(f64::NAN, f64::max);
     let mib = |m: Option<f64>| m.map_or("n/a".to_string(), |m| format!("{m:.0}"));
-    println!(
-        "| {name} | {:.0} | {:.0} | {:.0} | **{:.2}** | {} / {} |",
+    let torch: String = row.torch.iter().map(|r| format!(" {r:.0} |")).collect();
+    format!(
+        "| {name} | {:.0} |{torch} **{:.2}** | {} / {} |",
         row.vislang,
-        row.torch[0],
-        row.torch[1],
         row.vislang / best,
         mib(row.memory.0),
         mib(row.memory.1),
-    );
+    )
+}
+
+/// The table's header for `target`.
+fn table_header(target: &Target) -> String {
+    let (columns, rule) = if target.on_gpu() {
+        (format!(" PyTorch on {} /s |", target.torch_device), "---|")
+    } else {
+        (
+            " PyTorch 1 thread /s | PyTorch 2 threads /s |".to_string(),
+            "---|---|",
+        )
+    };
+    format!(
+        "| workload | vislang /s |{columns} vislang / best PyTorch | peak MiB grown, vislang / PyTorch |\n|---|---|{rule}---|---|"
+    )
 }
 
 /// Mean padded caption width of the batches the bench times (captions are padded to the
@@ -222,51 +300,52 @@ fn mean_text_width(data: &PreparedData, batch: usize, n_batches: usize) -> usize
     (widths.iter().sum::<usize>() as f64 / widths.len() as f64).round() as usize
 }
 
-/// Runs the side-by-side section and prints its table.
-pub fn run(
+/// Runs the side-by-side section on `device` (backend `Train`) and prints its table.
+pub fn run<Train: AutodiffBackend>(
     python: &PathBuf,
     data: &PreparedData,
     vqvae_data: &VqVaeData,
-    rounds: usize,
-    steps: usize,
+    (rounds, steps): (usize, usize),
+    target: &Target,
+    device: &Train::Device,
 ) -> Result<(), String> {
-    let device = Default::default();
+    let precision = target.precision;
     println!(
-        "\n## vislang (Flex) next to PyTorch, same shapes and parameter counts, {rounds} interleaved rounds of {steps} steps, medians"
+        "\n## vislang ({}, {}) next to PyTorch ({}), same shapes and parameter counts, {rounds} interleaved rounds of {steps} steps, medians",
+        Train::name(device),
+        precision.name(),
+        target.torch_device,
     );
-    println!(
-        "| workload | vislang /s | PyTorch 1 thread /s | PyTorch 2 threads /s | vislang / best PyTorch | peak MiB grown, vislang / PyTorch |"
-    );
-    println!("|---|---|---|---|---|---|");
+    println!("{}", table_header(target));
+    let setup = Setup {
+        python,
+        target,
+        rounds,
+    };
     let training = ClassifyConfig::synthetic().training;
 
     for batch in [32, 8, 128] {
         let config = model_config(&ClassifyConfig::synthetic(), Modality::Joint, data);
-        let model: SingleStreamClassifier<Train> = config.init(&device);
+        let model: SingleStreamClassifier<Train> = config.init(device);
         let params = model.num_params();
         let mut json = serde_json::to_value(&config).map_err(|e| e.to_string())?;
         json["batch_size"] = json!(batch);
         json["text_len"] = json!(mean_text_width(data, batch, 10));
         json["weight_decay"] = json!(training.weight_decay);
         json["grad_clip"] = json!(training.grad_clip);
-        let (task, budget) = classifier_task(data, batch);
-        let mut timer = StepTimer::new(&task, model, &budget, &device);
+        let (task, mut budget) = classifier_task(data, batch);
+        budget.precision = precision;
+        let mut timer = StepTimer::new(&task, model, &budget, device);
         timer.examples_per_second(3).map_err(|e| e.to_string())?;
-        let row = compare(
-            python,
-            "classifier",
-            json,
-            params,
-            rounds,
-            steps,
-            &mut |n| timer.examples_per_second(n).expect("bench step"),
-        )?;
+        let row = compare(&setup, "classifier", json, params, steps, &mut |n| {
+            timer.examples_per_second(n).expect("bench step")
+        })?;
         print_row(&format!("joint classifier, batch {batch} (samples)"), &row);
     }
 
     {
         let (pretraining, config) = pretraining_setup(data, 32);
-        let model: LxmertPretraining<Train> = config.init(&device);
+        let model: LxmertPretraining<Train> = config.init(device);
         let params = model.num_params();
         let lxmert = &config.lxmert;
         let pixels = lxmert.pixels.as_ref().expect("the preset reads pixels");
@@ -284,9 +363,13 @@ pub fn run(
             "grad_clip": pretraining.budget.grad_clip,
         });
         let task = pretraining_task(&pretraining, &config, data);
-        let mut timer = StepTimer::new(&task, model, &pretraining.budget, &device);
+        let budget = Budget {
+            precision,
+            ..pretraining.budget.clone()
+        };
+        let mut timer = StepTimer::new(&task, model, &budget, device);
         timer.examples_per_second(3).map_err(|e| e.to_string())?;
-        let row = compare(python, "lxmert", json, params, rounds, steps, &mut |n| {
+        let row = compare(&setup, "lxmert", json, params, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
         })?;
         print_row("LXMERT small pretraining, batch 32 (samples)", &row);
@@ -295,17 +378,18 @@ pub fn run(
     {
         let preset = TrainVqVaeConfig::synthetic();
         let batch = preset.training.batch_size;
-        let model = preset.model.init::<Train>(&device);
+        let model = preset.model.init::<Train>(device);
         let params = model.num_params();
         let mut json = serde_json::to_value(&preset.model).map_err(|e| e.to_string())?;
         json["batch_size"] = json!(batch);
         json["image_size"] = json!(preset.data.image_size);
         json["weight_decay"] = json!(preset.training.weight_decay);
         json["grad_clip"] = json!(preset.training.grad_clip);
-        let (task, budget) = vqvae_task(vqvae_data, batch);
-        let mut timer = StepTimer::new(&task, model, &budget, &device);
+        let (task, mut budget) = vqvae_task(vqvae_data, batch, Path::new("unused"));
+        budget.precision = precision;
+        let mut timer = StepTimer::new(&task, model, &budget, device);
         timer.examples_per_second(3).map_err(|e| e.to_string())?;
-        let row = compare(python, "vqvae", json, params, rounds, steps, &mut |n| {
+        let row = compare(&setup, "vqvae", json, params, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
         })?;
         let name = format!(
@@ -317,7 +401,7 @@ pub fn run(
 
     for text_len in [24, 256] {
         let workload = DalleWorkload::new(text_len, 32);
-        let model: Dalle<Train> = workload.config.init(&device);
+        let model: Dalle<Train> = workload.config.init(device);
         let params = model.num_params();
         let positions = workload.config.seq_len();
         let mut json = serde_json::to_value(&workload.config).map_err(|e| e.to_string())?;
@@ -325,9 +409,13 @@ pub fn run(
         json["weight_decay"] = json!(workload.budget.weight_decay);
         json["grad_clip"] = json!(workload.budget.grad_clip);
         let task = workload.task();
-        let mut timer = StepTimer::new(&task, model, &workload.budget, &device);
+        let budget = Budget {
+            precision,
+            ..workload.budget.clone()
+        };
+        let mut timer = StepTimer::new(&task, model, &budget, device);
         timer.examples_per_second(2).map_err(|e| e.to_string())?;
-        let row = compare(python, "dalle", json, params, rounds, steps, &mut |n| {
+        let row = compare(&setup, "dalle", json, params, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
         })?;
         print_row(
@@ -337,9 +425,9 @@ pub fn run(
     }
 
     {
-        let config = preset(24);
+        let config = dalle_preset(24);
         let batch = 16;
-        let model: Dalle<CpuBackend> = config.init(&device);
+        let model: Dalle<Train::InnerBackend> = config.init(device);
         let params = model.num_params();
         let texts: Vec<Vec<u32>> = (0..batch)
             .map(|i| config.text_ids(&[i as u32 % 256]))
@@ -351,11 +439,14 @@ pub fn run(
         let mut json = serde_json::to_value(&config).map_err(|e| e.to_string())?;
         json["batch_size"] = json!(batch);
         json["top_k"] = json!(32);
-        generate(&model, &texts, &sampling, &device);
-        let row = compare(python, "generation", json, params, rounds, 1, &mut |n| {
+        let generate = |model, texts, sampling| {
+            autocast(precision, || generate(model, texts, sampling, device))
+        };
+        generate(&model, &texts, &sampling);
+        let row = compare(&setup, "generation", json, params, 1, &mut |n| {
             let started = Instant::now();
             for _ in 0..n {
-                std::hint::black_box(generate(&model, &texts, &sampling, &device));
+                std::hint::black_box(generate(&model, &texts, &sampling));
             }
             (n * batch) as f64 / started.elapsed().as_secs_f64()
         })?;
@@ -365,4 +456,50 @@ pub fn run(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Row {
+        Row {
+            vislang: 120.0,
+            torch: vec![100.0, 300.0],
+            memory: (Some(12.0), None),
+        }
+    }
+
+    #[test]
+    fn cpu_report_has_both_thread_settings_and_the_ratio_to_the_faster() {
+        let target = Target::new(DeviceSpec::Cpu, Precision::F32).unwrap();
+        let header = table_header(&target);
+        assert!(header.contains("PyTorch 1 thread /s | PyTorch 2 threads /s"));
+        let columns = |line: &str| line.matches('|').count();
+        let (title, rule) = header.split_once('\n').unwrap();
+        let line = table_row("w", &row());
+        assert_eq!(columns(title), columns(rule));
+        assert_eq!(columns(title), columns(&line));
+        assert!(line.contains("**0.40**"), "{line}");
+        assert!(line.contains("12 / n/a"), "{line}");
+    }
+
+    #[test]
+    fn gpu_report_names_the_device_and_has_one_pytorch_column() {
+        let target = Target::new(DeviceSpec::Cuda(1), Precision::Bf16).unwrap();
+        assert_eq!(target.torch_device, "cuda:1");
+        assert_eq!(target.thread_counts(), &[1]);
+        let header = table_header(&target);
+        assert!(header.contains("PyTorch on cuda:1 /s"));
+        let gpu_row = Row {
+            torch: vec![60.0],
+            ..row()
+        };
+        let line = table_row("w", &gpu_row);
+        let (title, _) = header.split_once('\n').unwrap();
+        assert_eq!(title.matches('|').count(), line.matches('|').count());
+        assert!(line.contains("**2.00**"), "{line}");
+        let wgpu = DeviceSpec::Wgpu(vislang::backend::WgpuAdapter::Software);
+        assert!(Target::new(wgpu, Precision::F32).is_err());
+    }
 }

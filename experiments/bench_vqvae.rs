@@ -9,8 +9,8 @@ use std::path::Path;
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::nn::{AutodiffBackend, Backend};
 use vislang::train::engine::examples_per_second;
-use vislang::train::vqvae::{encode_split, train_vqvae, TrainVqVaeConfig, VqVaeData, VqVaeTask};
-use vislang::train::Budget;
+use vislang::train::vqvae::{encode_split, train_vqvae, TrainVqVaeConfig, VqVaeData};
+use vislang::train::workloads::vqvae_task;
 use vislang::train::RunPaths;
 
 /// Training images/s of the synthetic preset's model: the engine's own step.
@@ -20,24 +20,9 @@ pub fn train_throughput<B: AutodiffBackend>(
     steps: usize,
     device: &B::Device,
 ) -> f64 {
-    let (task, budget) = vqvae_task(data, batch_size);
+    let (task, budget) = vqvae_task(data, batch_size, Path::new("unused"));
     let model = TrainVqVaeConfig::synthetic().model.init::<B>(device);
     examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
-}
-
-/// The VQ-VAE training task the bench times, and the preset's budget at `batch_size`.
-pub fn vqvae_task(data: &VqVaeData, batch_size: usize) -> (VqVaeTask<'_>, Budget) {
-    let budget = Budget {
-        batch_size,
-        ..TrainVqVaeConfig::synthetic().training
-    };
-    let task = VqVaeTask {
-        data,
-        mean_image_psnr: 0.0,
-        batch_size,
-        out_dir: Path::new("unused"),
-    };
-    (task, budget)
 }
 
 /// Images/s of encoding the whole held-out split into tokens (an untrained model costs the
@@ -50,9 +35,9 @@ pub fn tokenize_throughput<B: Backend>(data: &VqVaeData, device: &B::Device) -> 
     tokens.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Runs the section; `cuda` (training and tokenization images/s measured on a GPU) adds a
+/// Runs the section; `gpu` (training and tokenization images/s measured on `--device`) adds a
 /// column.
-pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, cuda: Option<(f64, f64)>) {
+pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f64)>) {
     let config = TrainVqVaeConfig::synthetic();
     let batch = config.training.batch_size;
     println!(
@@ -65,11 +50,10 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, cuda: Option<(f64, 
         train_throughput::<Autodiff<NdArrayBackend>>(data, batch, steps, &Default::default());
     let flex_tokens = tokenize_throughput::<CpuBackend>(data, &Default::default());
     let ndarray_tokens = tokenize_throughput::<NdArrayBackend>(data, &Default::default());
-    let gpu = cuda;
     println!(
         "| | flex images/s | ndarray images/s | flex / ndarray |{}",
         if gpu.is_some() {
-            " cuda images/s | cuda / flex |"
+            " gpu images/s | gpu / flex |"
         } else {
             ""
         }
@@ -78,8 +62,8 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, cuda: Option<(f64, 
         "|---|---|---|---|{}",
         if gpu.is_some() { "---|---|" } else { "" }
     );
-    let row = |name: &str, flex: f64, ndarray: f64, cuda: Option<f64>| {
-        let gpu = cuda.map_or(String::new(), |rate| {
+    let row = |name: &str, flex: f64, ndarray: f64, gpu: Option<f64>| {
+        let gpu = gpu.map_or(String::new(), |rate| {
             format!(" {rate:.0} | {:.1} |", rate / flex)
         });
         println!(

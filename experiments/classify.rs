@@ -32,7 +32,7 @@ struct Args {
     /// Where results, charts and checkpoints are written.
     #[arg(long, default_value = "runs/classify")]
     out: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Which models to train: the single-stream classifier on image-only, text-only or joint
@@ -135,9 +135,11 @@ fn main() -> ExitCode {
 
     let paths = args.data.paths(args.out);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let jobs = args.jobs.unwrap_or(match args.device {
-        DeviceSpec::Cpu => cores,
-        DeviceSpec::Cuda(_) => 1,
+    // One run at a time on a GPU-style device: its queue is already the parallelism.
+    let jobs = args.jobs.unwrap_or(if args.device.is_accelerator() {
+        1
+    } else {
+        cores
     });
     let task = Classify {
         config,

@@ -53,7 +53,7 @@ struct Args {
     /// Where evaluation.json (the rates) is written.
     #[arg(long, default_value = "runs/evaluate-dalle")]
     out: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
 }

@@ -65,7 +65,7 @@ struct Args {
     /// Where the PNGs go.
     #[arg(long, default_value = "runs/generate")]
     out: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
 }

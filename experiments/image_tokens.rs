@@ -32,7 +32,7 @@ struct Args {
     /// The `train-vqvae` output directory (vqvae.safetensors, vqvae-config.json, config.json).
     #[arg(long, global = true, default_value = "runs/vqvae")]
     vqvae: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, global = true, default_value = "cpu")]
     device: DeviceSpec,
 }

@@ -40,7 +40,7 @@ struct Args {
     /// Where checkpoints, curves and the pretrained encoder are written.
     #[arg(long, default_value = "runs/lxmert-pretraining")]
     out: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Region features converted by `lxmert-features convert`; every image must be in it.

@@ -38,7 +38,7 @@ struct Args {
     /// Where checkpoints, curves and samples are written.
     #[arg(long, default_value = "runs/dalle")]
     out: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Text positions in the stream [default: 24 synthetic (its captions are short), 256 COCO

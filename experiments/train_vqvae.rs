@@ -32,7 +32,7 @@ struct Args {
     /// Where checkpoints, charts, grids and token files are written.
     #[arg(long, default_value = "runs/vqvae")]
     out: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Image side in pixels, a multiple of --downsample [default: 32 synthetic, 128 COCO].

@@ -1,4 +1,4 @@
-//! Backend and device selection: `--device cpu | cuda[:N]`.
+//! Backend and device selection: `--device cpu | cuda[:N] | wgpu[:N|:cpu]`.
 //!
 //! Experiments are written once, generic over the backend, as a [`BackendTask`]; [`run_on`]
 //! picks the backend from the device the user asked for.
@@ -20,19 +20,41 @@ pub type NdArrayBackend = burn::backend::NdArray;
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
+    Wgpu(WgpuAdapter),
+}
+
+/// Which adapter `--device wgpu...` asks Burn's wgpu backend for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgpuAdapter {
+    /// `wgpu`: the adapter wgpu ranks first (a discrete GPU if there is one).
+    Default,
+    /// `wgpu:N`: the N-th discrete GPU.
+    Discrete(usize),
+    /// `wgpu:cpu`: a software adapter (Mesa's lavapipe), for machines without a GPU.
+    Software,
 }
 
 impl FromStr for DeviceSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let unknown =
+            || format!("unknown device {s:?}; use cpu, cuda, cuda:N, wgpu, wgpu:N or wgpu:cpu");
         match s {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(index)) => Ok(DeviceSpec::Cuda(index)),
-                _ => Err(format!("unknown device {s:?}; use cpu, cuda or cuda:N")),
-            },
+            "wgpu" => Ok(DeviceSpec::Wgpu(WgpuAdapter::Default)),
+            "wgpu:cpu" => Ok(DeviceSpec::Wgpu(WgpuAdapter::Software)),
+            _ => {
+                if let Some(index) = s.strip_prefix("cuda:") {
+                    index.parse().map(DeviceSpec::Cuda).map_err(|_| unknown())
+                } else if let Some(index) = s.strip_prefix("wgpu:") {
+                    let index = index.parse().map_err(|_| unknown())?;
+                    Ok(DeviceSpec::Wgpu(WgpuAdapter::Discrete(index)))
+                } else {
+                    Err(unknown())
+                }
+            }
         }
     }
 }
@@ -42,7 +64,18 @@ impl fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Cuda(index) => write!(f, "cuda:{index}"),
+            DeviceSpec::Wgpu(WgpuAdapter::Default) => write!(f, "wgpu"),
+            DeviceSpec::Wgpu(WgpuAdapter::Discrete(index)) => write!(f, "wgpu:{index}"),
+            DeviceSpec::Wgpu(WgpuAdapter::Software) => write!(f, "wgpu:cpu"),
         }
+    }
+}
+
+impl DeviceSpec {
+    /// Whether the device runs kernels asynchronously from the host (a GPU-style backend):
+    /// such devices run one training run at a time.
+    pub fn is_accelerator(&self) -> bool {
+        !matches!(self, DeviceSpec::Cpu)
     }
 }
 
@@ -51,6 +84,8 @@ impl fmt::Display for DeviceSpec {
 pub enum DeviceError {
     #[error("--device {0} asks for CUDA, but this binary was built without CUDA support. Rebuild with `cargo build --release --features cuda` (set CUDARC_CUDA_VERSION, e.g. 13000 for CUDA 13.0, if nvcc is not installed)")]
     CudaNotCompiled(DeviceSpec),
+    #[error("--device {0} asks for Burn's wgpu backend, but this binary was built without it. Rebuild with `cargo build --release --features wgpu` (a GPU with Vulkan, Metal or DirectX 12; without a GPU, `apt-get install mesa-vulkan-drivers` and --device wgpu:cpu)")]
+    WgpuNotCompiled(DeviceSpec),
 }
 
 /// Work that runs on any training backend.
@@ -64,7 +99,41 @@ pub fn run_on<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, De
     match spec {
         DeviceSpec::Cpu => Ok(task.run::<Autodiff<CpuBackend>>(Default::default())),
         DeviceSpec::Cuda(index) => run_on_cuda(index, task, spec),
+        DeviceSpec::Wgpu(adapter) => run_on_wgpu(adapter, task, spec),
     }
+}
+
+/// The wgpu backend vislang runs on: f32 floats, i32 integers, fused and autotuned.
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend = burn::backend::Wgpu;
+
+/// The wgpu device behind an adapter choice.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(adapter: WgpuAdapter) -> burn::backend::wgpu::WgpuDevice {
+    use burn::backend::wgpu::WgpuDevice;
+    match adapter {
+        WgpuAdapter::Default => WgpuDevice::DefaultDevice,
+        WgpuAdapter::Discrete(index) => WgpuDevice::DiscreteGpu(index),
+        WgpuAdapter::Software => WgpuDevice::Cpu,
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn run_on_wgpu<T: BackendTask>(
+    adapter: WgpuAdapter,
+    task: T,
+    _: DeviceSpec,
+) -> Result<T::Output, DeviceError> {
+    Ok(task.run::<Autodiff<WgpuBackend>>(wgpu_device(adapter)))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn run_on_wgpu<T: BackendTask>(
+    _: WgpuAdapter,
+    _: T,
+    spec: DeviceSpec,
+) -> Result<T::Output, DeviceError> {
+    Err(DeviceError::WgpuNotCompiled(spec))
 }
 
 #[cfg(feature = "cuda")]
@@ -91,7 +160,20 @@ mod tests {
         assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
         assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert_eq!("wgpu".parse(), Ok(DeviceSpec::Wgpu(WgpuAdapter::Default)));
+        assert_eq!(
+            "wgpu:1".parse(),
+            Ok(DeviceSpec::Wgpu(WgpuAdapter::Discrete(1)))
+        );
+        assert_eq!(
+            "wgpu:cpu".parse(),
+            Ok(DeviceSpec::Wgpu(WgpuAdapter::Software))
+        );
+        for spec in ["cpu", "cuda:3", "wgpu", "wgpu:1", "wgpu:cpu"] {
+            assert_eq!(spec.parse::<DeviceSpec>().unwrap().to_string(), spec);
+        }
         assert!("gpu".parse::<DeviceSpec>().is_err());
+        assert!("wgpu:x".parse::<DeviceSpec>().is_err());
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::data::SyntheticCocoConfig;
 use crate::models::dalle::SamplingConfig;
+use crate::nn::Precision;
 use crate::train::{Budget, RunPaths};
 
 /// The dataset options every experiment takes.
@@ -115,6 +116,10 @@ pub struct BudgetArgs {
     /// Clip gradients to this global L2 norm (0 turns clipping off).
     #[arg(long, value_parser = crate::cli::range::non_negative)]
     pub grad_clip: Option<f64>,
+    /// Precision of the matrix products: f32, or mixed precision with bf16 (cpu, cuda) or f16
+    /// (cpu, cuda, wgpu; with loss scaling) products and f32 weights and optimizer state.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Steps between reads of the training loss from the device into metrics.jsonl (each
     /// read is one device synchronisation).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
@@ -132,6 +137,7 @@ impl BudgetArgs {
         if let Some(clip) = self.grad_clip {
             budget.grad_clip = (clip != 0.0).then_some(clip);
         }
+        budget.precision = self.precision;
     }
 
     pub fn log_every(&self) -> usize {

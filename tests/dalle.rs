@@ -5,7 +5,8 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend as _;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use vislang::models::dalle::{
-    generate, visible, AttentionLayout, Dalle, DalleConfig, ImageAttention, SamplingConfig,
+    choose_codes, generate, visible, AttentionLayout, Dalle, DalleConfig, ImageAttention,
+    SamplingConfig,
 };
 
 type B = Flex;
@@ -153,6 +154,78 @@ fn top_k_1_sampling_is_greedy_decoding_and_the_cache_changes_nothing() {
     let b = generate(&model, &texts, &guided, &device);
     assert_eq!(a, b);
     assert!(a.iter().flatten().all(|&c| c < 7));
+}
+
+/// The device sampler draws from softmax(logits / T) restricted to top-k and top-p: measured
+/// frequencies over 40000 draws match the exact probabilities within 0.01 (more than 4
+/// standard deviations), and filtered codes are never drawn.
+#[test]
+fn device_sampling_draws_from_the_filtered_tempered_distribution() {
+    let device = Default::default();
+    let row = [2.0f32, 1.0, 0.5, 0.0, -1.0];
+    let rows = 40_000;
+    let logits = Tensor::<B, 2>::from_data(
+        TensorData::new(row.repeat(rows), [rows, row.len()]),
+        &device,
+    );
+    let frequencies = |config: &SamplingConfig| {
+        B::seed(&device, 3);
+        let codes: Vec<i64> = choose_codes(logits.clone(), config)
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap();
+        let mut counts = vec![0.0; row.len()];
+        for code in codes {
+            counts[code as usize] += 1.0 / rows as f64;
+        }
+        counts
+    };
+    let expected = |keep: usize, temperature: f64| {
+        let weights: Vec<f64> = row[..keep]
+            .iter()
+            .map(|&l| (l as f64 / temperature).exp())
+            .collect();
+        let sum: f64 = weights.iter().sum();
+        let mut p: Vec<f64> = weights.iter().map(|w| w / sum).collect();
+        p.resize(row.len(), 0.0);
+        p
+    };
+    let close = |measured: Vec<f64>, exact: Vec<f64>, what: &str| {
+        for (code, (m, e)) in measured.iter().zip(&exact).enumerate() {
+            assert!(
+                (m - e).abs() < 0.01,
+                "{what}: code {code} drawn {m}, expected {e}"
+            );
+            if *e == 0.0 {
+                assert_eq!(*m, 0.0, "{what}: filtered code {code} was drawn");
+            }
+        }
+    };
+    let plain = SamplingConfig::default();
+    close(frequencies(&plain), expected(5, 1.0), "plain");
+    let tempered_top3 = SamplingConfig {
+        top_k: Some(3),
+        temperature: 0.7,
+        ..Default::default()
+    };
+    close(
+        frequencies(&tempered_top3),
+        expected(3, 0.7),
+        "top-k 3, T 0.7",
+    );
+    // Probabilities at T = 1: 0.575, 0.211, 0.128, 0.078, 0.029. p = 0.8 keeps the first two
+    // (0.786 < 0.8) and the third, which crosses it.
+    let nucleus = SamplingConfig {
+        top_p: Some(0.8),
+        ..Default::default()
+    };
+    close(frequencies(&nucleus), expected(3, 1.0), "top-p 0.8");
+    let greedy = SamplingConfig {
+        greedy: true,
+        ..Default::default()
+    };
+    close(frequencies(&greedy), expected(1, 1.0), "greedy");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use vislang::nn::Backend;
+use vislang::nn::{Backend, Precision};
 use vislang::train::engine::{
     seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
 };
@@ -138,6 +138,7 @@ fn budget() -> Budget {
         final_lr_ratio: 0.1,
         grad_clip: Some(10.0),
         seed: 7,
+        precision: Precision::F32,
     }
 }
 

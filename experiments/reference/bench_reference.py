@@ -4,14 +4,17 @@ parameter counts the bench gives it.
 
 The bench starts this script once per family and thread count, as a worker:
 
-    python experiments/reference/bench_reference.py FAMILY THREADS CONFIG_JSON
+    python experiments/reference/bench_reference.py FAMILY THREADS CONFIG_JSON [DEVICE [PRECISION]]
 
 FAMILY is classifier, lxmert, vqvae, dalle or generation. CONFIG_JSON holds the shapes (see
-each builder below). The worker builds the model, runs 3 warm-up steps and prints one JSON line
-`{"ready": true, "params": N}`; N counts parameters and buffers (the VQ-VAE codebook), as
-vislang's `num_params` does. Then for every line `STEPS` on standard input it runs STEPS timed
-steps and prints `{"examples_per_second": r, "peak_mib": m}`, where m is the peak resident set
-grown during those steps (Linux counters, reset before each measurement). EOF ends it.
+each builder below). DEVICE is cpu (default), cuda or cuda:N; PRECISION is f32 (default), or
+bf16 / f16 under torch.autocast (f16 with a GradScaler), as vislang's --precision. The worker
+builds the model, runs 3 warm-up steps and prints one JSON line
+`{"ready": true, "params": N, "device_name": ...}`; N counts parameters and buffers (the VQ-VAE
+codebook), as vislang's `num_params` does. Then for every line `STEPS` on standard input it runs
+STEPS timed steps and prints `{"examples_per_second": r, "peak_mib": m}`, where m is the peak
+resident set grown during those steps (Linux counters, reset before each measurement), or on a
+GPU the peak memory allocated. EOF ends it.
 
 Seeded (torch.manual_seed(0)); inputs are random ids and pixels of the right shapes: the cost
 of these models does not depend on the values. Needs only torch (measured with torch 2.15).
@@ -433,14 +436,27 @@ def measured(work):
 
 def main():
     family, threads, config = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    # Optional: the device (cpu, cuda, cuda:N) and the precision of the products (f32, or bf16
+    # and f16 autocast, f16 with a GradScaler), as vislang's --device and --precision.
+    device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
+    precision = sys.argv[5] if len(sys.argv) > 5 else "f32"
     torch.set_num_threads(threads)
+    torch.set_default_device(device)
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
+    low = {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}[precision]
+    autocast = lambda: torch.autocast(device.type, dtype=low, enabled=low is not None)
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     builders = {"classifier": classifier_workload, "lxmert": lxmert_workload, "vqvae": vqvae_workload, "dalle": dalle_workload}
     if family == "generation":
         model = Dalle(config).eval()
         texts = torch.randint(0, model.text_vocab, (config["batch_size"], model.text_len), generator=g)
-        run = lambda steps: [generate(model, texts, config["top_k"]) for _ in range(steps)]
+
+        def run(steps):
+            with autocast():
+                for _ in range(steps):
+                    generate(model, texts, config["top_k"]).cpu()
+
         per_step = config["batch_size"]
         run(1)
     else:
@@ -448,27 +464,38 @@ def main():
         model, loss_of, per_step = built[:3]
         after_step = built[3] if len(built) > 3 else (lambda: None)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=config["weight_decay"], eps=1e-8)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "f16")
         clip = config.get("grad_clip")
 
         def run(steps):
             for _ in range(steps):
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_of()
-                loss.backward()
+                with autocast():
+                    loss = loss_of()
+                scaler.scale(loss).backward()
                 if clip is not None:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 after_step()
                 loss.item()
 
         run(3)
     params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for _, b in model.named_buffers() if _ in dict(model.state_dict()))
-    print(json.dumps({"ready": True, "params": params}), flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(json.dumps({"ready": True, "params": params, "device_name": name}), flush=True)
     for line in sys.stdin:
         steps = int(line)
+        synchronize()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
         _, peak = measured(lambda: run(steps))
+        synchronize()
         rate = steps * per_step / (time.perf_counter() - started)
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2**20
         print(json.dumps({"examples_per_second": rate, "peak_mib": peak}), flush=True)
 
 

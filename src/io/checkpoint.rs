@@ -82,6 +82,14 @@ pub fn save_safetensors<B: Backend, M: ModuleSnapshot<B>>(
     module: &M,
     path: &Path,
 ) -> Result<(), CheckpointError> {
+    write_atomic(path, &safetensors_bytes(module, path)?)
+}
+
+/// A module's parameters as the bytes of a safetensors file (`path` names it in errors).
+fn safetensors_bytes<B: Backend, M: ModuleSnapshot<B>>(
+    module: &M,
+    path: &Path,
+) -> Result<Vec<u8>, CheckpointError> {
     let format = |message: String| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
@@ -90,17 +98,39 @@ pub fn save_safetensors<B: Backend, M: ModuleSnapshot<B>>(
     module
         .save_into(&mut store)
         .map_err(|e| format(e.to_string()))?;
-    let bytes = store.get_bytes().map_err(|e| format(e.to_string()))?;
-    write_atomic(path, &bytes)
+    store.get_bytes().map_err(|e| format(e.to_string()))
+}
+
+/// `into` with the parameters of `from`, which may live on another backend: a model
+/// initialised on the CPU moves to a GPU-style device this way, so one seed gives the same
+/// weights everywhere. Both must have the same structure.
+pub fn copy_weights<B1, B2, M1, M2>(from: &M1, into: M2) -> Result<M2, CheckpointError>
+where
+    B1: Backend,
+    B2: Backend,
+    M1: ModuleSnapshot<B1>,
+    M2: ModuleSnapshot<B2>,
+{
+    let source = Path::new("<weights in memory>");
+    apply_safetensors(into, safetensors_bytes(from, source)?, source)
 }
 
 /// Loads a safetensors file into `module`. Every module tensor must be present with the right
 /// shape and every file tensor must be used; otherwise the error lists each offending name.
 pub fn load_safetensors<B: Backend, M: ModuleSnapshot<B>>(
-    mut module: M,
+    module: M,
     path: &Path,
 ) -> Result<M, CheckpointError> {
-    let bytes = read(path)?;
+    apply_safetensors(module, read(path)?, path)
+}
+
+/// Loads the safetensors file `bytes` (read from `path`) into `module`, as
+/// [`load_safetensors`].
+fn apply_safetensors<B: Backend, M: ModuleSnapshot<B>>(
+    mut module: M,
+    bytes: Vec<u8>,
+    path: &Path,
+) -> Result<M, CheckpointError> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .validate(false)
         .allow_partial(true);

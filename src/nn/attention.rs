@@ -12,6 +12,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 
 use super::backend::Backend;
+use super::precision::linear;
 
 /// Configuration of [`MultiHeadAttention`].
 #[derive(Config, Debug)]
@@ -165,9 +166,9 @@ impl<B: Backend> MultiHeadAttention<B> {
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let [batch, n_new, d_model] = x_new.dims();
-        let q = self.split_heads(self.query.forward(x_new.clone())); // [b, h, n_new, d_head]
-        let k_new = self.split_heads(self.key.forward(x_new.clone()));
-        let v_new = self.split_heads(self.value.forward(x_new));
+        let q = self.split_heads(linear(&self.query, x_new.clone())); // [b, h, n_new, d_head]
+        let k_new = self.split_heads(linear(&self.key, x_new.clone()));
+        let v_new = self.split_heads(linear(&self.value, x_new));
         let (k, v) = match cache.keys_values.take() {
             Some((k, v)) => (
                 Tensor::cat(vec![k, k_new], 2), // [b, h, cached + n_new, d_head]
@@ -178,7 +179,7 @@ impl<B: Backend> MultiHeadAttention<B> {
         cache.keys_values = Some((k.clone(), v.clone()));
         let heads = self.attend(q, k, v, mask); // [b, h, n_new, d_head]
         let merged = heads.swap_dims(1, 2).reshape([batch, n_new, d_model]);
-        self.output.forward(merged)
+        linear(&self.output, merged)
     }
 
     /// Attends from `query_input` to `context`.
@@ -194,12 +195,12 @@ impl<B: Backend> MultiHeadAttention<B> {
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
         let [batch, seq_q, d_model] = query_input.dims();
-        let q = self.split_heads(self.query.forward(query_input)); // [b, h, seq_q, d_head]
-        let k = self.split_heads(self.key.forward(context.clone())); // [b, h, seq_k, d_head]
-        let v = self.split_heads(self.value.forward(context)); // [b, h, seq_k, d_head]
+        let q = self.split_heads(linear(&self.query, query_input)); // [b, h, seq_q, d_head]
+        let k = self.split_heads(linear(&self.key, context.clone())); // [b, h, seq_k, d_head]
+        let v = self.split_heads(linear(&self.value, context)); // [b, h, seq_k, d_head]
         let heads = self.attend(q, k, v, mask); // [b, h, seq_q, d_head]
         let merged = heads.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
-        self.output.forward(merged)
+        linear(&self.output, merged)
     }
 
     /// `softmax(q kᵀ / sqrt(d_head) + mask) v` as one fused node (see [`super::backend`]).

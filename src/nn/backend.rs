@@ -26,6 +26,11 @@ use burn::backend::Autodiff;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 use burn::tensor::TensorMetadata;
 
+/// Held while a backend's process-wide random generator is reseeded and drawn from (dropout,
+/// dead-code re-seeding, sampling), and while a model is initialised, so that work on other
+/// threads cannot draw in between and change the result of a seed.
+pub static BACKEND_RANDOM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A burn backend with vislang's fused ops.
 pub trait Backend: burn::tensor::backend::Backend {
     /// `softmax(q kᵀ · scale + bias) v`.
@@ -70,6 +75,8 @@ impl Backend for burn::backend::Flex {}
 impl Backend for burn::backend::NdArray {}
 #[cfg(feature = "cuda")]
 impl Backend for burn_cuda::Cuda {}
+#[cfg(feature = "wgpu")]
+impl Backend for burn::backend::Wgpu {}
 
 /// `P = softmax(q kᵀ · scale + bias)` on a plain backend.
 fn probabilities<B: burn::tensor::backend::Backend>(

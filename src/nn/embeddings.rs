@@ -1,5 +1,6 @@
 //! Input embeddings: BERT-style text embeddings and LXMERT-style visual embeddings.
 
+use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
@@ -122,8 +123,8 @@ impl<B: Backend> VisualEmbeddings<B> {
     /// - `boxes`: `[batch, regions, 4]`, `(x1, y1, x2, y2)` divided by image width/height
     /// - returns: `[batch, regions, d_model]`
     pub fn forward(&self, features: Tensor<B, 3>, boxes: Tensor<B, 3>) -> Tensor<B, 3> {
-        let features = self.feature_norm.forward(self.feature.forward(features));
-        let boxes = self.box_norm.forward(self.box_position.forward(boxes));
+        let features = self.feature_norm.forward(linear(&self.feature, features));
+        let boxes = self.box_norm.forward(linear(&self.box_position, boxes));
         self.dropout.forward((features + boxes) / 2.0)
     }
 }

@@ -1,5 +1,6 @@
 //! Position-wise feed-forward block: `Linear -> GELU -> Linear`.
 
+use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
@@ -37,6 +38,6 @@ impl<B: Backend> FeedForward<B> {
     /// - `x`: `[batch, seq, d_model]`
     /// - returns: `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.output.forward(gelu(self.intermediate.forward(x)))
+        linear(&self.output, gelu(linear(&self.intermediate, x)))
     }
 }

@@ -7,6 +7,7 @@ pub mod feed_forward;
 pub mod hf_weights;
 pub mod losses;
 pub mod patch_encoder;
+pub mod precision;
 pub mod transformer;
 
 pub use attention::{AttentionMask, KeyValueCache, MultiHeadAttention, MultiHeadAttentionConfig};
@@ -18,6 +19,7 @@ pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use hf_weights::{HfWeights, HfWeightsError};
 pub use losses::{weighted_cross_entropy, weighted_smooth_l1};
 pub use patch_encoder::{PatchEncoder, PatchEncoderConfig, PatchRegions};
+pub use precision::{autocast, Precision};
 pub use transformer::{
     NormPlacement, TransformerEncoder, TransformerEncoderConfig, TransformerLayer,
     TransformerLayerConfig,

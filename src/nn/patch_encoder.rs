@@ -3,6 +3,7 @@
 //! extractor of LXMERT/ViLBERT (as in ViLT, <https://arxiv.org/abs/2102.03334>, and Pixel-BERT),
 //! so the same [`super::VisualEmbeddings`] consume either source.
 
+use crate::nn::precision::conv2d;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
@@ -81,9 +82,9 @@ impl<B: Backend> PatchEncoder<B> {
     /// - returns: features `[batch, grid*grid, d_feature]`, boxes `[batch, grid*grid, 4]`
     pub fn forward(&self, images: Tensor<B, 4>) -> PatchRegions<B> {
         let batch = images.dims()[0];
-        let x = gelu(self.stem1.forward(images)); // [b, c, s/2, s/2]
-        let x = gelu(self.stem2.forward(x)); // [b, c, s/4, s/4]
-        let x = self.patchify.forward(x); // [b, d_feature, grid, grid]
+        let x = gelu(conv2d(&self.stem1, images)); // [b, c, s/2, s/2]
+        let x = gelu(conv2d(&self.stem2, x)); // [b, c, s/4, s/4]
+        let x = conv2d(&self.patchify, x); // [b, d_feature, grid, grid]
         let [_, d_feature, gh, gw] = x.dims();
         let features = x.reshape([batch, d_feature, gh * gw]).swap_dims(1, 2);
         let boxes = self

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use crate::nn::Precision;
 
 /// Epochs, batch, AdamW and the warm-up/cosine schedule, and the run's seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,10 @@ pub struct Budget {
     pub grad_clip: Option<f64>,
     /// Seeds initialisation, shuffling and every random draw of the run.
     pub seed: u64,
+    /// The precision of the matrix products (mixed precision: weights and optimizer stay f32).
+    /// Configs written before it existed trained in f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Budget {
@@ -35,6 +40,7 @@ impl Budget {
             final_lr_ratio: 0.05,
             grad_clip: Some(1.0),
             seed: 0,
+            precision: Precision::F32,
         }
     }
 

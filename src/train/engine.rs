@@ -6,6 +6,8 @@
 //! 2. per epoch: shuffle with the epoch's seed, then per step draw the batch's random choices
 //!    from the step's own seed, take the loss, backward, clip, AdamW step with the
 //!    warm-up/cosine learning rate, and the task's post-step hook;
+//!    Under `--precision bf16|f16` the loss (and evaluation) runs inside
+//!    [`crate::nn::autocast`], and f16 losses are scaled ([`super::mixed_precision`]);
 //! 3. keep per-step losses on the device and read them every `log_every` steps (one sync),
 //!    appending them to `metrics.jsonl` and stopping at the first non-finite value;
 //! 4. evaluate on the held-out split, check the held-out metrics and the weights are finite,
@@ -17,7 +19,6 @@
 //! backends; a task that draws from it ([`TrainingTask::uses_backend_random`]) reseeds it per
 //! step while holding [`BACKEND_RANDOM`], so parallel runs never interleave their draws.
 
-use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::nn::{AutodiffBackend, Backend};
@@ -33,6 +34,7 @@ use rand::SeedableRng;
 
 use super::budget::Budget;
 use super::metrics_log::MetricsLog;
+use super::mixed_precision::MixedPrecision;
 pub use super::run_dir::EpochEvaluation;
 use super::run_dir::{EpochLog, RunDir, RunState};
 use super::schedule::WarmupCosine;
@@ -42,10 +44,9 @@ use super::weights_check::first_non_finite_parameter;
 use super::TrainError;
 use crate::io::checkpoint::assign_stable_param_ids;
 use crate::io::progress;
+use crate::nn::autocast;
 
-/// Held while a run reseeds and draws from the backend's process-wide random generator, and
-/// while a model is initialised, so that runs on other threads cannot draw in between.
-pub static BACKEND_RANDOM: Mutex<()> = Mutex::new(());
+pub use crate::nn::backend::BACKEND_RANDOM;
 
 /// What a model family brings to the engine: only what is really its own.
 pub trait TrainingTask<B: AutodiffBackend> {
@@ -174,12 +175,15 @@ pub fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
         .init()
 }
 
-/// One optimisation step: loss, backward, clipped AdamW step at `lr`, post-step hook. The
-/// training loop and the bench both time exactly this.
+/// One optimisation step: loss (in the run's precision), backward, clipped AdamW step at `lr`,
+/// post-step hook. In f16 the loss is scaled, and a step whose gradients overflow is skipped
+/// (the model comes back unchanged). The training loop and the bench both time exactly this.
+#[allow(clippy::too_many_arguments)]
 pub fn step<B, T>(
     task: &T,
     model: T::Model,
     optimizer: &mut TrainingOptimizer<T::Model, B>,
+    mixed: &mut MixedPrecision,
     indices: &[usize],
     step_seed: u64,
     lr: f64,
@@ -203,7 +207,11 @@ where
         }
     };
     let mut output = None;
-    with_backend_random(&mut || output = Some(task.loss(&model, indices, &mut rng, device)));
+    with_backend_random(&mut || {
+        output = Some(autocast(mixed.precision, || {
+            task.loss(&model, indices, &mut rng, device)
+        }))
+    });
     let StepOutput { losses, aux } = output.expect("the closure ran")?;
     let detached = Losses {
         total: losses.total.clone().inner(),
@@ -213,7 +221,17 @@ where
             .map(|(name, value)| (*name, value.clone().inner()))
             .collect(),
     };
-    let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+    let grads = match &mut mixed.scaler {
+        None => GradientsParams::from_grads(losses.total.backward(), &model),
+        Some(scaler) => {
+            let scaled = losses.total.mul_scalar(scaler.scale);
+            let grads = GradientsParams::from_grads(scaled.backward(), &model);
+            match scaler.unscale(&model, grads) {
+                Some(grads) => grads,
+                None => return Ok((model, detached)), // overflow: skip, at a lower scale
+            }
+        }
+    };
     let model = optimizer.step(lr, model, grads);
     let (mut model, mut aux) = (Some(model), Some(aux));
     with_backend_random(&mut || {
@@ -230,6 +248,7 @@ pub struct StepTimer<'t, B: AutodiffBackend, T: TrainingTask<B>> {
     task: &'t T,
     model: Option<T::Model>,
     optimizer: TrainingOptimizer<T::Model, B>,
+    mixed: MixedPrecision,
     batch_size: usize,
     steps_taken: usize,
     device: B::Device,
@@ -242,6 +261,7 @@ impl<'t, B: AutodiffBackend, T: TrainingTask<B>> StepTimer<'t, B, T> {
             task,
             model: Some(model),
             optimizer: optimizer::<B, T::Model>(budget),
+            mixed: MixedPrecision::new(budget.precision),
             batch_size: budget.batch_size,
             steps_taken: 0,
             device: device.clone(),
@@ -263,6 +283,7 @@ impl<'t, B: AutodiffBackend, T: TrainingTask<B>> StepTimer<'t, B, T> {
                 self.task,
                 model,
                 &mut self.optimizer,
+                &mut self.mixed,
                 &indices,
                 index as u64,
                 1e-4,
@@ -315,6 +336,10 @@ where
     T: TrainingTask<B>,
 {
     budget.validate()?;
+    budget
+        .precision
+        .check_supported::<B>(device)
+        .map_err(TrainError::Config)?;
     let n_train = task.n_train();
     if n_train == 0 {
         return Err(TrainError::Config(format!(
@@ -328,7 +353,12 @@ where
     let RunState {
         epochs_done,
         mut history,
+        loss_scaler,
     } = state;
+    let mut mixed = MixedPrecision::new(budget.precision);
+    if mixed.scaler.is_some() && loss_scaler.is_some() {
+        mixed.scaler = loss_scaler; // continue at the scale the run had reached
+    }
     if epochs_done > budget.epochs {
         return Err(TrainError::Config(format!(
             "{} already holds {epochs_done} epochs, more than the {} asked for",
@@ -372,8 +402,16 @@ where
             lr = schedule.at(step_index);
             let step_started = Instant::now();
             let step_seed = derived_seed(budget.seed, STEP_STREAM, step_index as u64);
-            let (stepped, losses) =
-                step::<B, T>(task, model, &mut optimizer, indices, step_seed, lr, device)?;
+            let (stepped, losses) = step::<B, T>(
+                task,
+                model,
+                &mut optimizer,
+                &mut mixed,
+                indices,
+                step_seed,
+                lr,
+                device,
+            )?;
             model = stepped;
             pending.push(
                 losses,
@@ -406,7 +444,9 @@ where
                 value,
             }));
         }
-        let evaluation = task.evaluate(&valid, epoch + 1, device)?;
+        let evaluation = autocast(budget.precision, || {
+            task.evaluate(&valid, epoch + 1, device)
+        })?;
         for (name, value) in evaluation.metrics() {
             if !value.is_finite() {
                 return Err(run_dir.stopped(TrainError::NonFinite {
@@ -446,6 +486,7 @@ where
             &RunState {
                 epochs_done: epoch + 1,
                 history: history.clone(),
+                loss_scaler: mixed.scaler.clone(),
             },
         )?;
     }

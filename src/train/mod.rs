@@ -10,6 +10,7 @@ mod config_diff;
 pub mod dalle;
 mod dalle_data;
 mod dalle_evaluation;
+pub mod device_check;
 pub mod engine;
 mod epoch_log;
 pub mod gradients;
@@ -19,6 +20,7 @@ mod lxmert_pretrain_eval;
 pub mod memory;
 pub mod metrics;
 mod metrics_log;
+pub mod mixed_precision;
 mod parallel_runs;
 pub mod plots;
 pub mod pretrained_encoder;
@@ -29,6 +31,7 @@ mod step_log;
 pub mod vqvae;
 mod vqvae_eval;
 mod weights_check;
+pub mod workloads;
 
 use std::path::PathBuf;
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::config_diff::{config_differences, ConfigDifference};
 pub use super::epoch_log::{EpochEvaluation, EpochLog, LossMeans};
+use super::mixed_precision::LossScaler;
 use super::TrainError;
 use crate::io::checkpoint::{
     load_record, load_safetensors, read_json, save_record, save_safetensors, write_atomic,
@@ -34,6 +35,9 @@ use crate::io::checkpoint::{
 pub struct RunState<E> {
     pub epochs_done: usize,
     pub history: Vec<EpochLog<E>>,
+    /// The f16 loss scale reached (`None` in f32 and bf16 runs).
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// Whether `dir`, or a run directory up to `depth` levels below it (`classify`'s `runs/*`),
@@ -228,6 +232,7 @@ impl RunDir {
                 RunState {
                     epochs_done: 0,
                     history: Vec::new(),
+                    loss_scaler: None,
                 },
             ));
         }

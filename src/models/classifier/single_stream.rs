@@ -8,6 +8,7 @@
 //! (<https://arxiv.org/abs/1908.03557>); the unimodal baselines drop one part of the sequence
 //! (Kiela et al., Hateful Memes, <https://arxiv.org/abs/2005.04790>, compare them the same way).
 
+use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -226,7 +227,7 @@ impl<B: Backend> SingleStreamClassifier<B> {
         let hidden = self.encoder.forward(x, &mask);
         let d_model = hidden.dims()[2];
         let cls_state = hidden.slice([0..batch, 0..1]).reshape([batch, d_model]);
-        let logits = self.head.forward(self.dropout.forward(cls_state.clone()));
+        let logits = linear(&self.head, self.dropout.forward(cls_state.clone()));
         ClassifierOutput { logits, cls_state }
     }
 

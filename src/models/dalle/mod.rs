@@ -6,4 +6,4 @@ mod sampling;
 
 pub use masks::{attention_mask, visible, AttentionLayout, ImageAttention};
 pub use model::{Dalle, DalleConfig, DalleLoss, DecoderState};
-pub use sampling::{generate, SamplingConfig};
+pub use sampling::{choose_codes, generate, SamplingConfig};

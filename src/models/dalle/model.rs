@@ -16,6 +16,7 @@
 //! text ids (including pads), one whose next token is an image code only image ids. The loss is
 //! `(CE_text + 7 * CE_image) / 8`, as in the paper.
 
+use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
@@ -278,7 +279,7 @@ impl<B: Backend> Dalle<B> {
     pub fn forward_input(&self, input: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let len = input.dims()[1];
         let device = input.device();
-        let logits = self.head.forward(self.hidden(input)); // [b, len, V]
+        let logits = linear(&self.head, self.hidden(input)); // [b, len, V]
         logits + self.segment_mask(len, &device).unsqueeze_dim(0)
     }
 
@@ -387,7 +388,7 @@ impl<B: Backend> Dalle<B> {
             x = layer.forward_cached(x, cache, &mask);
         }
         state.position = end;
-        let logits = self.head.forward(self.final_norm.forward(x));
+        let logits = linear(&self.head, self.final_norm.forward(x));
         logits
             + state
                 .segment

@@ -6,10 +6,10 @@
 //! `caption_dropout`) and samples from `uncond + g * (cond - uncond)`; `g = 1` is plain
 //! conditional sampling.
 
+use crate::nn::backend::BACKEND_RANDOM;
 use crate::nn::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::model::Dalle;
@@ -60,60 +60,48 @@ impl Default for SamplingConfig {
     }
 }
 
-/// Picks one code from `logits` (one row of image logits).
-fn choose(logits: &[f32], config: &SamplingConfig, rng: &mut StdRng) -> usize {
-    let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
-                if l > best.1 {
-                    (i, l)
-                } else {
-                    best
-                }
-            })
-            .0
-    };
+/// Picks one code per row of `logits` (`[rows, n_codes]`), on the device: the result
+/// (`[rows, 1]`) feeds the next step without a round trip through the host.
+///
+/// Sampling is the Gumbel-max trick, `argmax(logits / T + g)` with `g = -ln(-ln u)` and `u`
+/// uniform from the backend's generator: the same distribution as drawing from
+/// `softmax(logits / T)`, with only elementwise ops and an argmax. Top-k keeps the codes whose
+/// logit is at least the k-th largest (codes tied with it are kept too); top-p keeps, in order
+/// of decreasing probability, the codes before the running total reaches p and the one that
+/// reaches it.
+pub fn choose_codes<B: Backend>(
+    logits: Tensor<B, 2>,
+    config: &SamplingConfig,
+) -> Tensor<B, 2, Int> {
     if config.greedy {
-        return argmax();
+        return logits.argmax(1);
     }
-    // Candidates by decreasing logit (ties: lower code first, as in argmax).
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    if let Some(k) = config.top_k {
-        order.truncate(k.max(1));
+    let [rows, n_codes] = logits.dims();
+    let device = logits.device();
+    let mut logits = logits / config.temperature.max(1e-6);
+    if let Some(k) = config.top_k.filter(|&k| k < n_codes) {
+        let kth = logits.clone().topk(k.max(1), 1).narrow(1, k.max(1) - 1, 1);
+        let below = logits.clone().lower(kth.expand([rows, n_codes]));
+        logits = logits.mask_fill(below, f32::NEG_INFINITY);
     }
-    let temperature = config.temperature.max(1e-6);
-    let max = logits[order[0]] as f64;
-    let mut weights: Vec<f64> = order
-        .iter()
-        .map(|&i| ((logits[i] as f64 - max) / temperature).exp())
-        .collect();
-    let sum: f64 = weights.iter().sum();
-    weights.iter_mut().for_each(|w| *w /= sum);
-    if let Some(p) = config.top_p {
-        let mut cumulative = 0.0;
-        let keep = weights
-            .iter()
-            .position(|&w| {
-                cumulative += w;
-                cumulative >= p
-            })
-            .map_or(weights.len(), |i| i + 1);
-        order.truncate(keep);
-        weights.truncate(keep);
-        let sum: f64 = weights.iter().sum();
-        weights.iter_mut().for_each(|w| *w /= sum);
+    if let Some(p) = config.top_p.filter(|&p| p < 1.0) {
+        let (sorted, order) = logits.clone().sort_descending_with_indices(1);
+        let probabilities = softmax(sorted, 1);
+        let before = probabilities.clone().cumsum(1) - probabilities;
+        // Back to code order: `order` is a permutation of each row.
+        let outside_sorted = before.greater_equal_elem(p).float();
+        let outside = Tensor::<B, 2>::zeros([rows, n_codes], &device)
+            .scatter(1, order, outside_sorted, IndexingUpdateOp::Add)
+            .greater_elem(0.5);
+        logits = logits.mask_fill(outside, f32::NEG_INFINITY);
     }
-    let mut draw = rng.random::<f64>();
-    for (&code, &w) in order.iter().zip(&weights) {
-        if draw < w {
-            return code;
-        }
-        draw -= w;
-    }
-    *order.last().expect("at least one candidate")
+    let uniform = Tensor::<B, 2>::random(
+        [rows, n_codes],
+        Distribution::Uniform(f32::MIN_POSITIVE as f64, 1.0),
+        &device,
+    );
+    let gumbel = uniform.log().neg().log().neg();
+    (logits + gumbel).argmax(1)
 }
 
 /// Samples the image codes of one image per entry of `texts`.
@@ -148,8 +136,13 @@ pub fn generate<B: Backend>(
         Tensor::<B, 2, Int>::from_data(TensorData::new(prefix, [batch, 1 + c.text_len]), device);
     let (offset, n_codes, n_tokens) = (c.image_offset(), c.n_image_codes, c.n_image_tokens());
     let mut state = model.start(device);
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut codes = vec![Vec::with_capacity(n_tokens); n];
+    // The draws come from the backend's generator, seeded here and held for the whole batch so
+    // that nothing else draws in between.
+    let _random = BACKEND_RANDOM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, config.seed);
+    let mut chosen_steps: Vec<Tensor<B, 2, Int>> = Vec::with_capacity(n_tokens);
     let mut logits = if config.use_cache {
         model.forward_cached(input.clone(), &mut state)
     } else {
@@ -168,22 +161,17 @@ pub fn generate<B: Backend>(
         } else {
             last
         };
-        let values: Vec<f32> = last.into_data().convert::<f32>().to_vec().expect("f32");
-        let chosen: Vec<usize> = values
-            .chunks(n_codes)
-            .map(|row| choose(row, config, &mut rng))
-            .collect();
-        for (image, &code) in codes.iter_mut().zip(&chosen) {
-            image.push(code);
-        }
+        let chosen = choose_codes(last, config); // [n, 1], stays on the device
+        chosen_steps.push(chosen.clone());
         if step + 1 == n_tokens {
             break;
         }
         // Guided rows feed the same token to their conditional and unconditional copies.
-        let next: Vec<i64> = (0..batch)
-            .map(|row| (offset + chosen[row % n]) as i64)
-            .collect();
-        let next = Tensor::<B, 2, Int>::from_data(TensorData::new(next, [batch, 1]), device);
+        let next = if guided {
+            Tensor::cat(vec![chosen.clone(), chosen], 0)
+        } else {
+            chosen
+        } + offset as i64;
         logits = if config.use_cache {
             model.forward_cached(next, &mut state)
         } else {
@@ -191,5 +179,14 @@ pub fn generate<B: Backend>(
             model.forward_input(input.clone())
         };
     }
+    // The one read of the batch.
+    let codes: Vec<i64> = Tensor::cat(chosen_steps, 1)
+        .into_data()
+        .convert::<i64>()
+        .to_vec()
+        .expect("i64 codes");
     codes
+        .chunks(n_tokens)
+        .map(|row| row.iter().map(|&code| code as usize).collect())
+        .collect()
 }

@@ -3,6 +3,7 @@
 //! model's patch encoder so it competes with the single-stream rows of `classify` on equal
 //! terms.
 
+use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -67,9 +68,7 @@ impl<B: Backend> LxmertClassifier<B> {
         let output = self
             .lxmert
             .forward(LxmertText::with_cls(text, self.cls_id), regions);
-        let logits = self
-            .head
-            .forward(self.dropout.forward(output.pooled.clone()));
+        let logits = linear(&self.head, self.dropout.forward(output.pooled.clone()));
         ClassifierOutput {
             logits,
             cls_state: output.pooled,

@@ -18,6 +18,7 @@
 //! read from a file ([`crate::data::RegionFeatures`]) or, with `pixels` set, patches of raw
 //! images from the detector-free [`PatchEncoder`] the model owns.
 
+use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
@@ -324,7 +325,7 @@ impl<B: Backend> Lxmert<B> {
         }
         let d_model = language.dims()[2];
         let cls = language.clone().narrow(1, 0, 1).reshape([batch, d_model]);
-        let pooled = tanh(self.pooler.forward(cls));
+        let pooled = tanh(linear(&self.pooler, cls));
         LxmertOutput {
             language,
             vision,

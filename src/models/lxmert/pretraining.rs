@@ -3,6 +3,7 @@
 //! matching. Head names and layouts follow Hugging Face's `LxmertForPreTraining`, so its
 //! checkpoints load into [`LxmertPretraining`] (see [`super::hf`]).
 
+use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -186,7 +187,7 @@ impl<B: Backend> LxmertPretraining<B> {
     pub fn language_logits(&self, language: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, seq, d_model] = language.dims();
         let head = &self.language_head;
-        let hidden = head.norm.forward(gelu(head.transform.forward(language)));
+        let hidden = head.norm.forward(gelu(linear(&head.transform, language)));
         let words = self.lxmert.text_embeddings.token.weight.val(); // [vocab, d]
         let vocab = words.dims()[0];
         let logits = hidden
@@ -202,7 +203,7 @@ impl<B: Backend> LxmertPretraining<B> {
     /// - `pooled`: `[batch, d_model]`
     /// - returns: `[batch, 2]`
     pub fn matching_logits(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.matching_head.forward(pooled)
+        linear(&self.matching_head, pooled)
     }
 
     /// The losses of `batch` under `objectives`.
@@ -255,20 +256,20 @@ impl<B: Backend> LxmertPretraining<B> {
             let rows = batch_size * n_regions;
             let hidden = head
                 .norm
-                .forward(gelu(head.transform.forward(output.vision.clone())))
+                .forward(gelu(linear(&head.transform, output.vision.clone())))
                 .reshape([rows, d_model]);
             let weights = batch.region_weights.reshape([rows]);
             let d_target = feature_targets.dims()[2];
             object_feature = Some(weighted_smooth_l1(
-                head.feature.forward(hidden.clone()),
+                linear(&head.feature, hidden.clone()),
                 feature_targets.reshape([rows, d_target]).detach(),
                 weights.clone(),
             ));
-            let classify = |linear: &Option<Linear<B>>, labels: Option<Tensor<B, 2, Int>>| {
-                let (linear, labels) = (linear.as_ref()?, labels?.reshape([rows]));
+            let classify = |layer: &Option<Linear<B>>, labels: Option<Tensor<B, 2, Int>>| {
+                let (layer, labels) = (layer.as_ref()?, labels?.reshape([rows]));
                 let known = labels.clone().greater_equal_elem(0).float() * weights.clone();
                 Some(weighted_cross_entropy(
-                    linear.forward(hidden.clone()),
+                    linear(layer, hidden.clone()),
                     labels.clamp_min(0),
                     known,
                 ))

@@ -7,6 +7,7 @@
 //! convolution, residual blocks (ReLU, 3x3 conv, ReLU, 1x1 conv), a 1x1 projection to the code
 //! width; the decoder mirrors it with stride-2 4x4 transposed convolutions.
 
+use crate::nn::precision::{conv2d, conv_transpose2d};
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
@@ -114,9 +115,7 @@ impl<B: Backend> ResidualBlock<B> {
     /// # Shapes
     /// - `x`: `[batch, hidden, h, w]`; returns the same shape.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self
-            .conv1
-            .forward(relu(self.conv3.forward(relu(x.clone()))));
+        let y = conv2d(&self.conv1, relu(conv2d(&self.conv3, relu(x.clone()))));
         x + y
     }
 }
@@ -157,10 +156,10 @@ impl<B: Backend> VqVae<B> {
         let x = self
             .encoder_down
             .iter()
-            .fold(images, |x, conv| relu(conv.forward(x)));
-        let x = self.encoder_mix.forward(x);
+            .fold(images, |x, conv| relu(conv2d(conv, x)));
+        let x = conv2d(&self.encoder_mix, x);
         let x = self.encoder_res.iter().fold(x, |x, block| block.forward(x));
-        self.encoder_out.forward(relu(x))
+        conv2d(&self.encoder_out, relu(x))
     }
 
     /// Reconstructs images from quantised latents.
@@ -170,10 +169,10 @@ impl<B: Backend> VqVae<B> {
     /// - returns: `[batch, 3, gh * f, gw * f]`
     pub fn decode_latents(&self, quantized: Tensor<B, 4>) -> Tensor<B, 4> {
         let last = self.decoder_up.len() - 1;
-        let x = self.decoder_in.forward(quantized);
+        let x = conv2d(&self.decoder_in, quantized);
         let x = relu(self.decoder_res.iter().fold(x, |x, block| block.forward(x)));
         self.decoder_up.iter().enumerate().fold(x, |x, (i, conv)| {
-            let y = conv.forward(x);
+            let y = conv_transpose2d(conv, x);
             if i == last {
                 y
             } else {

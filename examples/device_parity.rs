@@ -1,0 +1,119 @@
+//! Runs every family on a GPU-style device and on the CPU (Flex) from the same weights and
+//! batches, and checks that they compute the same thing: training losses, held-out metrics,
+//! logits and KV-cached greedy generation ([`vislang::train::device_check`]).
+//!
+//! ```text
+//! # CI, without a GPU (Mesa's software Vulkan; apt-get install mesa-vulkan-drivers):
+//! cargo run --release --features wgpu --example device_parity -- --device wgpu:cpu
+//! # f16 mixed precision on the device against the f32 CPU run:
+//! cargo run --release --features wgpu --example device_parity -- --device wgpu:cpu --precision f16
+//! # a user with an NVIDIA GPU:
+//! cargo run --release --features cuda --example device_parity -- --device cuda
+//! ```
+//!
+//! An example rather than a binary: only this one target instantiates the training stack on
+//! the wgpu backend, which is what costs compile time (see the README's GPU section).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use clap::Parser;
+use vislang::backend::{run_on, BackendTask, CpuBackend, DeviceSpec};
+use vislang::nn::{AutodiffBackend, Precision};
+use vislang::train::device_check::{check_families, CheckData, CheckSettings, Comparison, Family};
+
+#[derive(Parser, Debug)]
+#[command(about = "Checks that a device computes what the CPU computes, family by family")]
+struct Args {
+    /// The device under test: wgpu, wgpu:N, wgpu:cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: DeviceSpec,
+    /// Precision of the device's run (the CPU reference runs f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+    /// Training steps per family.
+    #[arg(long, default_value_t = 3, value_parser = vislang::cli::range::at_least_one)]
+    steps: usize,
+    /// Examples per step.
+    #[arg(long, default_value_t = 4, value_parser = vislang::cli::range::at_least_one)]
+    batch_size: usize,
+    /// Only these families (comma-separated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    family: Vec<Family>,
+}
+
+struct Check {
+    data: CheckData,
+    settings: CheckSettings,
+}
+
+impl BackendTask for Check {
+    type Output = Result<Vec<Comparison>, String>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        self.settings.precision.check_supported::<B>(&device)?;
+        check_families::<Autodiff<CpuBackend>, B>(
+            &self.data,
+            &self.settings,
+            &Default::default(),
+            &device,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if !args.device.is_accelerator() {
+        eprintln!("error: --device {} is the reference itself; name a GPU-style device (wgpu, wgpu:cpu, cuda)", args.device);
+        return ExitCode::from(2);
+    }
+    let scratch =
+        std::env::temp_dir().join(format!("vislang-device-parity-{}", std::process::id()));
+    let data = CheckData::prepare(&scratch);
+    let outcome = data.map(|data| {
+        let started = Instant::now();
+        let mut settings = CheckSettings::new(args.steps, args.batch_size, args.precision);
+        if !args.family.is_empty() {
+            settings.families = args.family.clone();
+        }
+        let check = Check { data, settings };
+        (run_on(args.device, check), started.elapsed())
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (comparisons, seconds) = match outcome {
+        Ok((Ok(Ok(comparisons)), elapsed)) => (comparisons, elapsed.as_secs_f64()),
+        Ok((Ok(Err(message)), _)) | Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+        Ok((Err(error), _)) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "## --device {} ({}) against cpu (Flex, f32): {} steps of batch {} per family, {seconds:.0} s",
+        args.device,
+        args.precision.name(),
+        args.steps,
+        args.batch_size
+    );
+    println!("| family | compared | max difference | allowed | |");
+    println!("|---|---|---|---|---|");
+    for comparison in &comparisons {
+        println!("{}", comparison.row());
+    }
+    let failed = comparisons.iter().filter(|c| !c.passed()).count();
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} of {} comparisons differ beyond the tolerance",
+            comparisons.len()
+        );
+        ExitCode::FAILURE
+    } else {
+        println!("all {} comparisons agree", comparisons.len());
+        ExitCode::SUCCESS
+    }
+}

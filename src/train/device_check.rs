@@ -1,0 +1,589 @@
+//! Does a device compute what the CPU computes? Every family's training steps, evaluation and
+//! (for DALL-E) KV-cached generation, run on a device under test and on a reference backend
+//! from the same weights, batches and step seeds, compared number by number.
+//!
+//! This is how the GPU-style path is exercised on machines without a GPU: Burn's wgpu backend
+//! on Mesa's software Vulkan runs the same CubeCL compiler, fusion, autotune and memory manager
+//! as burn-cuda, so a device-placement, dtype or fusion bug in vislang shows up here as a
+//! mismatch (or a panic). `examples/device_parity.rs` runs it against Flex; the tests run it
+//! between the two CPU backends, and between f32 and mixed precision.
+//!
+//! Weights are initialised on the reference backend and copied to the device
+//! ([`copy_weights`]), because each backend has its own random generator. For the same reason
+//! nothing random may differ between the two runs: models have no dropout here, and the
+//! VQ-VAE's dead-code re-seeding is off (its draw still runs; it just replaces no code).
+
+use burn::module::AutodiffModule;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::classifier_run::ClassifierTask;
+use super::classify::{model_config, ClassifyConfig, PreparedData};
+use super::engine::{optimizer, step, EpochEvaluation, TrainingTask};
+use super::mixed_precision::MixedPrecision;
+use super::vqvae::{prepare_vqvae_data, TrainVqVaeConfig, VqVaeData, VqVaeDataConfig};
+use super::workloads::{
+    classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+};
+use super::RunPaths;
+use super::{Budget, TrainError};
+use crate::data::{prepare_data, DataConfig, SyntheticCocoConfig};
+use crate::io::checkpoint::copy_weights;
+use crate::models::classifier::{Modality, MultiLabelClassifier};
+use crate::models::dalle::{generate, Dalle, SamplingConfig};
+use crate::models::vqvae::VectorQuantizerConfig;
+use crate::nn::{AutodiffBackend, Precision};
+use std::path::Path;
+
+/// One compared quantity: the largest difference between device and reference, and what is
+/// allowed.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub family: &'static str,
+    pub quantity: String,
+    /// `max |device - reference|` over the compared values.
+    pub max_difference: f64,
+    /// `tolerance * max(1, max |reference|)`.
+    pub allowed: f64,
+}
+
+impl Comparison {
+    fn new(
+        family: &'static str,
+        quantity: impl Into<String>,
+        device: &[f64],
+        reference: &[f64],
+        tolerance: f64,
+    ) -> Self {
+        assert_eq!(device.len(), reference.len(), "compared different lengths");
+        let max_difference = device
+            .iter()
+            .zip(reference)
+            .map(|(a, b)| (a - b).abs())
+            // A NaN on either side is a failure, not a small difference.
+            .fold(0.0, |max: f64, d| {
+                if d.is_nan() {
+                    f64::INFINITY
+                } else {
+                    max.max(d)
+                }
+            });
+        let scale = reference.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        Self {
+            family,
+            quantity: quantity.into(),
+            max_difference,
+            allowed: tolerance * scale,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.max_difference <= self.allowed
+    }
+
+    /// A Markdown table row: family, quantity, difference, allowed, verdict.
+    pub fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.2e} | {:.2e} | {} |",
+            self.family,
+            self.quantity,
+            self.max_difference,
+            self.allowed,
+            if self.passed() { "ok" } else { "MISMATCH" }
+        )
+    }
+}
+
+/// A model family of the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    Classifier,
+    Lxmert,
+    Vqvae,
+    Dalle,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [
+        Family::Classifier,
+        Family::Lxmert,
+        Family::Vqvae,
+        Family::Dalle,
+    ];
+}
+
+/// What the check runs on, and how closely the results must agree.
+#[derive(Debug, Clone)]
+pub struct CheckSettings {
+    /// The families to check (all by default).
+    pub families: Vec<Family>,
+    /// Training steps per family.
+    pub steps: usize,
+    pub batch_size: usize,
+    /// The device run's precision (the reference always runs f32).
+    pub precision: Precision,
+    /// Relative tolerance (see [`Comparison::allowed`]).
+    pub tolerance: f64,
+}
+
+impl CheckSettings {
+    /// Tolerances for an f32 device, and for bf16/f16 products against f32. Measured
+    /// differences are far below them (see the README's GPU section); they leave room for a
+    /// different summation order and a few Adam steps, not for a wrong result.
+    pub fn new(steps: usize, batch_size: usize, precision: Precision) -> Self {
+        let tolerance = match precision {
+            Precision::F32 => 2e-3,
+            Precision::F16 => 2e-2,
+            Precision::Bf16 => 5e-2,
+        };
+        Self {
+            families: Family::ALL.to_vec(),
+            steps,
+            batch_size,
+            precision,
+            tolerance,
+        }
+    }
+}
+
+/// The data every family's check trains on.
+pub struct CheckData {
+    pub classify: PreparedData,
+    pub vqvae: VqVaeData,
+}
+
+impl CheckData {
+    /// A small synthetic set (48 training and 16 held-out images) generated under `data_dir`,
+    /// prepared as `classify` and `train-vqvae` prepare theirs.
+    pub fn prepare(data_dir: &Path) -> Result<Self, String> {
+        let synthetic = SyntheticCocoConfig {
+            n_train: 48,
+            n_val: 16,
+            ..SyntheticCocoConfig::default()
+        };
+        let paths = RunPaths {
+            out_dir: data_dir.join("tokenizer"),
+            data_dir: data_dir.to_path_buf(),
+            cache_dir: data_dir.join("cache"),
+        };
+        let classify = DataConfig {
+            synthetic: synthetic.clone(),
+            ..DataConfig::synthetic()
+        };
+        let vqvae = VqVaeDataConfig {
+            synthetic,
+            ..TrainVqVaeConfig::synthetic().data
+        };
+        Ok(Self {
+            classify: prepare_data(&classify, &paths, false).map_err(|e| e.to_string())?,
+            vqvae: prepare_vqvae_data(&vqvae, &paths, false).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+fn floats<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("f64 data")
+}
+
+/// `steps` engine steps on `task` from `model`: the per-step total and part losses (read once
+/// at the end), the steps f16 loss scaling skipped, and the trained model.
+fn train_steps<B: AutodiffBackend, T: TrainingTask<B>>(
+    task: &T,
+    mut model: T::Model,
+    budget: &Budget,
+    precision: Precision,
+    steps: usize,
+    device: &B::Device,
+) -> Result<(Vec<f64>, usize, T::Model), TrainError> {
+    let mut optimizer = optimizer::<B, T::Model>(budget);
+    let mut mixed = MixedPrecision::new(precision);
+    let n = task.n_train();
+    let mut losses = Vec::new();
+    for s in 0..steps {
+        let indices: Vec<usize> = (0..budget.batch_size)
+            .map(|i| (s * budget.batch_size + i) % n)
+            .collect();
+        let (stepped, step_losses) = step::<B, T>(
+            task,
+            model,
+            &mut optimizer,
+            &mut mixed,
+            &indices,
+            s as u64,
+            budget.learning_rate,
+            device,
+        )?;
+        model = stepped;
+        losses.push(step_losses.total);
+        losses.extend(step_losses.parts.into_iter().map(|(_, value)| value));
+    }
+    let skipped = mixed.scaler.map_or(0, |scaler| scaler.skipped_steps);
+    Ok((floats(Tensor::cat(losses, 0)), skipped, model))
+}
+
+/// The inference module of task `T`'s model.
+type Trained<B, T> = <<T as TrainingTask<B>>::Model as AutodiffModule<B>>::InnerModule;
+/// One set of trained weights on the reference backend and on the device.
+type TrainedPair<R, B, TR, TB> = (Trained<R, TR>, Trained<B, TB>);
+
+/// Runs `task` on both backends from `reference_model`'s weights and compares the step losses;
+/// then evaluates the device's trained weights on both backends and compares the held-out
+/// metrics. Returns those weights on both backends (inference modules) for further
+/// comparisons.
+///
+/// Evaluation compares one set of weights because Adam amplifies rounding: a parameter whose
+/// gradient is near zero moves by about the learning rate in a direction the rounding decides,
+/// so two correct backends' weights drift apart by that much after a few steps (their losses
+/// do not).
+#[allow(clippy::too_many_arguments)]
+fn compare_training<R, B, TR, TB>(
+    family: &'static str,
+    (reference_task, device_task): (&TR, &TB),
+    (reference_model, device_model): (TR::Model, TB::Model),
+    budget: &Budget,
+    settings: &CheckSettings,
+    (reference_device, device): (&R::Device, &B::Device),
+    out: &mut Vec<Comparison>,
+) -> Result<TrainedPair<R, B, TR, TB>, TrainError>
+where
+    R: AutodiffBackend,
+    B: AutodiffBackend,
+    TR: TrainingTask<R>,
+    TB: TrainingTask<B>,
+{
+    let device_model = copy_weights(&reference_model, device_model)?;
+    let untrained = reference_model.clone();
+    let (reference_losses, _, _) = train_steps(
+        reference_task,
+        reference_model,
+        budget,
+        Precision::F32,
+        settings.steps,
+        reference_device,
+    )?;
+    let (device_losses, skipped, device_model) = train_steps(
+        device_task,
+        device_model,
+        budget,
+        settings.precision,
+        settings.steps,
+        device,
+    )?;
+    out.push(Comparison::new(
+        family,
+        format!(
+            "training losses, {} steps (total and parts){}",
+            settings.steps,
+            match skipped {
+                0 => String::new(),
+                n => format!("; {n} skipped by f16 loss scaling"),
+            }
+        ),
+        &device_losses,
+        &reference_losses,
+        settings.tolerance,
+    ));
+    let (device_model, reference_model) = (
+        device_model.valid(),
+        copy_weights(&device_model, untrained)?.valid(),
+    );
+    let reference_eval = reference_task.evaluate(&reference_model, 1, reference_device)?;
+    let device_eval = crate::nn::autocast(settings.precision, || {
+        device_task.evaluate(&device_model, 1, device)
+    })?;
+    let (names, reference_values): (Vec<&str>, Vec<f64>) =
+        reference_eval.metrics().into_iter().unzip();
+    let device_values: Vec<f64> = device_eval.metrics().into_iter().map(|(_, v)| v).collect();
+    out.push(Comparison::new(
+        family,
+        format!("held-out {}", names.join(", ")),
+        &device_values,
+        &reference_values,
+        settings.tolerance,
+    ));
+    Ok((reference_model, device_model))
+}
+
+/// Every family on device `B` against reference `R`: the joint classifier, LXMERT
+/// pretraining, the VQ-VAE and the DALL-E decoder (training, evaluation, logits, KV-cached
+/// greedy generation).
+pub fn check_families<R: AutodiffBackend, B: AutodiffBackend>(
+    data: &CheckData,
+    settings: &CheckSettings,
+    reference_device: &R::Device,
+    device: &B::Device,
+) -> Result<Vec<Comparison>, TrainError> {
+    let devices = (reference_device, device);
+    let mut out = Vec::new();
+
+    if settings.families.contains(&Family::Classifier) {
+        check_classifier::<R, B>(data, settings, devices, &mut out)?;
+    }
+    if settings.families.contains(&Family::Lxmert) {
+        check_lxmert::<R, B>(data, settings, devices, &mut out)?;
+    }
+    if settings.families.contains(&Family::Vqvae) {
+        check_vqvae::<R, B>(data, settings, devices, &mut out)?;
+    }
+    if settings.families.contains(&Family::Dalle) {
+        check_dalle::<R, B>(settings, devices, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The joint single-stream classifier, and its logits on held-out examples.
+fn check_classifier<R: AutodiffBackend, B: AutodiffBackend>(
+    data: &CheckData,
+    settings: &CheckSettings,
+    devices: (&R::Device, &B::Device),
+    out: &mut Vec<Comparison>,
+) -> Result<(), TrainError> {
+    let (reference_device, device) = devices;
+    let batch = settings.batch_size;
+    let classify = ClassifyConfig::synthetic();
+    let config = model_config(&classify, Modality::Joint, &data.classify);
+    let (task_r, budget) = classifier_task(&data.classify, batch);
+    let (task_b, _) = classifier_task(&data.classify, batch);
+    let (model_r, model_b) = compare_training::<R, B, ClassifierTask<_>, ClassifierTask<_>>(
+        "joint classifier",
+        (&task_r, &task_b),
+        (config.init::<R>(reference_device), config.init::<B>(device)),
+        &budget,
+        settings,
+        devices,
+        out,
+    )?;
+    let indices: Vec<usize> = (0..batch.min(data.classify.val.len())).collect();
+    let special = data.classify.tokenizer.special;
+    let batch_r = data.classify.val.batch::<R::InnerBackend>(
+        &indices,
+        &vec![0; indices.len()],
+        special,
+        reference_device,
+    );
+    let batch_b = data.classify.val.batch::<B::InnerBackend>(
+        &indices,
+        &vec![0; indices.len()],
+        special,
+        device,
+    );
+    let reference_logits = floats(model_r.classify(batch_r.images, batch_r.text));
+    let device_logits = crate::nn::autocast(settings.precision, || {
+        floats(model_b.classify(batch_b.images, batch_b.text))
+    });
+    out.push(Comparison::new(
+        "joint classifier",
+        "held-out logits",
+        &device_logits,
+        &reference_logits,
+        settings.tolerance,
+    ));
+
+    Ok(())
+}
+
+/// LXMERT pretraining: masked LM, masked patches and matching.
+fn check_lxmert<R: AutodiffBackend, B: AutodiffBackend>(
+    data: &CheckData,
+    settings: &CheckSettings,
+    devices: (&R::Device, &B::Device),
+    out: &mut Vec<Comparison>,
+) -> Result<(), TrainError> {
+    let (reference_device, device) = devices;
+    let batch = settings.batch_size;
+    let (pretraining, config) = pretraining_setup(&data.classify, batch);
+    let task = pretraining_task(&pretraining, &config, &data.classify);
+    compare_training::<R, B, _, _>(
+        "LXMERT pretraining",
+        (&task, &task),
+        (config.init::<R>(reference_device), config.init::<B>(device)),
+        &pretraining.budget,
+        settings,
+        devices,
+        out,
+    )?;
+
+    Ok(())
+}
+
+/// The VQ-VAE, without dead-code re-seeding (each backend draws its own random rows).
+fn check_vqvae<R: AutodiffBackend, B: AutodiffBackend>(
+    data: &CheckData,
+    settings: &CheckSettings,
+    devices: (&R::Device, &B::Device),
+    out: &mut Vec<Comparison>,
+) -> Result<(), TrainError> {
+    let (reference_device, device) = devices;
+    let batch = settings.batch_size;
+    let scratch = std::env::temp_dir().join(format!("vislang-device-check-{}", std::process::id()));
+    let (task, budget) = vqvae_task(&data.vqvae, batch, &scratch);
+    let vqvae = TrainVqVaeConfig::synthetic().model;
+    let no_reseeding = VectorQuantizerConfig::new(vqvae.n_codes, vqvae.d_code)
+        .with_decay(vqvae.decay)
+        .with_commitment_weight(vqvae.commitment_weight)
+        .with_dead_threshold(0.0);
+    let mut model_r = vqvae.init::<R>(reference_device);
+    model_r.quantizer = no_reseeding.init(reference_device);
+    let mut model_b = vqvae.init::<B>(device);
+    model_b.quantizer = no_reseeding.init(device);
+    let result = compare_training::<R, B, _, _>(
+        "VQ-VAE",
+        (&task, &task),
+        (model_r, model_b),
+        &budget,
+        settings,
+        devices,
+        out,
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    result.map(|_| ())
+}
+
+/// The DALL-E decoder: training, logits, and KV-cached greedy generation.
+fn check_dalle<R: AutodiffBackend, B: AutodiffBackend>(
+    settings: &CheckSettings,
+    devices: (&R::Device, &B::Device),
+    out: &mut Vec<Comparison>,
+) -> Result<(), TrainError> {
+    let (reference_device, device) = devices;
+    let batch = settings.batch_size;
+    let workload = DalleWorkload::new(24, batch);
+    let (task_r, task_b) = (
+        workload.task::<R::InnerBackend>(),
+        workload.task::<B::InnerBackend>(),
+    );
+    let (model_r, model_b) = compare_training::<R, B, _, _>(
+        "DALL-E decoder",
+        (&task_r, &task_b),
+        (
+            workload.config.init::<R>(reference_device),
+            workload.config.init::<B>(device),
+        ),
+        &workload.budget,
+        settings,
+        devices,
+        out,
+    )?;
+    out.extend(compare_generation::<R::InnerBackend, B::InnerBackend>(
+        &model_r, &model_b, settings, devices,
+    ));
+    Ok(())
+}
+
+/// What one backend makes of a generated stream.
+struct StreamLogits<B: crate::nn::Backend> {
+    /// Image logits of the full forward pass, `[rows, n_tokens, n_codes]`.
+    full: Tensor<B, 3>,
+    /// The same from the key/value cache: the prefix in one call, then one position at a time.
+    cached: Tensor<B, 3>,
+    /// Per image position, the best logit minus the logit of the code in the stream.
+    shortfall: Vec<f64>,
+}
+
+/// Runs `model` over `[caption, codes]` rows, fully and through the cache.
+fn stream_logits<B: crate::nn::Backend>(
+    model: &Dalle<B>,
+    (texts, codes): (&[i64], &[i64]),
+    precision: Precision,
+    device: &B::Device,
+) -> StreamLogits<B> {
+    let c = &model.config;
+    let (n_tokens, offset, n_codes) = (c.n_image_tokens(), c.image_offset(), c.n_image_codes);
+    let rows = codes.len() / n_tokens;
+    let ids = |values: &[i64], width: usize| {
+        Tensor::<B, 2, Int>::from_data(TensorData::new(values.to_vec(), [rows, width]), device)
+    };
+    let (input, targets) = model.stream(ids(texts, c.text_len), ids(codes, n_tokens));
+    let len = input.dims()[1];
+    let image = |logits: Tensor<B, 3>| {
+        logits.slice([0..rows, len - n_tokens..len, offset..offset + n_codes])
+    };
+    crate::nn::autocast(precision, || {
+        let full = image(model.forward_input(input.clone()));
+        let mut state = model.start(device);
+        let prefix = 1 + c.text_len;
+        let mut pieces =
+            vec![model.forward_cached(input.clone().slice([0..rows, 0..prefix]), &mut state)];
+        for p in prefix..len {
+            pieces.push(model.forward_cached(input.clone().slice([0..rows, p..p + 1]), &mut state));
+        }
+        let cached = image(Tensor::cat(pieces, 1));
+        let chosen_codes = targets
+            .slice([0..rows, len - n_tokens..len])
+            .sub_scalar(offset as i64)
+            .reshape([rows, n_tokens, 1]);
+        let chosen = full
+            .clone()
+            .gather(2, chosen_codes)
+            .reshape([rows, n_tokens]);
+        let best = full.clone().max_dim(2).reshape([rows, n_tokens]);
+        StreamLogits {
+            full,
+            cached,
+            shortfall: floats(best - chosen),
+        }
+    })
+}
+
+/// Greedy KV-cached generation on the device. The codes it picks must be the best of the
+/// device's own full forward pass (the cache changes nothing), and within tolerance of the
+/// best of the reference's (a near-tie may go either way; a wrong code may not). The logits of
+/// the generated stream are compared too, full and cached.
+fn compare_generation<R: crate::nn::Backend, B: crate::nn::Backend>(
+    model_r: &Dalle<R>,
+    model_b: &Dalle<B>,
+    settings: &CheckSettings,
+    (reference_device, device): (&R::Device, &B::Device),
+) -> Vec<Comparison> {
+    let c = &model_r.config;
+    let captions: Vec<Vec<u32>> = (0..2u32).map(|i| c.text_ids(&[3 + i, 40 + i])).collect();
+    let greedy = SamplingConfig {
+        greedy: true,
+        use_cache: true,
+        ..SamplingConfig::default()
+    };
+    let codes = crate::nn::autocast(settings.precision, || {
+        generate(model_b, &captions, &greedy, device)
+    });
+    let texts: Vec<i64> = captions.iter().flatten().map(|&t| t as i64).collect();
+    let codes: Vec<i64> = codes.iter().flatten().map(|&t| t as i64).collect();
+    let on_device = stream_logits(model_b, (&texts, &codes), settings.precision, device);
+    let on_reference = stream_logits(model_r, (&texts, &codes), Precision::F32, reference_device);
+    let zeros = vec![0.0; codes.len()];
+    let family = "DALL-E decoder";
+    vec![
+        Comparison::new(
+            family,
+            "image logits of the generated stream",
+            &floats(on_device.full.clone()),
+            &floats(on_reference.full),
+            settings.tolerance,
+        ),
+        Comparison::new(
+            family,
+            "the same from the key/value cache",
+            &floats(on_device.cached),
+            &floats(on_device.full),
+            settings.tolerance,
+        ),
+        Comparison::new(
+            family,
+            format!(
+                "KV-cached greedy codes ({}): device's best logit minus the chosen code's",
+                codes.len()
+            ),
+            &on_device.shortfall,
+            &zeros,
+            settings.tolerance,
+        ),
+        Comparison::new(
+            family,
+            "the same judged by the reference",
+            &on_reference.shortfall,
+            &zeros,
+            settings.tolerance,
+        ),
+    ]
+}

@@ -1,0 +1,147 @@
+//! The synthetic presets' training tasks at a chosen batch size, as `bench` times them and the
+//! device check (`examples/device_parity.rs`) runs them on two backends: one definition each,
+//! so what is compared is what is timed.
+
+use std::marker::PhantomData;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::classifier_run::ClassifierTask;
+use super::classify::{ClassifyConfig, PreparedData};
+use super::dalle::{DalleExample, DalleSplit, DalleTask, TrainDalleConfig};
+use super::lxmert_pretrain::{PretrainLxmertConfig, PretrainTask, PretrainingImages};
+use super::vqvae::{TrainVqVaeConfig, VqVaeData, VqVaeTask};
+use super::Budget;
+use crate::models::dalle::DalleConfig;
+use crate::models::lxmert::LxmertPretrainingConfig;
+use crate::nn::Backend;
+
+/// The classifier training task on `data` (no dropout), and the preset's budget at
+/// `batch_size`.
+pub fn classifier_task<M>(
+    data: &PreparedData,
+    batch_size: usize,
+) -> (ClassifierTask<'_, M>, Budget) {
+    let budget = Budget {
+        batch_size,
+        ..ClassifyConfig::synthetic().training
+    };
+    let task = ClassifierTask::<M> {
+        train: &data.train,
+        val: &data.val,
+        special: data.tokenizer.special,
+        batch_size,
+        dropout: false,
+        model: PhantomData,
+    };
+    (task, budget)
+}
+
+/// The synthetic preset's LXMERT pretraining run at `batch_size`, and its filled model config.
+pub fn pretraining_setup(
+    data: &PreparedData,
+    batch_size: usize,
+) -> (PretrainLxmertConfig, LxmertPretrainingConfig) {
+    let mut pretraining = ClassifyConfig::synthetic().lxmert_pretraining();
+    pretraining.budget.batch_size = batch_size;
+    let config = pretraining.model_config(data.tokenizer.vocab_size(), None, None, None);
+    (pretraining, config)
+}
+
+/// The pretraining task (on pixels) of [`pretraining_setup`]'s run.
+pub fn pretraining_task<'a>(
+    pretraining: &'a PretrainLxmertConfig,
+    config: &LxmertPretrainingConfig,
+    data: &'a PreparedData,
+) -> PretrainTask<'a> {
+    PretrainTask::new(
+        pretraining,
+        config,
+        data,
+        PretrainingImages::Pixels,
+        Path::new("unused"),
+    )
+}
+
+/// The VQ-VAE training task, and the preset's budget at `batch_size`. Evaluation pictures go
+/// to `out_dir`.
+pub fn vqvae_task<'a>(
+    data: &'a VqVaeData,
+    batch_size: usize,
+    out_dir: &'a Path,
+) -> (VqVaeTask<'a>, Budget) {
+    let budget = Budget {
+        batch_size,
+        ..TrainVqVaeConfig::synthetic().training
+    };
+    let task = VqVaeTask {
+        data,
+        mean_image_psnr: 0.0,
+        batch_size,
+        out_dir,
+    };
+    (task, budget)
+}
+
+/// The synthetic preset's DALL-E decoder over a 256-entry BPE vocabulary and 8x8 grids of 512
+/// codes, reading `text_len` caption positions.
+pub fn dalle_preset(text_len: usize) -> DalleConfig {
+    let mut config = TrainDalleConfig::synthetic("unused".into()).model_config(256, 512, [8, 8]);
+    config.text_len = text_len;
+    config
+}
+
+/// The DALL-E decoder on random captions and codes of the preset's shape: weights and token
+/// values do not change the cost, and need no trained VQ-VAE.
+pub struct DalleWorkload {
+    pub config: DalleConfig,
+    pub budget: Budget,
+    split: DalleSplit,
+    caption_dropout: f64,
+}
+
+impl DalleWorkload {
+    /// `4 * batch` examples with a random caption of up to `text_len` tokens each.
+    pub fn new(text_len: usize, batch: usize) -> Self {
+        let config = dalle_preset(text_len);
+        let preset = TrainDalleConfig::synthetic("unused".into());
+        let mut rng = StdRng::seed_from_u64(0);
+        let examples = (0..4 * batch)
+            .map(|i| DalleExample {
+                image_id: i as u64,
+                captions: vec![(0..text_len.min(12))
+                    .map(|_| rng.random_range(0..256))
+                    .collect()],
+                raw_captions: vec![String::new()],
+                codes: (0..config.n_image_tokens())
+                    .map(|_| rng.random_range(0..512))
+                    .collect(),
+            })
+            .collect();
+        Self {
+            config,
+            budget: Budget {
+                batch_size: batch,
+                ..preset.training
+            },
+            split: DalleSplit { examples },
+            caption_dropout: preset.caption_dropout,
+        }
+    }
+
+    /// The training task on the workload (no dropout; caption dropout from the step's seed).
+    pub fn task<B: Backend>(&self) -> DalleTask<'_, B> {
+        DalleTask {
+            train: &self.split,
+            val: &self.split,
+            model_config: &self.config,
+            caption_dropout: self.caption_dropout,
+            batch_size: self.budget.batch_size,
+            dropout: false,
+            vqvae: None,
+            out_dir: Path::new("unused"),
+        }
+    }
+}
