@@ -109,6 +109,8 @@ fn main() -> ExitCode {
     config.models = args.models.clone();
     let p = &mut config.lxmert.pretraining;
     p.epochs = args.pretraining_epochs.unwrap_or(p.epochs);
+    // The lxmert-pretrained row's pretraining runs in the same precision as every row.
+    p.precision = args.budget.precision;
     if let Some(seeds) = args.seeds {
         config.seeds = seeds;
     }

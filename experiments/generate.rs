@@ -15,7 +15,7 @@ use vislang::inference::generation_output::{
 };
 use vislang::inference::ArtifactError;
 use vislang::models::dalle::SamplingConfig;
-use vislang::nn::AutodiffBackend;
+use vislang::nn::{autocast, AutodiffBackend, Precision};
 
 /// Generates images from captions: samples image tokens with the decoder (batched, with a
 /// key/value cache), decodes them with the VQ-VAE, and writes one PNG grid per caption
@@ -68,6 +68,10 @@ struct Args {
     /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Precision of the decoder's matrix products: f32, bf16 (cpu, cuda) or f16 (cpu, cuda,
+    /// wgpu); sampling itself stays f32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
 }
 
 struct Task {
@@ -83,6 +87,9 @@ impl BackendTask for Task {
         let args = &self.args;
         // Before any sampling: the folder must be new, empty or an earlier generate's.
         check_output_dir(&args.out)?;
+        args.precision
+            .check_supported::<B>(&device)
+            .map_err(ArtifactError::Mismatch)?;
         let trained =
             TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
         for caption in &self.captions {
@@ -104,14 +111,16 @@ impl BackendTask for Task {
         };
         let size = trained.config.image_size;
         let started = Instant::now();
-        let mut images = generate_images(
-            &trained,
-            &self.captions,
-            per_caption,
-            &sampling,
-            args.batch_size,
-            &device,
-        )?;
+        let mut images = autocast(args.precision, || {
+            generate_images(
+                &trained,
+                &self.captions,
+                per_caption,
+                &sampling,
+                args.batch_size,
+                &device,
+            )
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         let generated = images.iter().map(Vec::len).sum::<usize>();
         if let Some(ranker) = &ranker {
@@ -122,6 +131,7 @@ impl BackendTask for Task {
             dalle: absolute(args.dalle.clone()),
             sampling: sampling.clone(),
             batch_size: args.batch_size,
+            precision: args.precision,
             candidates_per_caption: per_caption,
             reranked_with: args.rerank_with.clone().map(absolute),
             files: Vec::new(),

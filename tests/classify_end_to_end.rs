@@ -213,7 +213,8 @@ fn bad_arguments_and_data_give_clear_errors() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("use cpu, cuda or cuda:N"));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("use cpu, cuda, cuda:N, wgpu, wgpu:N or wgpu:cpu"));
 
     #[cfg(not(feature = "cuda"))]
     {

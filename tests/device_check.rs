@@ -16,6 +16,21 @@ fn data() -> (common::TempDir, CheckData) {
     (dir, data)
 }
 
+/// The check of every family with the device's run in `precision` (`steps` steps of batch 4),
+/// on backend `D` against Flex, and optionally at a given tolerance.
+fn run_check<D: vislang::nn::AutodiffBackend>(
+    precision: Precision,
+    steps: usize,
+    tolerance: Option<f64>,
+    device: D::Device,
+) -> Vec<Comparison> {
+    let (_dir, data) = data();
+    let mut settings = CheckSettings::new(steps, 4, precision);
+    settings.tolerance = tolerance.unwrap_or(settings.tolerance);
+    check_families::<Reference, D>(&data, &settings, &Default::default(), &device)
+        .expect("check runs")
+}
+
 fn assert_all_pass(comparisons: &[Comparison], what: &str) {
     assert!(
         comparisons.len() >= 10,
@@ -30,15 +45,7 @@ fn assert_all_pass(comparisons: &[Comparison], what: &str) {
 
 #[test]
 fn ndarray_computes_what_flex_computes_in_every_family() {
-    let (_dir, data) = data();
-    let settings = CheckSettings::new(3, 4, Precision::F32);
-    let comparisons = check_families::<Reference, Autodiff<NdArray>>(
-        &data,
-        &settings,
-        &Default::default(),
-        &Default::default(),
-    )
-    .expect("check runs");
+    let comparisons = run_check::<Autodiff<NdArray>>(Precision::F32, 3, None, Default::default());
     assert_all_pass(&comparisons, "ndarray vs flex");
     // The backends differ in summation order, so the differences are real but small.
     assert!(comparisons.iter().any(|c| c.max_difference > 0.0));
@@ -48,15 +55,7 @@ fn ndarray_computes_what_flex_computes_in_every_family() {
 /// tolerance, and the products really ran in bf16 (the results differ).
 #[test]
 fn bf16_mixed_precision_follows_the_f32_run() {
-    let (_dir, data) = data();
-    let settings = CheckSettings::new(3, 4, Precision::Bf16);
-    let comparisons = check_families::<Reference, Reference>(
-        &data,
-        &settings,
-        &Default::default(),
-        &Default::default(),
-    )
-    .expect("check runs");
+    let comparisons = run_check::<Reference>(Precision::Bf16, 3, None, Default::default());
     assert_all_pass(&comparisons, "flex bf16 vs f32");
     let losses = &comparisons[0];
     assert!(
@@ -66,20 +65,11 @@ fn bf16_mixed_precision_follows_the_f32_run() {
     );
 }
 
-/// The check fails a device that computes something else: a tighter tolerance than the bf16
-/// differences, and a wrong value, are both reported as mismatches.
+/// The check fails a device that computes something else: with a tolerance tighter than the
+/// bf16 differences, the bf16 run is reported as a mismatch.
 #[test]
 fn a_mismatch_is_reported() {
-    let (_dir, data) = data();
-    let mut settings = CheckSettings::new(2, 4, Precision::Bf16);
-    settings.tolerance = 1e-9;
-    let comparisons = check_families::<Reference, Reference>(
-        &data,
-        &settings,
-        &Default::default(),
-        &Default::default(),
-    )
-    .expect("check runs");
+    let comparisons = run_check::<Reference>(Precision::Bf16, 2, Some(1e-9), Default::default());
     assert!(comparisons.iter().any(|c| !c.passed()));
 }
 
@@ -87,15 +77,7 @@ fn a_mismatch_is_reported() {
 /// and the run follows the f32 one within the f16 tolerance.
 #[test]
 fn f16_mixed_precision_with_loss_scaling_follows_the_f32_run() {
-    let (_dir, data) = data();
-    let settings = CheckSettings::new(3, 4, Precision::F16);
-    let comparisons = check_families::<Reference, Reference>(
-        &data,
-        &settings,
-        &Default::default(),
-        &Default::default(),
-    )
-    .expect("check runs");
+    let comparisons = run_check::<Reference>(Precision::F16, 3, None, Default::default());
     assert_all_pass(&comparisons, "flex f16 vs f32");
     assert!(comparisons.iter().all(|c| !c.quantity.contains("skipped")));
 }

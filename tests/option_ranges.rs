@@ -261,3 +261,38 @@ fn sizes_that_cannot_fit_in_memory_are_refused_with_the_estimate_before_any_data
         .collect();
     assert_eq!(written, vec!["vqvae"], "no data, cache or run directory");
 }
+
+#[test]
+fn a_precision_or_device_this_build_cannot_run_is_refused_before_writing_anything() {
+    let dir = common::tempdir();
+    let (code, stderr) = run_in(
+        dir.path(),
+        env!("CARGO_BIN_EXE_train-vqvae"),
+        &["--precision", "f64"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--precision") && stderr.contains("f32, bf16, f16"),
+        "{stderr}"
+    );
+    #[cfg(not(feature = "wgpu"))]
+    for (binary, args) in [
+        (
+            env!("CARGO_BIN_EXE_train-vqvae"),
+            &["--device", "wgpu:cpu"][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_generate"),
+            &["--device", "wgpu:cpu", "--caption", "a"][..],
+        ),
+    ] {
+        let (code, stderr) = run_in(dir.path(), binary, args);
+        assert!(code.is_some_and(|c| c != 0), "{stderr}");
+        assert!(stderr.contains("--features wgpu"), "{stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a refused command wrote into its working directory"
+    );
+}

@@ -7,6 +7,7 @@
 //! files `generate` did not write (no manifest, or files the manifest does not list) is refused
 //! before any sampling starts: it is the user's data.
 
+use crate::nn::Precision;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,10 @@ pub struct GenerationManifest {
     /// `seed + i`, so `batch_size` is part of what reproduces a file.
     pub sampling: SamplingConfig,
     pub batch_size: usize,
+    /// The precision of the decoder's products (`--precision`); files written before it
+    /// existed sampled in f32.
+    #[serde(default)]
+    pub precision: Precision,
     /// Images sampled per caption before reranking (equal to the kept number without it).
     pub candidates_per_caption: usize,
     /// The joint classifier that ranked the candidates, if any.
@@ -182,6 +187,7 @@ mod tests {
             dalle: PathBuf::from("/runs/dalle"),
             sampling: SamplingConfig::recommended(),
             batch_size: 4,
+            precision: Precision::F32,
             candidates_per_caption: 2,
             reranked_with: None,
             files: Vec::new(),

@@ -224,7 +224,10 @@ mod tests {
         let refused = Precision::Bf16
             .check_supported::<burn::backend::NdArray>(&Default::default())
             .unwrap_err();
-        assert!(refused.starts_with("--precision bf16 is not supported"), "{refused}");
+        assert!(
+            refused.starts_with("--precision bf16 is not supported"),
+            "{refused}"
+        );
         assert!(Precision::F32
             .check_supported::<burn::backend::NdArray>(&Default::default())
             .is_ok());

@@ -137,8 +137,8 @@ pub fn evaluate<B: Backend, M: MultiLabelClassifier<B>>(
     batch_size: usize,
     device: &B::Device,
 ) -> ClassifierEvaluation {
-    let mut probabilities = Vec::with_capacity(split.len() * split.n_labels);
-    let mut labels = Vec::with_capacity(split.len() * split.n_labels);
+    // Everything stays on the device until the end: one read per quantity for the split.
+    let (mut probabilities, mut labels) = (Vec::new(), Vec::new());
     let mut loss_sum = Tensor::<B, 1>::zeros([1], device);
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size) {
@@ -146,9 +146,17 @@ pub fn evaluate<B: Backend, M: MultiLabelClassifier<B>>(
         let logits = model.classify(batch.images, batch.text);
         loss_sum =
             loss_sum + bce_with_logits(logits.clone(), batch.labels.clone()) * chunk.len() as f64;
-        probabilities.extend(to_vec(burn::tensor::activation::sigmoid(logits)));
-        labels.extend(to_vec(batch.labels));
+        probabilities.push(burn::tensor::activation::sigmoid(logits));
+        labels.push(batch.labels);
     }
+    let (probabilities, labels) = if probabilities.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            to_vec(Tensor::cat(probabilities, 0)),
+            to_vec(Tensor::cat(labels, 0)),
+        )
+    };
     ClassifierEvaluation {
         loss: loss_sum.into_scalar().elem::<f64>() / split.len().max(1) as f64,
         map: mean_average_precision(&probabilities, &labels, split.n_labels),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::nn::Backend;
-use burn::tensor::ElementConversion;
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::plots::{line_chart, Series};
@@ -34,21 +34,25 @@ pub fn evaluate_dalle<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> DalleEvaluation {
-    let (mut text, mut image) = (0.0, 0.0);
+    // Sums stay on the device: one read for the whole split.
+    let mut sums = Tensor::<B, 1>::zeros([2], device);
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size) {
         let zeros = vec![0; chunk.len()];
         let keep = vec![false; chunk.len()];
         let (t, codes) = split.batch::<B>(&model.config, chunk, &zeros, &keep, device);
         let loss = model.losses(t, codes);
-        let n = chunk.len() as f64;
-        text += loss.text.into_scalar().elem::<f64>() * n;
-        image += loss.image.into_scalar().elem::<f64>() * n;
+        sums = sums + Tensor::cat(vec![loss.text, loss.image], 0) * chunk.len() as f64;
     }
     let n = split.len().max(1) as f64;
+    let sums: Vec<f64> = sums
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .expect("f64 data");
     DalleEvaluation {
-        text_loss: text / n,
-        image_loss: image / n,
+        text_loss: sums[0] / n,
+        image_loss: sums[1] / n,
     }
 }
 

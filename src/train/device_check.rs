@@ -587,3 +587,22 @@ fn compare_generation<R: crate::nn::Backend, B: crate::nn::Backend>(
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_are_judged_relative_to_the_reference_and_nan_fails() {
+        let reference = [10.0, -2.0, 0.5];
+        let close = Comparison::new("f", "q", &[10.01, -2.0, 0.5], &reference, 2e-3);
+        assert!(close.passed(), "{}", close.row()); // 0.01 <= 2e-3 * 10
+        let far = Comparison::new("f", "q", &[10.03, -2.0, 0.5], &reference, 2e-3);
+        assert!(!far.passed() && far.row().contains("MISMATCH"));
+        let nan = Comparison::new("f", "q", &[10.0, f64::NAN, 0.5], &reference, 2e-3);
+        assert!(!nan.passed());
+        // Small references are judged against 1, not against themselves.
+        let small = Comparison::new("f", "q", &[1e-3], &[0.0], 2e-3);
+        assert!(small.passed());
+    }
+}

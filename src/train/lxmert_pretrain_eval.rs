@@ -134,16 +134,21 @@ pub(super) fn evaluate_pretraining<B: Backend>(
 ) -> Result<PretrainEvaluation, TrainError> {
     let mut rng = StdRng::seed_from_u64(0x5eed_0e7a);
     let mut sums = LossSums::<B>::new();
-    let (mut correct, mut total) = (0usize, 0usize);
+    // Counts stay on the device until the end: one read for the whole split.
+    let (mut correct, mut total) = (None::<Tensor<B, 1>>, 0usize);
     let indices: Vec<usize> = (0..n_val).collect();
     for chunk in indices.chunks(batch_size) {
         let losses = model.losses(batch(chunk, &mut rng)?, objectives);
         if let Some(hits) = &losses.matching_correct {
-            correct += hits.clone().into_scalar().elem::<f64>() as usize;
+            correct = Some(match correct {
+                Some(sum) => sum + hits.clone(),
+                None => hits.clone(),
+            });
             total += chunk.len();
         }
         sums.add(&losses);
     }
+    let correct = correct.map_or(0, |sum| sum.into_scalar().elem::<f64>() as usize);
     Ok(PretrainEvaluation {
         losses: sums.means(),
         matching_accuracy: objectives

@@ -56,30 +56,26 @@ pub fn evaluate_vqvae<B: Backend>(
         channel_constant::<B>(IMAGE_MEAN, device),
         channel_constant::<B>(IMAGE_STD, device),
     );
-    let mut recon_sum = 0.0;
-    let mut psnr_sum = 0.0;
+    // Everything stays on the device until the end: one read per quantity for the split.
+    let mut recon_sum = Tensor::<B, 1>::zeros([1], device);
+    let mut per_image_mse = Vec::new();
     let mut counts = Tensor::<B, 1>::zeros([n_codes], device);
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size) {
         let images = split.batch::<B>(chunk, device);
         let output = model.forward(images.clone());
         let diff = output.reconstruction.clone() - images.clone();
-        recon_sum += diff.powi_scalar(2).mean().into_scalar().elem::<f64>() * chunk.len() as f64;
+        recon_sum = recon_sum + diff.powi_scalar(2).mean() * chunk.len() as f64;
         // PSNR on displayable pixels: de-normalise and clamp the reconstruction.
         let to_pixels = |x: Tensor<B, 4>| x * std.clone() + mean.clone();
         let error = to_pixels(output.reconstruction).clamp(0.0, 1.0) - to_pixels(images);
-        let per_image_mse: Vec<f32> = error
-            .powi_scalar(2)
-            .flatten::<2>(1, 3)
-            .mean_dim(1)
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 data");
-        psnr_sum += per_image_mse
-            .iter()
-            .map(|&mse| psnr(mse as f64))
-            .sum::<f64>();
+        per_image_mse.push(
+            error
+                .powi_scalar(2)
+                .flatten::<2>(1, 3)
+                .mean_dim(1)
+                .flatten::<1>(0, 1),
+        );
         let codes = output.codes.flatten::<1>(0, 2);
         counts = counts
             + codes
@@ -89,6 +85,19 @@ pub fn evaluate_vqvae<B: Backend>(
                 .reshape([n_codes]);
     }
     let counts: Vec<f32> = counts.into_data().convert::<f32>().to_vec().expect("f32");
+    let recon_sum = recon_sum.into_scalar().elem::<f64>();
+    let psnr_sum: f64 = if per_image_mse.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(per_image_mse, 0)
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .expect("f64 data")
+            .iter()
+            .map(|&mse| psnr(mse))
+            .sum()
+    };
     let (perplexity, codes_used) = codebook_usage(&counts);
     let n = split.len().max(1) as f64;
     VqVaeEvaluation {
