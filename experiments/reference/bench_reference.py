@@ -301,6 +301,7 @@ class VqVae(nn.Module):
 
     @torch.no_grad()
     def ema_update(self, z, codes, decay=0.99, eps=1e-5):
+        z = z.float()  # under autocast the encoder's output is bf16/f16; the statistics stay f32
         k = self.codebook.shape[0]
         assignment = F.one_hot(codes, k).float()
         self.cluster_size.mul_(decay).add_(assignment.sum(0), alpha=1 - decay)
