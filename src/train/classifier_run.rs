@@ -103,6 +103,10 @@ impl EpochEvaluation for ClassifierEvaluation {
             ("micro-F1", self.micro_f1),
         ]
     }
+
+    fn continuous_metrics(&self) -> Vec<(&'static str, f64)> {
+        vec![("loss", self.loss)]
+    }
 }
 
 /// The outcome of one finished run.

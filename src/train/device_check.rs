@@ -230,8 +230,10 @@ type TrainedPair<R, B, TR, TB> = (Trained<R, TR>, Trained<B, TB>);
 
 /// Runs `task` on both backends from `reference_model`'s weights and compares the step losses;
 /// then evaluates the device's trained weights on both backends and compares the held-out
-/// metrics. Returns those weights on both backends (inference modules) for further
-/// comparisons.
+/// metrics that are continuous in the outputs ([`EpochEvaluation::continuous_metrics`]: a
+/// threshold metric such as micro-F1 flips by one example's worth for a logit that rounding
+/// moves across the threshold). Returns those weights on both backends (inference modules)
+/// for further comparisons.
 ///
 /// Evaluation compares one set of weights because Adam amplifies rounding: a parameter whose
 /// gradient is near zero moves by about the learning rate in a direction the rounding decides,
@@ -294,8 +296,12 @@ where
         device_task.evaluate(&device_model, 1, device)
     })?;
     let (names, reference_values): (Vec<&str>, Vec<f64>) =
-        reference_eval.metrics().into_iter().unzip();
-    let device_values: Vec<f64> = device_eval.metrics().into_iter().map(|(_, v)| v).collect();
+        reference_eval.continuous_metrics().into_iter().unzip();
+    let device_values: Vec<f64> = device_eval
+        .continuous_metrics()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     out.push(Comparison::new(
         family,
         format!("held-out {}", names.join(", ")),

@@ -6,6 +6,14 @@ use serde::{Deserialize, Serialize};
 /// Held-out numbers of one epoch, in the order they are shown. Each must be finite.
 pub trait EpochEvaluation: Clone + Serialize + DeserializeOwned {
     fn metrics(&self) -> Vec<(&'static str, f64)>;
+
+    /// The metrics that move continuously with the model's outputs (losses, PSNR), as
+    /// opposed to counts, ranks and thresholds (accuracy, mAP, F1, codes used), which a
+    /// rounding difference can flip by one example's worth. What two backends' evaluations of
+    /// one set of weights are compared on ([`crate::train::device_check`]).
+    fn continuous_metrics(&self) -> Vec<(&'static str, f64)> {
+        self.metrics()
+    }
 }
 
 /// Mean training losses of an epoch, by name ("total" first), kept in order.

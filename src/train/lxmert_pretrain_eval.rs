@@ -119,6 +119,12 @@ impl EpochEvaluation for PretrainEvaluation {
         }
         metrics
     }
+
+    fn continuous_metrics(&self) -> Vec<(&'static str, f64)> {
+        let mut metrics = self.metrics();
+        metrics.retain(|(name, _)| *name != "matching accuracy");
+        metrics
+    }
 }
 
 /// Held-out losses with masks drawn from a fixed seed (the same every epoch), and the matching

@@ -37,6 +37,10 @@ impl EpochEvaluation for VqVaeEvaluation {
             ("codes used", self.codes_used),
         ]
     }
+
+    fn continuous_metrics(&self) -> Vec<(&'static str, f64)> {
+        vec![("recon", self.recon_loss), ("PSNR", self.psnr)]
+    }
 }
 
 /// `[1, 3, 1, 1]` channel constants, to move between normalised and `[0, 1]` pixels.

@@ -1,0 +1,104 @@
+//! Runs one family's training step (the engine's own, as `bench` times it) over and over on
+//! the CPU, so that a profiler can see where a step's time goes:
+//!
+//! ```text
+//! cargo build --release --example profile_step
+//! perf record -g -- target/release/examples/profile_step --family dalle --seconds 20
+//! perf report --no-children
+//! ```
+//!
+//! The workloads are the bench's (`vislang::train::workloads`) on the device check's small
+//! synthetic set; `--text-len` is DALL-E's caption length (24 or 256 in the bench).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use clap::Parser;
+use vislang::backend::CpuBackend;
+use vislang::models::classifier::{Modality, SingleStreamClassifier};
+use vislang::models::dalle::Dalle;
+use vislang::models::lxmert::LxmertPretraining;
+use vislang::train::classify::{model_config, ClassifyConfig};
+use vislang::train::device_check::{CheckData, Family};
+use vislang::train::engine::{StepTimer, TrainingTask};
+use vislang::train::vqvae::TrainVqVaeConfig;
+use vislang::train::workloads::{
+    classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+};
+use vislang::train::Budget;
+
+type Train = Autodiff<CpuBackend>;
+
+#[derive(Parser, Debug)]
+#[command(about = "Repeats one family's training step for a profiler")]
+struct Args {
+    #[arg(long, value_enum)]
+    family: Family,
+    /// Examples per step.
+    #[arg(long, default_value_t = 32, value_parser = vislang::cli::range::at_least_one)]
+    batch_size: usize,
+    /// DALL-E caption positions.
+    #[arg(long, default_value_t = 24, value_parser = vislang::cli::range::at_least_one)]
+    text_len: usize,
+    /// How long to keep stepping after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Where the small synthetic set is generated.
+    #[arg(long, default_value = "data/profile")]
+    data_dir: PathBuf,
+}
+
+/// Warms up, then steps until `seconds` have passed; prints examples/s.
+fn repeat<T: TrainingTask<Train>>(task: &T, model: T::Model, budget: &Budget, seconds: f64) {
+    let device = Default::default();
+    let mut timer = StepTimer::new(task, model, budget, &device);
+    timer.examples_per_second(3).expect("warm-up steps");
+    let started = Instant::now();
+    let mut rates = Vec::new();
+    while started.elapsed().as_secs_f64() < seconds {
+        rates.push(timer.examples_per_second(5).expect("steps"));
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{} rounds of 5 steps, median {:.1} examples/s",
+        rates.len(),
+        rates[rates.len() / 2]
+    );
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let device = Default::default();
+    let data = CheckData::prepare(&args.data_dir)?;
+    match args.family {
+        Family::Classifier => {
+            let config = model_config(
+                &ClassifyConfig::synthetic(),
+                Modality::Joint,
+                &data.classify,
+            );
+            let model: SingleStreamClassifier<Train> = config.init(&device);
+            let (task, budget) = classifier_task(&data.classify, args.batch_size);
+            repeat(&task, model, &budget, args.seconds);
+        }
+        Family::Lxmert => {
+            let (pretraining, config) = pretraining_setup(&data.classify, args.batch_size);
+            let model: LxmertPretraining<Train> = config.init(&device);
+            let task = pretraining_task(&pretraining, &config, &data.classify);
+            repeat(&task, model, &pretraining.budget, args.seconds);
+        }
+        Family::Vqvae => {
+            let model = TrainVqVaeConfig::synthetic().model.init::<Train>(&device);
+            let out_dir = args.data_dir.join("unused");
+            let (task, budget) = vqvae_task(&data.vqvae, args.batch_size, &out_dir);
+            repeat(&task, model, &budget, args.seconds);
+        }
+        Family::Dalle => {
+            let workload = DalleWorkload::new(args.text_len, args.batch_size);
+            let model: Dalle<Train> = workload.config.init(&device);
+            repeat(&workload.task(), model, &workload.budget, args.seconds);
+        }
+    }
+    Ok(())
+}
