@@ -1,30 +1,38 @@
-//! The backend traits vislang's models are generic over: burn's, plus one fused attention op
-//! with a hand-written backward.
+//! The backend traits vislang's models are generic over: burn's, plus the few fused ops whose
+//! decomposed form was the bottleneck of a training step, each with a hand-written backward.
 //!
-//! Why: under `Autodiff`, burn 0.21 runs attention as a chain of a dozen differentiable ops
-//! (matmul, scale, mask fills, a decomposed softmax, matmul), each keeping its own
-//! `[batch, heads, seq_q, seq_k]` tensor for the backward pass and each differentiated on its
-//! own. [`Backend::fused_attention`] records one node instead: the forward keeps only the
-//! attention probabilities, and the backward is the textbook one,
+//! - [`Backend::fused_attention`]. Under `Autodiff`, burn 0.21 runs attention as a chain of a
+//!   dozen differentiable ops (matmul, scale, mask fills, a decomposed softmax, matmul), each
+//!   keeping its own `[batch, heads, seq_q, seq_k]` tensor for the backward pass. One node
+//!   instead: the forward keeps only the attention probabilities, and the backward is the
+//!   textbook one,
 //!
-//! ```text
-//! dV = Pᵀ dO      dP = dO Vᵀ      dS = P ⊙ (dP − rowsum(dP ⊙ P))
-//! dQ = dS K · s   dK = dSᵀ Q · s
-//! ```
+//!   ```text
+//!   dV = Pᵀ dO      dP = dO Vᵀ      dS = P ⊙ (dP − rowsum(dP ⊙ P))
+//!   dQ = dS K · s   dK = dSᵀ Q · s
+//!   ```
 //!
-//! Masks come in as one additive bias (0 or a large negative number), built once per forward
-//! by [`crate::nn::AttentionMask`] and broadcast over batch and heads.
+//!   Masks come in as one additive bias (0 or a large negative number), built once per
+//!   forward by [`crate::nn::AttentionMask`] and broadcast over batch and heads.
+//! - [`Backend::gelu_exact`]: `x·Φ(x)` as one node (burn's autodiff records it as one too, but
+//!   Flex evaluates it with a scalar `erf` per element).
+//! - [`Backend::cross_entropy`]: `−log softmax(logits)[target]` per row as one node that keeps
+//!   the rows' log-sum-exp, with the backward `softmax − onehot`; burn records log-softmax and
+//!   gather as six.
 //!
-//! Every backend implements [`Backend`] with the default method (burn's own `attention` op,
-//! fused on Flex and on CubeCL backends); `Autodiff<B>` overrides it with the custom node.
+//! - [`Backend::conv2d_gemm`]: a convolution as a column matrix (im2col) and one matrix
+//!   product, whose backward is two matrix products and the columns' adjoint (col2im). On
+//!   Flex, burn's convolution backward copied strided views element by element (a fifth of
+//!   the classifier's step); backends opt in with [`Backend::CONV_AS_GEMM`].
+//!
+//! Every method has a default built from burn's ops, which every backend uses; the nodes are
+//! in [`super::autodiff_ops`] (for `Autodiff<B>`), and the CPU backend's one-pass kernels in
+//! [`super::flex_ops`].
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::Autodiff;
-use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
+use burn::tensor::ops::{AttentionModuleOptions, FloatTensor, IntTensor};
 use burn::tensor::TensorMetadata;
+
+pub use super::cpu_kernels::ConvGeometry;
 
 /// Held while a backend's process-wide random generator is reseeded and drawn from (dropout,
 /// dead-code re-seeding, sampling), and while a model is initialised, so that work on other
@@ -58,6 +66,242 @@ pub trait Backend: burn::tensor::backend::Backend {
         };
         Self::attention(query, key, value, None, bias, options)
     }
+
+    /// `softmax(scores + bias)` over the last dimension: the attention probabilities.
+    ///
+    /// # Shapes
+    /// - `scores`: `[batch, heads, seq_q, seq_k]`; `bias`: broadcastable to it
+    /// - returns: the shape of `scores`
+    fn softmax_with_bias(
+        scores: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        generic::softmax_with_bias::<Self>(scores, bias)
+    }
+
+    /// The gradient of softmax's input from its output `p` and the output's gradient:
+    /// `p ⊙ (grad − rowsum(grad ⊙ p))`, rows along the last dimension.
+    fn softmax_backward(p: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::softmax_backward::<Self>(p, grad)
+    }
+
+    /// Exact GELU, `x·Φ(x) = x/2 · (1 + erf(x/√2))`, as PyTorch's default `nn.GELU()`.
+    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu(x)
+    }
+
+    /// `grad · (Φ(x) + x·φ(x))`: the gradient of [`Self::gelu_exact`] at `x`.
+    fn gelu_exact_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu_backward(x, grad)
+    }
+
+    /// Whether [`crate::nn::ops::conv2d`] runs convolutions as [`Self::conv2d_gemm`] (chosen
+    /// by measurement per backend) rather than burn's convolution.
+    const CONV_AS_GEMM: bool = false;
+
+    /// The convolution of `x` with `weight` (no bias, dilation 1, one group) as one matrix
+    /// product over [`Self::conv2d_columns`].
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, height, width]` (as `geometry` says)
+    /// - `weight`: `[out_channels, channels, kernel_h, kernel_w]`
+    /// - returns: `[batch, out_channels, out_h, out_w]`
+    fn conv2d_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        generic::conv2d_gemm::<Self>(x, weight, geometry).0
+    }
+
+    /// The transposed convolution of `x` with `weight` (no bias, dilation 1, one group): one
+    /// matrix product, then col2im ([`Self::conv2d_columns_backward`]) onto the output, whose
+    /// geometry `geometry` describes (its `input` is the output's size, its `channels` the
+    /// output channels: the transposed convolution is the convolution's adjoint).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, h, w]`, `(h, w) = geometry.output()`
+    /// - `weight`: `[channels_in, geometry.channels, kernel_h, kernel_w]`
+    /// - returns: `[batch, geometry.channels, geometry.input[0], geometry.input[1]]`
+    fn conv_transpose2d_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        generic::conv_transpose2d_gemm::<Self>(x, weight, geometry)
+    }
+
+    /// im2col: `[batch, c, h, w]` → `[batch, c·kh·kw, out_h·out_w]`, rows ordered as the
+    /// weights' `[c, kh, kw]` flatten.
+    fn conv2d_columns(x: FloatTensor<Self>, geometry: ConvGeometry) -> FloatTensor<Self> {
+        generic::conv2d_columns::<Self>(x, geometry)
+    }
+
+    /// col2im, the adjoint of [`Self::conv2d_columns`]: `[batch, c·kh·kw, out_h·out_w]` →
+    /// `[batch, c, h, w]`, each entry added back where it was read.
+    fn conv2d_columns_backward(
+        columns: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        generic::conv2d_columns_backward::<Self>(columns, geometry)
+    }
+
+    /// Per-row cross-entropy `−log softmax(logits)[i, targets[i]]`.
+    ///
+    /// # Shapes
+    /// - `logits`: `[n, classes]`, `targets`: `[n]` (each in `0..classes`)
+    /// - returns: `[n]`
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        Self::cross_entropy_forward(logits, targets).0
+    }
+
+    /// [`Self::cross_entropy`] and what its backward needs of each row: `[n, 2]` statistics,
+    /// the row's max and `log Σ exp(logits − max)` (kept apart: `logits − lse` would lose the
+    /// low bits of a large log-sum-exp).
+    fn cross_entropy_forward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        generic::cross_entropy_forward::<Self>(logits, targets)
+    }
+
+    /// The logits' gradient of [`Self::cross_entropy`] times `grad` (`[n]`), from the rows'
+    /// `statistics` (`[n, 2]`, see [`Self::cross_entropy_forward`]):
+    /// `grad[i] · (softmax(logits[i]) − onehot(targets[i]))`.
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        generic::cross_entropy_backward::<Self>(logits, statistics, targets, grad)
+    }
+}
+
+/// The default versions of [`Backend`]'s ops, built from burn's; also what a backend's own
+/// version falls back to for inputs its kernels do not take.
+pub(crate) mod generic {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::ops::{ConvTransposeOptions, FloatTensor, IntTensor, UnfoldOptions};
+    use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorMetadata, TensorPrimitive};
+
+    use super::ConvGeometry;
+
+    fn float<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(x))
+    }
+
+    fn primitive<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
+        x.into_primitive().tensor()
+    }
+
+    pub fn softmax_with_bias<B: Backend>(
+        scores: FloatTensor<B>,
+        bias: Option<FloatTensor<B>>,
+    ) -> FloatTensor<B> {
+        let scores = match bias {
+            Some(bias) => B::float_add(scores, bias),
+            None => scores,
+        };
+        let last = scores.shape().num_dims() - 1;
+        B::softmax(scores, last)
+    }
+
+    pub fn softmax_backward<B: Backend>(p: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let last = p.shape().num_dims() - 1;
+        let row = B::float_sum_dim(B::float_mul(grad.clone(), p.clone()), last);
+        B::float_mul(p, B::float_sub(grad, row))
+    }
+
+    /// The convolution's output and the columns it multiplied (for the backward pass).
+    pub fn conv2d_gemm<B: super::Backend>(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        geometry: ConvGeometry,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let batch = x.shape()[0];
+        let out_channels = weight.shape()[0];
+        let [out_h, out_w] = geometry.output();
+        let columns = B::conv2d_columns(x, geometry); // [b, K, P]
+        let weight = B::float_reshape(weight, [1, out_channels, geometry.column_rows()].into());
+        let out = B::float_matmul(weight, columns.clone()); // [b, co, P]
+        let out = B::float_reshape(out, [batch, out_channels, out_h, out_w].into());
+        (out, columns)
+    }
+
+    pub fn conv_transpose2d_gemm<B: super::Backend>(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<B> {
+        let [batch, channels_in, height, width] = x.shape().dims::<4>();
+        let x = B::float_reshape(x, [batch, channels_in, height * width].into());
+        let weight = B::float_reshape(weight, [1, channels_in, geometry.column_rows()].into());
+        let columns = B::float_matmul(B::float_transpose(weight), x); // [b, K, P]
+        B::conv2d_columns_backward(columns, geometry)
+    }
+
+    pub fn conv2d_columns<B: Backend>(x: FloatTensor<B>, g: ConvGeometry) -> FloatTensor<B> {
+        B::unfold4d(x, g.kernel, UnfoldOptions::new(g.stride, g.padding, [1, 1]))
+    }
+
+    /// col2im as the transposed convolution with the identity kernel (im2col is the
+    /// convolution with it).
+    pub fn conv2d_columns_backward<B: Backend>(
+        columns: FloatTensor<B>,
+        g: ConvGeometry,
+    ) -> FloatTensor<B> {
+        let batch = columns.shape()[0];
+        let [out_h, out_w] = g.output();
+        let rows = g.column_rows();
+        let device = B::float_device(&columns);
+        let identity = Tensor::<B, 2>::eye(rows, &device)
+            .reshape([rows, g.channels, g.kernel[0], g.kernel[1]])
+            .cast(columns.dtype());
+        let columns = B::float_reshape(columns, [batch, rows, out_h, out_w].into());
+        // What the last stride step leaves over, so that the output has the input's size.
+        let padding_out =
+            [0, 1].map(|d| (g.input[d] + 2 * g.padding[d] - g.kernel[d]) % g.stride[d]);
+        let options = ConvTransposeOptions::new(g.stride, g.padding, padding_out, [1, 1], 1);
+        B::conv_transpose2d(columns, primitive(identity), None, options)
+    }
+
+    pub fn cross_entropy_forward<B: Backend>(
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let logits = float::<B, 2>(logits);
+        let targets = Tensor::<B, 1, Int>::from_primitive(targets);
+        let [n, _] = logits.dims();
+        let max = logits.clone().max_dim(1); // [n, 1]
+        let log_sum = (logits.clone() - max.clone()).exp().sum_dim(1).log();
+        let picked = logits.gather(1, targets.reshape([n, 1]));
+        let nll = ((max.clone() - picked) + log_sum.clone()).reshape([n]);
+        (
+            primitive(nll),
+            primitive(Tensor::cat(vec![max, log_sum], 1)),
+        )
+    }
+
+    pub fn cross_entropy_backward<B: Backend>(
+        logits: FloatTensor<B>,
+        statistics: FloatTensor<B>,
+        targets: IntTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let logits = float::<B, 2>(logits);
+        let [n, _] = logits.dims();
+        let statistics = float::<B, 2>(statistics);
+        let max = statistics.clone().slice([0..n, 0..1]);
+        let log_sum = statistics.slice([0..n, 1..2]);
+        let grad = float::<B, 1>(grad).reshape([n, 1]);
+        let targets = Tensor::<B, 1, Int>::from_primitive(targets).reshape([n, 1]);
+        let softmax = ((logits.clone() - max) - log_sum).exp() * grad.clone();
+        let onehot = logits
+            .zeros_like()
+            .scatter(1, targets, grad, IndexingUpdateOp::Add);
+        primitive(softmax - onehot)
+    }
 }
 
 /// A training backend whose inner backend is a vislang [`Backend`] too.
@@ -71,113 +315,8 @@ impl<T> AutodiffBackend for T where
 {
 }
 
-impl Backend for burn::backend::Flex {}
 impl Backend for burn::backend::NdArray {}
 #[cfg(feature = "cuda")]
 impl Backend for burn_cuda::Cuda {}
 #[cfg(feature = "wgpu")]
 impl Backend for burn::backend::Wgpu {}
-
-/// `P = softmax(q kᵀ · scale + bias)` on a plain backend.
-fn probabilities<B: burn::tensor::backend::Backend>(
-    query: FloatTensor<B>,
-    key: FloatTensor<B>,
-    bias: Option<FloatTensor<B>>,
-    scale: f64,
-) -> FloatTensor<B> {
-    let scores = B::float_matmul(
-        B::float_mul_scalar(query, scale.into()),
-        B::float_transpose(key),
-    );
-    let scores = match bias {
-        Some(bias) => B::float_add(scores, bias),
-        None => scores,
-    };
-    B::softmax(scores, 3)
-}
-
-#[derive(Debug)]
-struct FusedAttention;
-
-/// What the backward pass needs: the inputs and the probabilities.
-#[derive(Debug, Clone)]
-struct AttentionState<B: burn::tensor::backend::Backend> {
-    query: FloatTensor<B>,
-    key: FloatTensor<B>,
-    value: FloatTensor<B>,
-    probabilities: FloatTensor<B>,
-    scale: f64,
-}
-
-impl<B: Backend> Backward<B, 3> for FusedAttention {
-    type State = AttentionState<B>;
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let AttentionState {
-            query,
-            key,
-            value,
-            probabilities,
-            scale,
-        } = ops.state;
-        let grad_out = grads.consume::<B>(&ops.node); // [b, h, sq, d]
-        let [query_node, key_node, value_node] = ops.parents;
-        if let Some(node) = value_node {
-            let grad = B::float_matmul(B::float_transpose(probabilities.clone()), grad_out.clone());
-            grads.register::<B>(node.id, grad);
-        }
-        if query_node.is_none() && key_node.is_none() {
-            return;
-        }
-        let grad_p = B::float_matmul(grad_out, B::float_transpose(value)); // [b, h, sq, sk]
-        let row = B::float_sum_dim(B::float_mul(grad_p.clone(), probabilities.clone()), 3);
-        let grad_scores = B::float_mul(probabilities, B::float_sub(grad_p, row));
-        if let Some(node) = query_node {
-            let grad = B::float_matmul(grad_scores.clone(), key);
-            grads.register::<B>(node.id, B::float_mul_scalar(grad, scale.into()));
-        }
-        if let Some(node) = key_node {
-            let grad = B::float_matmul(B::float_transpose(grad_scores), query);
-            grads.register::<B>(node.id, B::float_mul_scalar(grad, scale.into()));
-        }
-    }
-}
-
-impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
-    fn fused_attention(
-        query: FloatTensor<Self>,
-        key: FloatTensor<Self>,
-        value: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        scale: f64,
-    ) -> FloatTensor<Self> {
-        // The bias is a constant (a mask); no gradient flows into it.
-        let bias = bias.map(|bias| bias.primitive);
-        match FusedAttention
-            .prepare::<C>([query.node.clone(), key.node.clone(), value.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let probabilities =
-                    probabilities::<B>(query.primitive.clone(), key.primitive.clone(), bias, scale);
-                let output = B::float_matmul(probabilities.clone(), value.primitive.clone());
-                let state = AttentionState {
-                    query: query.primitive,
-                    key: key.primitive,
-                    value: value.primitive,
-                    probabilities,
-                    scale,
-                };
-                prep.finish(state, output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
-                query.primitive,
-                key.primitive,
-                value.primitive,
-                bias,
-                scale,
-            )),
-        }
-    }
-}

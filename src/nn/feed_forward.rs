@@ -1,11 +1,11 @@
 //! Position-wise feed-forward block: `Linear -> GELU -> Linear`.
 
+use crate::nn::gelu;
 use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::Tensor;
 
 /// Configuration of [`FeedForward`].

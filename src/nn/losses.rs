@@ -1,7 +1,6 @@
 //! Losses over masked positions, shared by the pretraining objectives.
 
-use crate::nn::Backend;
-use burn::tensor::activation::log_softmax;
+use crate::nn::{cross_entropy, Backend};
 use burn::tensor::{Int, Tensor};
 
 /// Cross-entropy averaged over the positions with weight 1 (weights are 0 or 1). Targets at
@@ -15,11 +14,9 @@ pub fn weighted_cross_entropy<B: Backend>(
     targets: Tensor<B, 1, Int>,
     weights: Tensor<B, 1>,
 ) -> Tensor<B, 1> {
-    let picked = log_softmax(logits, 1)
-        .gather(1, targets.unsqueeze_dim(1))
-        .squeeze_dim::<1>(1); // [n]
+    let nll = cross_entropy(logits, targets); // [n]
     let count = weights.clone().sum().clamp_min(1.0);
-    (picked * weights).sum().neg() / count
+    (nll * weights).sum() / count
 }
 
 /// Smooth-L1 (Huber with delta 1) summed over the last dimension, averaged over the rows with

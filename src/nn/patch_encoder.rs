@@ -3,13 +3,13 @@
 //! extractor of LXMERT/ViLBERT (as in ViLT, <https://arxiv.org/abs/2102.03334>, and Pixel-BERT),
 //! so the same [`super::VisualEmbeddings`] consume either source.
 
+use crate::nn::gelu;
 use crate::nn::precision::conv2d;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
-use burn::tensor::activation::gelu;
 use burn::tensor::{Tensor, TensorData};
 
 /// Configuration of [`PatchEncoder`].

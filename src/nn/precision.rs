@@ -185,7 +185,7 @@ pub fn conv2d<B: Backend>(layer: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
             padding: layer.padding.clone(),
             ..*layer
         },
-        |layer, x| layer.forward(x),
+        |layer, x| crate::nn::ops::conv2d(layer, x),
     )
 }
 
@@ -203,7 +203,7 @@ pub fn conv_transpose2d<B: Backend>(layer: &ConvTranspose2d<B>, x: Tensor<B, 4>)
             bias: cast_bias(&layer.bias, dtype),
             ..*layer
         },
-        |layer, x| layer.forward(x),
+        |layer, x| crate::nn::ops::conv_transpose2d(layer, x),
     )
 }
 

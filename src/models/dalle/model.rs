@@ -29,7 +29,8 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::masks::{attention_mask, AttentionLayout};
 use crate::nn::{
-    AttentionMask, KeyValueCache, NormPlacement, TransformerLayer, TransformerLayerConfig,
+    cross_entropy, AttentionMask, KeyValueCache, NormPlacement, TransformerLayer,
+    TransformerLayerConfig,
 };
 
 /// Configuration of [`Dalle`].
@@ -344,9 +345,9 @@ impl<B: Backend> Dalle<B> {
             let targets = targets
                 .clone()
                 .slice([0..batch, positions])
-                .reshape([n, 1])
+                .reshape([n])
                 .sub_scalar(ids.start as i64);
-            log_softmax(logits, 1).gather(1, targets).mean().neg()
+            cross_entropy(logits, targets).mean()
         };
         let text = segment_loss(0..text_len, 0..c.text_vocab + text_len);
         let image = segment_loss(text_len..len, c.image_offset()..c.total_vocab());

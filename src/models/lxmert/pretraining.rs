@@ -3,12 +3,12 @@
 //! matching. Head names and layouts follow Hugging Face's `LxmertForPreTraining`, so its
 //! checkpoints load into [`LxmertPretraining`] (see [`super::hf`]).
 
+use crate::nn::gelu;
 use crate::nn::precision::linear;
 use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,314 @@
+//! [`Backend`] for `Autodiff<B>`: the fused ops as single graph nodes with hand-written
+//! backward passes, each computed by the inner backend's own (possibly fused) version.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::TensorMetadata;
+
+use super::backend::{generic, ConvGeometry};
+use super::Backend;
+
+/// `P = softmax(q kᵀ · scale + bias)` on a plain backend.
+fn probabilities<B: Backend>(
+    query: FloatTensor<B>,
+    key: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    scale: f64,
+) -> FloatTensor<B> {
+    let scores = B::float_matmul(
+        B::float_mul_scalar(query, scale.into()),
+        B::float_transpose(key),
+    );
+    B::softmax_with_bias(scores, bias)
+}
+
+#[derive(Debug)]
+struct FusedAttention;
+
+/// What the backward pass needs: the inputs and the probabilities.
+#[derive(Debug, Clone)]
+struct AttentionState<B: burn::tensor::backend::Backend> {
+    query: FloatTensor<B>,
+    key: FloatTensor<B>,
+    value: FloatTensor<B>,
+    probabilities: FloatTensor<B>,
+    scale: f64,
+}
+
+impl<B: Backend> Backward<B, 3> for FusedAttention {
+    type State = AttentionState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let AttentionState {
+            query,
+            key,
+            value,
+            probabilities,
+            scale,
+        } = ops.state;
+        let grad_out = grads.consume::<B>(&ops.node); // [b, h, sq, d]
+        let [query_node, key_node, value_node] = ops.parents;
+        if let Some(node) = value_node {
+            let grad = B::float_matmul(B::float_transpose(probabilities.clone()), grad_out.clone());
+            grads.register::<B>(node.id, grad);
+        }
+        if query_node.is_none() && key_node.is_none() {
+            return;
+        }
+        let grad_p = B::float_matmul(grad_out, B::float_transpose(value)); // [b, h, sq, sk]
+        let grad_scores = B::softmax_backward(probabilities, grad_p);
+        if let Some(node) = query_node {
+            let grad = B::float_matmul(grad_scores.clone(), key);
+            grads.register::<B>(node.id, B::float_mul_scalar(grad, scale.into()));
+        }
+        if let Some(node) = key_node {
+            let grad = B::float_matmul(B::float_transpose(grad_scores), query);
+            grads.register::<B>(node.id, B::float_mul_scalar(grad, scale.into()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Gelu;
+
+impl<B: Backend> Backward<B, 1> for Gelu {
+    /// The input.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::gelu_exact_backward(ops.state, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropy;
+
+/// The logits, each row's statistics (max and log-sum) and the targets.
+#[derive(Debug, Clone)]
+struct CrossEntropyState<B: burn::tensor::backend::Backend> {
+    logits: FloatTensor<B>,
+    statistics: FloatTensor<B>,
+    targets: IntTensor<B>,
+}
+
+impl<B: Backend> Backward<B, 1> for CrossEntropy {
+    type State = CrossEntropyState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node); // [n]
+        if let [Some(node)] = ops.parents {
+            let CrossEntropyState {
+                logits,
+                statistics,
+                targets,
+            } = ops.state;
+            let grad = B::cross_entropy_backward(logits, statistics, targets, grad);
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conv2dGemm;
+
+/// The columns the forward pass multiplied, the weights and the geometry.
+#[derive(Debug, Clone)]
+struct ConvState<B: burn::tensor::backend::Backend> {
+    columns: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    geometry: ConvGeometry,
+}
+
+impl<B: Backend> Backward<B, 2> for Conv2dGemm {
+    type State = ConvState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let ConvState {
+            columns,
+            weight,
+            geometry,
+        } = ops.state;
+        let grad = grads.consume::<B>(&ops.node); // [b, co, oh, ow]
+        let [batch, out_channels, out_h, out_w] = grad.shape().dims::<4>();
+        let grad = B::float_reshape(grad, [batch, out_channels, out_h * out_w].into());
+        let [x_node, weight_node] = ops.parents;
+        if let Some(node) = weight_node {
+            // dW = Σ_b dY_b · columns_bᵀ
+            let per_image = B::float_matmul(grad.clone(), B::float_transpose(columns));
+            let summed = B::float_sum_dim(per_image, 0); // [1, co, K]
+            grads.register::<B>(node.id, B::float_reshape(summed, weight.shape()));
+        }
+        if let Some(node) = x_node {
+            // d columns_b = Wᵀ · dY_b, then back to the image (col2im).
+            let weight = B::float_reshape(weight, [1, out_channels, geometry.column_rows()].into());
+            let columns_grad = B::float_matmul(B::float_transpose(weight), grad);
+            grads.register::<B>(node.id, B::conv2d_columns_backward(columns_grad, geometry));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvTranspose2dGemm;
+
+impl<B: Backend> Backward<B, 2> for ConvTranspose2dGemm {
+    /// The input (`[b, ci, h, w]`), the weights and the geometry.
+    type State = (FloatTensor<B>, FloatTensor<B>, ConvGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight, geometry) = ops.state;
+        let grad = grads.consume::<B>(&ops.node); // [b, co, H, W]
+                                                  // The output's gradient as columns: the forward pass was col2im, its adjoint im2col.
+        let columns = B::conv2d_columns(grad, geometry); // [b, K, P]
+        let [batch, channels_in, height, width] = x.shape().dims::<4>();
+        let [x_node, weight_node] = ops.parents;
+        if let Some(node) = weight_node {
+            // dW = Σ_b x_b · columns_bᵀ
+            let x = B::float_reshape(x, [batch, channels_in, height * width].into());
+            let per_image = B::float_matmul(x, B::float_transpose(columns.clone()));
+            let summed = B::float_sum_dim(per_image, 0); // [1, ci, K]
+            grads.register::<B>(node.id, B::float_reshape(summed, weight.shape()));
+        }
+        if let Some(node) = x_node {
+            let weight = B::float_reshape(weight, [1, channels_in, geometry.column_rows()].into());
+            let grad = B::float_matmul(weight, columns); // [b, ci, P]
+            let grad = B::float_reshape(grad, [batch, channels_in, height, width].into());
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
+impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
+    fn fused_attention(
+        query: FloatTensor<Self>,
+        key: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        // The bias is a constant (a mask); no gradient flows into it.
+        let bias = bias.map(|bias| bias.primitive);
+        match FusedAttention
+            .prepare::<C>([query.node.clone(), key.node.clone(), value.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let probabilities =
+                    probabilities::<B>(query.primitive.clone(), key.primitive.clone(), bias, scale);
+                let output = B::float_matmul(probabilities.clone(), value.primitive.clone());
+                let state = AttentionState {
+                    query: query.primitive,
+                    key: key.primitive,
+                    value: value.primitive,
+                    probabilities,
+                    scale,
+                };
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
+                query.primitive,
+                key.primitive,
+                value.primitive,
+                bias,
+                scale,
+            )),
+        }
+    }
+
+    const CONV_AS_GEMM: bool = B::CONV_AS_GEMM;
+
+    fn conv2d_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        match Conv2dGemm
+            .prepare::<C>([x.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, columns) =
+                    generic::conv2d_gemm::<B>(x.primitive, weight.primitive.clone(), geometry);
+                let state = ConvState {
+                    columns,
+                    weight: weight.primitive,
+                    geometry,
+                };
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::conv2d_gemm(x.primitive, weight.primitive, geometry))
+            }
+        }
+    }
+
+    fn conv_transpose2d_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        match ConvTranspose2dGemm
+            .prepare::<C>([x.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = generic::conv_transpose2d_gemm::<B>(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    geometry,
+                );
+                prep.finish((x.primitive, weight.primitive, geometry), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv_transpose2d_gemm(
+                x.primitive,
+                weight.primitive,
+                geometry,
+            )),
+        }
+    }
+
+    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match Gelu
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::gelu_exact(x.primitive.clone());
+                prep.finish(x.primitive, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_exact(x.primitive)),
+        }
+    }
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        match CrossEntropy
+            .prepare::<C>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (nll, statistics) =
+                    B::cross_entropy_forward(logits.primitive.clone(), targets.clone());
+                let state = CrossEntropyState {
+                    logits: logits.primitive,
+                    statistics,
+                    targets,
+                };
+                prep.finish(state, nll)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::cross_entropy_forward(logits.primitive, targets).0)
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! [`Backend`] for the CPU backend (Flex): the fused ops as one pass each over `f32` memory
+//! ([`super::cpu_kernels`]). Other dtypes (bf16/f16 storage) and bias shapes the kernels do
+//! not take fall back to the generic versions.
+
+use std::borrow::Cow;
+
+use burn::backend::Flex;
+use burn::tensor::ops::{ActivationOps, FloatTensor, IntTensor};
+use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
+use burn_flex::FlexTensor;
+
+use super::backend::generic;
+use super::cpu_kernels::{self, BiasRows, ConvGeometry};
+use super::Backend;
+
+fn is_f32(tensor: &FlexTensor) -> bool {
+    tensor.dtype() == DType::F32
+}
+
+/// An `f32` tensor as one contiguous, uniquely owned buffer at offset 0, to write in place (a
+/// copy only if it is strided, offset, narrowed or shared).
+fn owned(tensor: FlexTensor) -> FlexTensor {
+    let n = tensor.layout().num_elements();
+    let whole =
+        tensor.layout().contiguous_offsets() == Some((0, n)) && tensor.storage::<f32>().len() == n;
+    if whole && tensor.is_unique() {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    }
+}
+
+/// An `f32` tensor's values in row-major order, borrowed when contiguous.
+fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
+    match tensor.layout().contiguous_offsets() {
+        Some((start, end)) => Cow::Borrowed(&tensor.storage::<f32>()[start..end]),
+        None => Cow::Owned(tensor.to_contiguous().storage::<f32>().to_vec()),
+    }
+}
+
+fn from_vec(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn last_dim(shape: &Shape) -> usize {
+    shape[shape.num_dims() - 1]
+}
+
+/// Integer targets as indices, checked against the number of classes.
+fn indices(targets: IntTensor<Flex>, classes: usize) -> Vec<usize> {
+    let targets = targets.into_data().convert::<i64>();
+    let targets = targets.as_slice::<i64>().expect("i64 after convert");
+    targets
+        .iter()
+        .map(|&t| {
+            assert!(
+                (0..classes as i64).contains(&t),
+                "cross-entropy target {t} is outside 0..{classes}"
+            );
+            t as usize
+        })
+        .collect()
+}
+
+impl Backend for Flex {
+    /// Measured on the patch encoder's convolutions (3 and 16 channels, 3x3 stride 2): burn's
+    /// direct convolution and its backward's strided copies took a fifth of the classifier's
+    /// step.
+    const CONV_AS_GEMM: bool = true;
+
+    fn conv2d_columns(x: FloatTensor<Self>, geometry: ConvGeometry) -> FloatTensor<Self> {
+        if !is_f32(&x) {
+            return generic::conv2d_columns::<Self>(x, geometry);
+        }
+        let batch = x.shape()[0];
+        let [out_h, out_w] = geometry.output();
+        let rows = geometry.column_rows();
+        let mut columns = vec![0.0; batch * rows * out_h * out_w];
+        cpu_kernels::images_to_columns(&values(&x), &geometry, &mut columns);
+        from_vec(columns, Shape::new([batch, rows, out_h * out_w]))
+    }
+
+    fn conv2d_columns_backward(
+        columns: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        if !is_f32(&columns) {
+            return generic::conv2d_columns_backward::<Self>(columns, geometry);
+        }
+        let batch = columns.shape()[0];
+        let [h, w] = geometry.input;
+        let mut images = vec![0.0; batch * geometry.channels * h * w];
+        cpu_kernels::columns_to_images(&values(&columns), &geometry, &mut images);
+        from_vec(images, Shape::new([batch, geometry.channels, h, w]))
+    }
+
+    fn softmax_with_bias(
+        scores: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        if !is_f32(&scores) || bias.as_ref().is_some_and(|bias| !is_f32(bias)) {
+            return generic::softmax_with_bias::<Self>(scores, bias);
+        }
+        let shape = scores.shape();
+        let bias_values = bias.as_ref().map(values);
+        let rows = match (&bias, &bias_values) {
+            (Some(bias), Some(values)) => match BiasRows::new(values, &bias.shape(), &shape) {
+                Some(rows) => rows,
+                None => return generic::softmax_with_bias::<Self>(scores, Some(bias.clone())),
+            },
+            _ => BiasRows::none(),
+        };
+        let mut scores = owned(scores);
+        cpu_kernels::softmax_rows(scores.storage_mut::<f32>(), last_dim(&shape), &rows);
+        scores
+    }
+
+    fn softmax_backward(p: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(&p) || !is_f32(&grad) || p.shape() != grad.shape() {
+            return generic::softmax_backward::<Self>(p, grad);
+        }
+        let row_len = last_dim(&p.shape());
+        let mut grad = owned(grad);
+        cpu_kernels::softmax_backward(&values(&p), grad.storage_mut::<f32>(), row_len);
+        grad
+    }
+
+    fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(&x) {
+            return Self::gelu(x);
+        }
+        let mut out = vec![0.0; x.layout().num_elements()];
+        cpu_kernels::gelu(&values(&x), &mut out);
+        from_vec(out, x.shape())
+    }
+
+    fn gelu_exact_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(&x) || !is_f32(&grad) || x.shape() != grad.shape() {
+            return Self::gelu_backward(x, grad);
+        }
+        let mut out = vec![0.0; x.layout().num_elements()];
+        cpu_kernels::gelu_backward(&values(&x), &values(&grad), &mut out);
+        from_vec(out, x.shape())
+    }
+
+    fn cross_entropy_forward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !is_f32(&logits) {
+            return generic::cross_entropy_forward::<Self>(logits, targets);
+        }
+        let [n, classes] = logits.shape().dims::<2>();
+        let targets = indices(targets, classes);
+        let logits = values(&logits);
+        let mut statistics = vec![0.0; 2 * n];
+        cpu_kernels::row_statistics(&logits, classes, &mut statistics);
+        // (max − x_t) + log_sum: both terms exact to f32 precision.
+        let nll = (0..n)
+            .map(|i| (statistics[2 * i] - logits[i * classes + targets[i]]) + statistics[2 * i + 1])
+            .collect();
+        (
+            from_vec(nll, Shape::new([n])),
+            from_vec(statistics, Shape::new([n, 2])),
+        )
+    }
+
+    fn cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        statistics: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !is_f32(&logits) || !is_f32(&statistics) || !is_f32(&grad) {
+            return generic::cross_entropy_backward::<Self>(logits, statistics, targets, grad);
+        }
+        let shape = logits.shape();
+        let [_, classes] = shape.dims::<2>();
+        let targets = indices(targets, classes);
+        let mut out = vec![0.0; shape.num_elements()];
+        cpu_kernels::cross_entropy_backward(
+            &values(&logits),
+            classes,
+            &values(&statistics),
+            &targets,
+            &values(&grad),
+            &mut out,
+        );
+        from_vec(out, shape)
+    }
+}
