@@ -303,3 +303,30 @@ fn transposed_conv_as_one_matrix_product_matches_burns_on_both_cpu_backends() {
     conv_transpose_matches_burns::<Flex>();
     conv_transpose_matches_burns::<NdArray>();
 }
+
+fn swap_matches_burns<B: Backend>() {
+    type A<B> = Autodiff<B>;
+    use vislang::nn::ops::swap_middle_dims;
+    let x = random::<A<B>, 4>([3, 5, 4, 6], 1.0, 200).require_grad();
+    let weights = random::<A<B>, 4>([3, 4, 5, 6], 1.0, 201);
+    let ours = swap_middle_dims(x.clone());
+    let reference = x.clone().swap_dims(1, 2);
+    assert_eq!(ours.dims(), [3, 4, 5, 6]);
+    assert_eq!(
+        max_abs_diff(ours.clone().inner(), reference.clone().inner()),
+        0.0
+    );
+    let grad_of = |out: Tensor<A<B>, 4>| {
+        let grads = (out.reshape([3, 4, 30]) * weights.clone().reshape([3, 4, 30]))
+            .sum()
+            .backward();
+        x.grad(&grads).unwrap()
+    };
+    assert_eq!(max_abs_diff(grad_of(ours), grad_of(reference)), 0.0);
+}
+
+#[test]
+fn head_swap_matches_swap_dims_on_both_cpu_backends() {
+    swap_matches_burns::<Flex>();
+    swap_matches_burns::<NdArray>();
+}

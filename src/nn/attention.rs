@@ -12,6 +12,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 
 use super::backend::Backend;
+use super::ops::swap_middle_dims;
 use super::precision::linear;
 
 /// Configuration of [`MultiHeadAttention`].
@@ -178,7 +179,7 @@ impl<B: Backend> MultiHeadAttention<B> {
         };
         cache.keys_values = Some((k.clone(), v.clone()));
         let heads = self.attend(q, k, v, mask); // [b, h, n_new, d_head]
-        let merged = heads.swap_dims(1, 2).reshape([batch, n_new, d_model]);
+        let merged = swap_middle_dims(heads).reshape([batch, n_new, d_model]);
         linear(&self.output, merged)
     }
 
@@ -199,7 +200,7 @@ impl<B: Backend> MultiHeadAttention<B> {
         let k = self.split_heads(linear(&self.key, context.clone())); // [b, h, seq_k, d_head]
         let v = self.split_heads(linear(&self.value, context)); // [b, h, seq_k, d_head]
         let heads = self.attend(q, k, v, mask); // [b, h, seq_q, d_head]
-        let merged = heads.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
+        let merged = swap_middle_dims(heads).reshape([batch, seq_q, d_model]);
         linear(&self.output, merged)
     }
 
@@ -230,7 +231,6 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// `[batch, seq, d_model]` -> `[batch, heads, seq, d_head]`
     fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [batch, seq, d_model] = x.dims();
-        x.reshape([batch, seq, self.n_heads, d_model / self.n_heads])
-            .swap_dims(1, 2)
+        swap_middle_dims(x.reshape([batch, seq, self.n_heads, d_model / self.n_heads]))
     }
 }

@@ -184,6 +184,20 @@ impl<B: Backend> Backward<B, 2> for ConvTranspose2dGemm {
     }
 }
 
+#[derive(Debug)]
+struct SwapMiddleDims;
+
+impl<B: Backend> Backward<B, 1> for SwapMiddleDims {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::swap_middle_dims(grad));
+        }
+    }
+}
+
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
     fn fused_attention(
         query: FloatTensor<Self>,
@@ -274,6 +288,13 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 geometry,
             )),
         }
+    }
+
+    fn swap_middle_dims(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        SwapMiddleDims
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateless(B::swap_middle_dims(x.primitive))
     }
 
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -85,6 +85,14 @@ pub trait Backend: burn::tensor::backend::Backend {
         generic::softmax_backward::<Self>(p, grad)
     }
 
+    /// `[a, b, c, d]` → `[a, c, b, d]`, laid out contiguously: attention's head split
+    /// (`[batch, seq, heads, d_head]` → `[batch, heads, seq, d_head]`) and merge. A plain
+    /// swap is a strided view that the next reshape, forward or backward, copies element by
+    /// element on the CPU backend; this copies `d`-long runs once, and its backward is itself.
+    fn swap_middle_dims(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_swap_dims(x, 1, 2)
+    }
+
     /// Exact GELU, `x·Φ(x) = x/2 · (1 + erf(x/√2))`, as PyTorch's default `nn.GELU()`.
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu(x)

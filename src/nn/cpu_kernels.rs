@@ -483,6 +483,24 @@ pub fn columns_to_images(columns: &[f32], g: &ConvGeometry, images: &mut [f32]) 
         .for_each(|(image, columns)| columns_to_image(columns, g, image));
 }
 
+/// `out[a][c][b][:] = x[a][b][c][:]` for `x` of shape `[outer, rows, cols, inner]`: swaps the
+/// middle two dimensions by copying `inner`-long runs (attention's head split and merge).
+pub fn swap_middle_dims(x: &[f32], [outer, rows, cols, inner]: [usize; 4], out: &mut [f32]) {
+    let plane = rows * cols * inner;
+    out.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .for_each(|(out, x)| {
+            for c in 0..cols {
+                for r in 0..rows {
+                    let from = (r * cols + c) * inner;
+                    let to = (c * rows + r) * inner;
+                    out[to..to + inner].copy_from_slice(&x[from..from + inner]);
+                }
+            }
+        });
+    debug_assert_eq!(out.len(), outer * plane);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use burn::backend::Flex;
-use burn::tensor::ops::{ActivationOps, FloatTensor, IntTensor};
+use burn::tensor::ops::{ActivationOps, FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
@@ -123,6 +123,16 @@ impl Backend for Flex {
         let mut grad = owned(grad);
         cpu_kernels::softmax_backward(&values(&p), grad.storage_mut::<f32>(), row_len);
         grad
+    }
+
+    fn swap_middle_dims(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(&x) {
+            return Self::float_swap_dims(x, 1, 2);
+        }
+        let [a, b, c, d] = x.shape().dims::<4>();
+        let mut out = vec![0.0; a * b * c * d];
+        cpu_kernels::swap_middle_dims(&values(&x), [a, b, c, d], &mut out);
+        from_vec(out, Shape::new([a, c, b, d]))
     }
 
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -144,6 +144,13 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::gelu_exact(x)))
 }
 
+/// `[a, b, c, d]` → `[a, c, b, d]`, contiguous (attention's head split and merge), as one op
+/// and one graph node.
+pub fn swap_middle_dims<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let x = x.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::swap_middle_dims(x)))
+}
+
 /// Per-row cross-entropy `−log softmax(logits)[i, targets[i]]`, as one op and one graph node
 /// (burn's `log_softmax` + `gather` record six).
 ///
