@@ -24,7 +24,16 @@ fn config(attention: AttentionLayout, n_layers: usize) -> DalleConfig {
         .with_attention(attention)
 }
 
+/// Held while a test seeds the backend's generator and draws from it: `generate` holds it
+/// while it samples, and tests run in parallel threads of one process.
+fn backend_random() -> std::sync::MutexGuard<'static, ()> {
+    vislang::nn::backend::BACKEND_RANDOM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn model(attention: AttentionLayout, n_layers: usize) -> Dalle<B> {
+    let _random = backend_random();
     B::seed(&Default::default(), 7);
     config(attention, n_layers).init(&Default::default())
 }
@@ -169,6 +178,7 @@ fn device_sampling_draws_from_the_filtered_tempered_distribution() {
         &device,
     );
     let frequencies = |config: &SamplingConfig| {
+        let _random = backend_random();
         B::seed(&device, 3);
         let codes: Vec<i64> = choose_codes(logits.clone(), config)
             .into_data()
@@ -364,7 +374,10 @@ fn the_loss_weights_image_tokens_seven_times_text_tokens() {
     let c = &model.config;
     let (len, v) = (c.seq_len(), c.total_vocab());
     let device = Default::default();
-    let logits = Tensor::<B, 3>::random([2, len, v], Distribution::Normal(0.0, 2.0), &device);
+    let logits = {
+        let _random = backend_random();
+        Tensor::<B, 3>::random([2, len, v], Distribution::Normal(0.0, 2.0), &device)
+    };
     let targets_values: Vec<i64> = (0..2 * len).map(|i| ((i * 5) % v) as i64).collect();
     let targets =
         Tensor::<B, 2, Int>::from_data(TensorData::new(targets_values.clone(), [2, len]), &device);
@@ -405,8 +418,11 @@ fn the_segment_sliced_loss_equals_the_full_vocabulary_loss() {
     type AB = burn::backend::Autodiff<Flex>;
     let device = Default::default();
     let config = model(AttentionLayout::Dense, 2).config.clone();
-    AB::seed(&device, 3);
-    let model: Dalle<AB> = config.init(&device);
+    let model: Dalle<AB> = {
+        let _random = backend_random();
+        AB::seed(&device, 3);
+        config.init(&device)
+    };
     let stream = random_input(&config, 2, 9); // [BOS] text image[..-1]
     let text = Tensor::<AB, 2, Int>::from_data(
         stream.slice([0..2, 1..1 + config.text_len]).into_data(),

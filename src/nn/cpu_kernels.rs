@@ -18,6 +18,19 @@ use rayon::prelude::*;
 /// Elements per parallel task: below this, splitting costs more than it saves.
 const CHUNK: usize = 16 * 1024;
 
+/// Runs `work(task, piece)` over `out` cut into `chunk`-long pieces: on rayon's threads when
+/// there is more than one piece, inline otherwise (handing one small task to the pool and
+/// waiting for it costs more than the task, e.g. in a decoding step).
+fn split_work(out: &mut [f32], chunk: usize, work: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if out.len() <= chunk {
+        work(0, out)
+    } else {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(task, piece)| work(task, piece));
+    }
+}
+
 /// Runs `body` compiled for AVX2 + FMA when the CPU has them, else for the baseline.
 macro_rules! vectorised {
     ($body:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
@@ -122,16 +135,18 @@ fn gelu_backward_chunk(x: &[f32], grad: &[f32], out: &mut [f32]) {
 
 /// `out = x · Φ(x)` (exact, erf-based GELU, as PyTorch's default).
 pub fn gelu(x: &[f32], out: &mut [f32]) {
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(out, x)| gelu_chunk(x, out));
+    split_work(out, CHUNK, |task, out| {
+        let start = task * CHUNK;
+        gelu_chunk(&x[start..start + out.len()], out)
+    });
 }
 
 /// `out = grad · (Φ(x) + x · φ(x))`, the derivative of [`gelu`] times the incoming gradient.
 pub fn gelu_backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(out, (x, grad))| gelu_backward_chunk(x, grad, out));
+    split_work(out, CHUNK, |task, out| {
+        let range = task * CHUNK..task * CHUNK + out.len();
+        gelu_backward_chunk(&x[range.clone()], &grad[range], out)
+    });
 }
 
 /// One row: `row = softmax(row + bias)`.
@@ -237,10 +252,9 @@ impl<'a> BiasRows<'a> {
 /// In place over rows of length `row_len`: `softmax(scores + bias)`.
 pub fn softmax_rows(scores: &mut [f32], row_len: usize, bias: &BiasRows) {
     let rows_per_task = (CHUNK / row_len.max(1)).max(1);
-    scores
-        .par_chunks_mut(rows_per_task * row_len)
-        .enumerate()
-        .for_each(|(task, rows)| softmax_rows_chunk(rows, row_len, task * rows_per_task, bias));
+    split_work(scores, rows_per_task * row_len, |task, rows| {
+        softmax_rows_chunk(rows, row_len, task * rows_per_task, bias)
+    });
 }
 
 #[inline(always)]
@@ -264,9 +278,10 @@ fn softmax_backward_chunk(p: &[f32], grad: &mut [f32], row_len: usize) {
 /// of its output, `grad ← p ⊙ (grad − Σ grad ⊙ p)`.
 pub fn softmax_backward(p: &[f32], grad: &mut [f32], row_len: usize) {
     let per_task = (CHUNK / row_len.max(1)).max(1) * row_len;
-    grad.par_chunks_mut(per_task)
-        .zip(p.par_chunks(per_task))
-        .for_each(|(grad, p)| softmax_backward_chunk(p, grad, row_len));
+    split_work(grad, per_task, |task, grad| {
+        let start = task * per_task;
+        softmax_backward_chunk(&p[start..start + grad.len()], grad, row_len)
+    });
 }
 
 #[inline(always)]
@@ -291,9 +306,11 @@ fn row_statistics_chunk(logits: &[f32], row_len: usize, out: &mut [f32]) {
 /// bits of a large `lse`, while `(x − max) − log_sum` is exact to f32's precision.
 pub fn row_statistics(logits: &[f32], row_len: usize, out: &mut [f32]) {
     let rows_per_task = (CHUNK / row_len.max(1)).max(1);
-    out.par_chunks_mut(2 * rows_per_task)
-        .zip(logits.par_chunks(rows_per_task * row_len))
-        .for_each(|(out, logits)| row_statistics_chunk(logits, row_len, out));
+    split_work(out, 2 * rows_per_task, |task, out| {
+        let start = task * rows_per_task * row_len;
+        let logits = &logits[start..start + out.len() / 2 * row_len];
+        row_statistics_chunk(logits, row_len, out)
+    });
 }
 
 #[inline(always)]
@@ -348,20 +365,17 @@ pub fn cross_entropy_backward(
 ) {
     let rows_per_task = (CHUNK / row_len.max(1)).max(1);
     let per_task = rows_per_task * row_len;
-    out.par_chunks_mut(per_task)
-        .zip(logits.par_chunks(per_task))
-        .enumerate()
-        .for_each(|(task, (out, logits))| {
-            let rows = task * rows_per_task..(task * rows_per_task + out.len() / row_len);
-            cross_entropy_backward_chunk(
-                logits,
-                row_len,
-                &statistics[2 * rows.start..2 * rows.end],
-                &targets[rows.clone()],
-                &grad[rows],
-                out,
-            )
-        });
+    split_work(out, per_task, |task, out| {
+        let rows = task * rows_per_task..(task * rows_per_task + out.len() / row_len);
+        cross_entropy_backward_chunk(
+            &logits[rows.start * row_len..rows.end * row_len],
+            row_len,
+            &statistics[2 * rows.start..2 * rows.end],
+            &targets[rows.clone()],
+            &grad[rows],
+            out,
+        )
+    });
 }
 
 /// A 2-D convolution's geometry: input `[channels, height, width]` per image, square-free
@@ -466,10 +480,9 @@ pub fn images_to_columns(images: &[f32], g: &ConvGeometry, columns: &mut [f32]) 
     let image_len = g.channels * g.input[0] * g.input[1];
     let [oh, ow] = g.output();
     let columns_len = g.column_rows() * oh * ow;
-    columns
-        .par_chunks_mut(columns_len)
-        .zip(images.par_chunks(image_len))
-        .for_each(|(columns, image)| image_to_columns(image, g, columns));
+    split_work(columns, columns_len, |i, columns| {
+        image_to_columns(&images[i * image_len..(i + 1) * image_len], g, columns)
+    });
 }
 
 /// col2im of a batch: the adjoint of [`images_to_columns`], images in parallel.
@@ -477,28 +490,35 @@ pub fn columns_to_images(columns: &[f32], g: &ConvGeometry, images: &mut [f32]) 
     let image_len = g.channels * g.input[0] * g.input[1];
     let [oh, ow] = g.output();
     let columns_len = g.column_rows() * oh * ow;
-    images
-        .par_chunks_mut(image_len)
-        .zip(columns.par_chunks(columns_len))
-        .for_each(|(image, columns)| columns_to_image(columns, g, image));
+    split_work(images, image_len, |i, image| {
+        columns_to_image(&columns[i * columns_len..(i + 1) * columns_len], g, image)
+    });
 }
 
 /// `out[a][c][b][:] = x[a][b][c][:]` for `x` of shape `[outer, rows, cols, inner]`: swaps the
 /// middle two dimensions by copying `inner`-long runs (attention's head split and merge).
 pub fn swap_middle_dims(x: &[f32], [outer, rows, cols, inner]: [usize; 4], out: &mut [f32]) {
     let plane = rows * cols * inner;
-    out.par_chunks_mut(plane)
-        .zip(x.par_chunks(plane))
-        .for_each(|(out, x)| {
-            for c in 0..cols {
-                for r in 0..rows {
-                    let from = (r * cols + c) * inner;
-                    let to = (c * rows + r) * inner;
-                    out[to..to + inner].copy_from_slice(&x[from..from + inner]);
-                }
-            }
-        });
     debug_assert_eq!(out.len(), outer * plane);
+    let swap_plane = |(out, x): (&mut [f32], &[f32])| {
+        for c in 0..cols {
+            for r in 0..rows {
+                let from = (r * cols + c) * inner;
+                let to = (c * rows + r) * inner;
+                out[to..to + inner].copy_from_slice(&x[from..from + inner]);
+            }
+        }
+    };
+    if out.len() < CHUNK {
+        // Small (a decoding step): threads would cost more than the copy.
+        out.chunks_mut(plane)
+            .zip(x.chunks(plane))
+            .for_each(swap_plane);
+    } else {
+        split_work(out, plane, |i, out| {
+            swap_plane((out, &x[i * plane..(i + 1) * plane]))
+        });
+    }
 }
 
 #[cfg(test)]

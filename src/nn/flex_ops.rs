@@ -130,6 +130,10 @@ impl Backend for Flex {
             return Self::float_swap_dims(x, 1, 2);
         }
         let [a, b, c, d] = x.shape().dims::<4>();
+        if b == 1 || c == 1 {
+            // Nothing moves (one decoding step's query): a reshape of the same memory.
+            return Self::float_reshape(x, Shape::new([a, c, b, d]));
+        }
         let mut out = vec![0.0; a * b * c * d];
         cpu_kernels::swap_middle_dims(&values(&x), [a, b, c, d], &mut out);
         from_vec(out, Shape::new([a, c, b, d]))
