@@ -13,17 +13,20 @@
 //!   ```
 //!
 //!   Masks come in as one additive bias (0 or a large negative number), built once per
-//!   forward by [`crate::nn::AttentionMask`] and broadcast over batch and heads.
+//!   forward by [`crate::nn::AttentionMask`] and broadcast over batch and heads. The
+//!   probabilities and their backward are [`Backend::softmax_with_bias`] and
+//!   [`Backend::softmax_backward`], one pass each on the CPU; the heads are split and merged
+//!   by [`Backend::swap_middle_dims`].
 //! - [`Backend::gelu_exact`]: `x·Φ(x)` as one node (burn's autodiff records it as one too, but
 //!   Flex evaluates it with a scalar `erf` per element).
 //! - [`Backend::cross_entropy`]: `−log softmax(logits)[target]` per row as one node that keeps
-//!   the rows' log-sum-exp, with the backward `softmax − onehot`; burn records log-softmax and
-//!   gather as six.
-//!
+//!   each row's max and log-sum, with the backward `softmax − onehot`; burn records
+//!   log-softmax and gather as six.
 //! - [`Backend::conv2d_gemm`]: a convolution as a column matrix (im2col) and one matrix
 //!   product, whose backward is two matrix products and the columns' adjoint (col2im). On
 //!   Flex, burn's convolution backward copied strided views element by element (a fifth of
-//!   the classifier's step); backends opt in with [`Backend::CONV_AS_GEMM`].
+//!   the classifier's step); backends opt in with [`Backend::CONV_AS_GEMM`]. The same for
+//!   [`Backend::conv_transpose2d_gemm`], the adjoint.
 //!
 //! Every method has a default built from burn's ops, which every backend uses; the nodes are
 //! in [`super::autodiff_ops`] (for `Autodiff<B>`), and the CPU backend's one-pass kernels in
