@@ -41,8 +41,8 @@ struct Args {
     /// DALL-E caption positions.
     #[arg(long, default_value_t = 24, value_parser = vislang::cli::range::at_least_one)]
     text_len: usize,
-    /// How long to keep stepping after the warm-up.
-    #[arg(long, default_value_t = 10.0)]
+    /// How long to keep stepping after the warm-up (at least one round of 5 steps runs).
+    #[arg(long, default_value_t = 10.0, value_parser = vislang::cli::range::positive)]
     seconds: f64,
     /// Where the small synthetic set is generated.
     #[arg(long, default_value = "data/profile")]
@@ -50,14 +50,23 @@ struct Args {
 }
 
 /// Warms up, then steps until `seconds` have passed; prints examples/s.
-fn repeat<T: TrainingTask<Train>>(task: &T, model: T::Model, budget: &Budget, seconds: f64) {
+fn repeat<T: TrainingTask<Train>>(
+    task: &T,
+    model: T::Model,
+    budget: &Budget,
+    seconds: f64,
+) -> Result<(), String> {
     let device = Default::default();
     let mut timer = StepTimer::new(task, model, budget, &device);
-    timer.examples_per_second(3).expect("warm-up steps");
+    let step_error = |e: vislang::train::TrainError| e.to_string();
+    timer.examples_per_second(3).map_err(step_error)?;
     let started = Instant::now();
     let mut rates = Vec::new();
-    while started.elapsed().as_secs_f64() < seconds {
-        rates.push(timer.examples_per_second(5).expect("steps"));
+    loop {
+        rates.push(timer.examples_per_second(5).map_err(step_error)?);
+        if started.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
     }
     rates.sort_by(f64::total_cmp);
     println!(
@@ -65,6 +74,7 @@ fn repeat<T: TrainingTask<Train>>(task: &T, model: T::Model, budget: &Budget, se
         rates.len(),
         rates[rates.len() / 2]
     );
+    Ok(())
 }
 
 fn main() -> Result<(), String> {
@@ -80,25 +90,24 @@ fn main() -> Result<(), String> {
             );
             let model: SingleStreamClassifier<Train> = config.init(&device);
             let (task, budget) = classifier_task(&data.classify, args.batch_size);
-            repeat(&task, model, &budget, args.seconds);
+            repeat(&task, model, &budget, args.seconds)
         }
         Family::Lxmert => {
             let (pretraining, config) = pretraining_setup(&data.classify, args.batch_size);
             let model: LxmertPretraining<Train> = config.init(&device);
             let task = pretraining_task(&pretraining, &config, &data.classify);
-            repeat(&task, model, &pretraining.budget, args.seconds);
+            repeat(&task, model, &pretraining.budget, args.seconds)
         }
         Family::Vqvae => {
             let model = TrainVqVaeConfig::synthetic().model.init::<Train>(&device);
             let out_dir = args.data_dir.join("unused");
             let (task, budget) = vqvae_task(&data.vqvae, args.batch_size, &out_dir);
-            repeat(&task, model, &budget, args.seconds);
+            repeat(&task, model, &budget, args.seconds)
         }
         Family::Dalle => {
             let workload = DalleWorkload::new(args.text_len, args.batch_size);
             let model: Dalle<Train> = workload.config.init(&device);
-            repeat(&workload.task(), model, &workload.budget, args.seconds);
+            repeat(&workload.task(), model, &workload.budget, args.seconds)
         }
     }
-    Ok(())
 }
