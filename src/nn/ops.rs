@@ -2,6 +2,7 @@
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::PaddingConfig2d;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 
 use super::backend::ConvGeometry;
@@ -86,16 +87,7 @@ pub fn conv_transpose2d_as_gemm<B: Backend>(
     bias: Option<Tensor<B, 1>>,
     geometry: ConvGeometry,
 ) -> Tensor<B, 4> {
-    let out = B::conv_transpose2d_gemm(
-        x.into_primitive().tensor(),
-        weight.into_primitive().tensor(),
-        geometry,
-    );
-    let out = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(out));
-    match bias {
-        Some(bias) => add_channel_bias(out, bias),
-        None => out,
-    }
+    gemm_with_bias(B::conv_transpose2d_gemm, x, weight, bias, geometry)
 }
 
 /// A convolution as one matrix product over its column matrix (im2col), on any backend, as
@@ -111,7 +103,18 @@ pub fn conv2d_as_gemm<B: Backend>(
     bias: Option<Tensor<B, 1>>,
     geometry: ConvGeometry,
 ) -> Tensor<B, 4> {
-    let out = B::conv2d_gemm(
+    gemm_with_bias(B::conv2d_gemm, x, weight, bias, geometry)
+}
+
+/// `op(x, weight)` on the primitives, then the per-channel bias.
+fn gemm_with_bias<B: Backend>(
+    op: fn(FloatTensor<B>, FloatTensor<B>, ConvGeometry) -> FloatTensor<B>,
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    geometry: ConvGeometry,
+) -> Tensor<B, 4> {
+    let out = op(
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
         geometry,
