@@ -7,7 +7,7 @@ use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, or_exit, SamplingArgs};
 use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageCache};
-use vislang::inference::dalle_eval::{evaluate_generation, Judge};
+use vislang::inference::dalle_eval::{evaluate_generation, ImageSetScore, Judge};
 use vislang::inference::read_artifact_json;
 use vislang::io::checkpoint::write_atomic;
 use vislang::models::dalle::SamplingConfig;
@@ -111,26 +111,30 @@ impl BackendTask for Task {
             &device,
         )?;
         println!(
-            "{} held-out captions naming {} objects; found by the image-only classifier {} in:",
-            evaluation.captions,
-            evaluation.named_objects,
-            args.judge.display()
+            "{} held-out captions naming {} objects, one image each; judged by the image-only classifier {}",
+            evaluation.captions, evaluation.named_objects, evaluation.judge
         );
-        println!("| images | rate |\n|---|---|");
-        println!("| real (ceiling) | {:.3} |", evaluation.real);
-        println!(
-            "| real, at the generator's {} px | {:.3} |",
-            trained.config.image_size, evaluation.real_at_tokenizer_resolution
-        );
-        println!(
-            "| VQ-VAE reconstructions | {:.3} |",
-            evaluation.vqvae_reconstruction
-        );
-        println!("| generated | {:.3} |", evaluation.generated);
-        if let Some(rate) = evaluation.generated_reranked {
+        println!("| images | named objects found | unnamed objects per image |\n|---|---|---|");
+        let row = |name: &str, score: &ImageSetScore| {
             println!(
-                "| generated, best of {} by the joint classifier | {rate:.3} |",
-                evaluation.candidates
+                "| {name} | {:.3} | {:.2} |",
+                score.named_found, score.unnamed_per_image
+            )
+        };
+        row("real (ceiling)", &evaluation.real);
+        row(
+            &format!("real, at the generator's {} px", trained.config.image_size),
+            &evaluation.real_at_tokenizer_resolution,
+        );
+        row("VQ-VAE reconstructions", &evaluation.vqvae_reconstruction);
+        row("generated", &evaluation.generated);
+        if let Some(score) = &evaluation.generated_reranked {
+            row(
+                &format!(
+                    "generated, best of {} by the joint classifier",
+                    evaluation.candidates
+                ),
+                score,
             );
         }
         write_atomic(

@@ -9,7 +9,7 @@ use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::exit_status;
 use vislang::data::{CocoSplit, ImageTokens, TokenExpectation};
 use vislang::inference::read_artifact_json;
-use vislang::io::image_grid::{write_image_grid, write_png};
+use vislang::io::image_grid::{write_image_grid, write_png, GridRow};
 use vislang::nn::AutodiffBackend;
 use vislang::train::vqvae::{
     decode_tokens, encode_split, prepare_vqvae_data, token_file_path, TrainVqVaeConfig,
@@ -147,7 +147,17 @@ impl BackendTask for Task {
                     let path = out.join(format!("{}.png", tokens.image_ids[i]));
                     write_png(&path, pixels, size, 1)?;
                 }
-                let rows: Vec<Vec<Vec<u8>>> = images.chunks(8).map(|row| row.to_vec()).collect();
+                let rows: Vec<GridRow> = indices
+                    .chunks(8)
+                    .zip(images.chunks(8))
+                    .map(|(ids, row)| {
+                        let ids: Vec<String> = ids
+                            .iter()
+                            .map(|&i| tokens.image_ids[i].to_string())
+                            .collect();
+                        GridRow::new(format!("image ids {}", ids.join(", ")), row.to_vec())
+                    })
+                    .collect();
                 write_image_grid(
                     &out.join("grid.png"),
                     &rows,

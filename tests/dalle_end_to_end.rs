@@ -275,9 +275,15 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         "generated",
         "generated_reranked",
     ] {
-        let rate = evaluation[field].as_f64().unwrap();
+        let rate = evaluation[field]["named_found"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate), "{field}: {rate}");
+        let unnamed = evaluation[field]["unnamed_per_image"].as_f64().unwrap();
+        assert!((0.0..=80.0).contains(&unnamed), "{field}: {unnamed}");
     }
+    assert!(evaluation["judge"]
+        .as_str()
+        .unwrap()
+        .ends_with("runs/classify/runs/image-only-seed0"));
     // Images edited after encoding: their token grids must not be paired with these captions.
     let data = std::fs::read_dir(dir.join("data")).unwrap();
     let set = data

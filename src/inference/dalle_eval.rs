@@ -13,7 +13,7 @@
 //! - optionally **generated, reranked**: the best of several samples by the joint classifier
 //!   ([`Judge::rank_scores`]); the image-only classifier that checks it is a different model.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::nn::Backend;
 use burn::tensor::activation::sigmoid;
@@ -39,6 +39,8 @@ pub struct Judge<B: Backend> {
     pub tokenizer: Option<TextTokenizer>,
     max_text_len: usize,
     modality: Modality,
+    /// The run directory it was loaded from: who judged, named in every report.
+    pub dir: PathBuf,
 }
 
 impl<B: Backend> Judge<B> {
@@ -64,6 +66,7 @@ impl<B: Backend> Judge<B> {
             tokenizer,
             max_text_len,
             modality: config.modality,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -232,19 +235,49 @@ pub fn rerank<B: Backend>(
         .collect()
 }
 
-/// The rates, each over the same (caption, named object) pairs.
+/// What the judge finds in one set of images, one image per caption.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImageSetScore {
+    /// Fraction of (caption, named object) pairs whose object the judge finds in the image.
+    pub named_found: f64,
+    /// Objects the judge finds per image that the caption does not name. Real images have
+    /// some (a caption names about half of its image's objects); a generator that draws
+    /// everything everywhere finds every named object but scores far above the real images here.
+    pub unnamed_per_image: f64,
+}
+
+/// The scores of each image set, over the same captions and named objects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationEvaluation {
     pub captions: usize,
     pub named_objects: usize,
-    pub real: f64,
-    pub real_at_tokenizer_resolution: f64,
-    pub vqvae_reconstruction: f64,
-    pub generated: f64,
+    /// The judge's run directory.
+    pub judge: String,
+    pub real: ImageSetScore,
+    pub real_at_tokenizer_resolution: ImageSetScore,
+    pub vqvae_reconstruction: ImageSetScore,
+    pub generated: ImageSetScore,
     /// With a reranker: the best of `candidates` generated images per caption.
-    pub generated_reranked: Option<f64>,
+    pub generated_reranked: Option<ImageSetScore>,
     pub candidates: usize,
     pub sampling: SamplingConfig,
+}
+
+/// Scores the judge's label probabilities of one image per caption against the labels each
+/// caption names.
+fn score(probabilities: &[Vec<f32>], named: &[Vec<usize>]) -> ImageSetScore {
+    let (mut found, mut unnamed) = (0, 0);
+    for (p, labels) in probabilities.iter().zip(named) {
+        let detected = (0..p.len()).filter(|&l| p[l] > 0.5);
+        let (hits, extra): (Vec<usize>, Vec<usize>) = detected.partition(|l| labels.contains(l));
+        found += hits.len();
+        unnamed += extra.len();
+    }
+    let named_objects: usize = named.iter().map(Vec::len).sum();
+    ImageSetScore {
+        named_found: found as f64 / named_objects.max(1) as f64,
+        unnamed_per_image: unnamed as f64 / probabilities.len().max(1) as f64,
+    }
 }
 
 /// Checks `n_captions` held-out captions (the first caption of each of the first images).
@@ -280,14 +313,7 @@ pub fn evaluate_generation<B: Backend>(
         })
         .collect();
     let named_objects: usize = named.iter().map(Vec::len).sum();
-    let rate = |probabilities: &[Vec<f32>]| -> f64 {
-        let found: usize = probabilities
-            .iter()
-            .zip(&named)
-            .map(|(p, labels)| labels.iter().filter(|&&l| p[l] > 0.5).count())
-            .sum();
-        found as f64 / named_objects.max(1) as f64
-    };
+    let rate = |probabilities: &[Vec<f32>]| score(probabilities, &named);
 
     let size = trained.config.image_size;
     let mut real = Vec::new();
@@ -354,6 +380,7 @@ pub fn evaluate_generation<B: Backend>(
     Ok(GenerationEvaluation {
         captions: captions.len(),
         named_objects,
+        judge: judge.dir.display().to_string(),
         real: rate(&real),
         real_at_tokenizer_resolution: rate(&real_low),
         vqvae_reconstruction: rate(&reconstructed),
@@ -369,4 +396,30 @@ fn downscale(pixels: &[u8], from: usize, to: usize) -> Vec<u8> {
     let image = image::RgbImage::from_raw(from as u32, from as u32, pixels.to_vec())
         .expect("from * from * 3 bytes");
     image::imageops::resize(&image, to as u32, to as u32, FilterType::Triangle).into_raw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drawing_everything_finds_every_named_object_but_is_caught_by_the_unnamed_count() {
+        // Two captions over four labels: the first names labels 0 and 1, the second label 2.
+        let named = vec![vec![0, 1], vec![2]];
+        let faithful = vec![vec![0.9, 0.8, 0.1, 0.2], vec![0.1, 0.2, 0.7, 0.6]];
+        let everything = vec![vec![0.9; 4], vec![0.9; 4]];
+        let nothing = vec![vec![0.1; 4], vec![0.1; 4]];
+        let score_of = |p: &[Vec<f32>]| score(p, &named);
+        assert_eq!(
+            score_of(&faithful),
+            ImageSetScore {
+                named_found: 1.0,
+                unnamed_per_image: 0.5
+            }
+        );
+        assert_eq!(score_of(&everything).named_found, 1.0);
+        assert_eq!(score_of(&everything).unnamed_per_image, 2.5);
+        assert_eq!(score_of(&nothing).named_found, 0.0);
+        assert_eq!(score_of(&nothing).unnamed_per_image, 0.0);
+    }
 }

@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use super::ArtifactError;
 use crate::io::checkpoint::{write_atomic, CheckpointError};
-use crate::io::image_grid::{write_image_grid, write_png};
+use crate::io::image_grid::{write_image_grid, write_png, GridRow};
 use crate::models::dalle::SamplingConfig;
 
 pub const MANIFEST: &str = "manifest.json";
 const FORMAT: &str = "vislang-generate";
+/// Images per row of a caption's grid.
+const GRID_COLUMNS: usize = 8;
 
 /// What `manifest.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,7 +165,15 @@ fn write_files(
                 sample: Some(s),
             });
         }
-        let rows: Vec<Vec<Vec<u8>>> = caption_images.chunks(8).map(<[_]>::to_vec).collect();
+        let rows: Vec<GridRow> = caption_images
+            .chunks(GRID_COLUMNS)
+            .enumerate()
+            .map(|(r, chunk)| {
+                let first = r * GRID_COLUMNS + 1;
+                let samples = format!("samples {first}-{}", first + chunk.len() - 1);
+                GridRow::new(format!("{caption} ({samples})"), chunk.to_vec())
+            })
+            .collect();
         let file = format!("grid-{c:03}.png");
         write_image_grid(&dir.join(&file), &rows, size, (128 / size).max(1) as u32)?;
         manifest.files.push(GeneratedFile {

@@ -2,6 +2,7 @@
 //! and progress bars on the terminal.
 
 pub mod checkpoint;
+pub mod font;
 pub mod image_grid;
 pub mod progress;
 

@@ -11,7 +11,7 @@ use super::run_dir::{EpochEvaluation, EpochLog};
 use super::vqvae::{decode_codes, TrainedVqVae};
 use crate::data::DalleSplit;
 use crate::io::checkpoint::CheckpointError;
-use crate::io::image_grid::write_image_grid;
+use crate::io::image_grid::{write_image_grid, GridRow};
 use crate::models::dalle::{generate, Dalle, SamplingConfig};
 
 /// Held-out cross-entropies after an epoch, in nats per token.
@@ -60,7 +60,8 @@ pub fn evaluate_dalle<B: Backend>(
 pub const SHOWN_CAPTIONS: usize = 4;
 pub const SAMPLES_PER_CAPTION: usize = 6;
 
-/// One row per shown held-out caption: the real image, then samples.
+/// One row per shown held-out caption, labelled with it: the real image (as the VQ-VAE
+/// reconstructs it), then samples.
 pub fn write_samples<B: Backend>(
     model: &Dalle<B>,
     vqvae: &TrainedVqVae<B>,
@@ -90,13 +91,19 @@ pub fn write_samples<B: Backend>(
         model.config.grid,
         device,
     );
-    let rows: Vec<Vec<Vec<u8>>> = real
+    let rows: Vec<GridRow> = real
         .into_iter()
         .zip(generated.chunks(SAMPLES_PER_CAPTION))
-        .map(|(real, samples)| {
-            std::iter::once(real)
+        .zip(shown)
+        .map(|((real, samples), example)| {
+            let images = std::iter::once(real)
                 .chain(samples.iter().cloned())
-                .collect()
+                .collect();
+            let caption = example.raw_captions.first().map_or("", String::as_str);
+            GridRow::new(
+                format!("held-out image (VQ-VAE), then samples: {caption}"),
+                images,
+            )
         })
         .collect();
     let size = vqvae.config.image_size;

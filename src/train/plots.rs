@@ -1,18 +1,16 @@
 //! PNG charts with plotters: training curves and grouped bars with error bars.
 //!
-//! Text is drawn with the DejaVu Sans font embedded in the binary (`assets/`), so charts render
-//! the same on machines without system fonts.
+//! Text is drawn with the font of [`crate::io::font`], so charts render the same on machines
+//! without system fonts.
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::{register_font, FontStyle};
 
 use crate::io::checkpoint::{write_atomic, CheckpointError};
+use crate::io::font::{ensure_font, FAMILY};
 
-const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 const SERIES_COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -21,15 +19,6 @@ const SERIES_COLORS: [RGBColor; 6] = [
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
 ];
-
-fn ensure_font() {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        if register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
-            panic!("the embedded DejaVu Sans font does not parse");
-        }
-    });
-}
 
 /// One line of a line chart.
 pub struct Series {
@@ -84,7 +73,7 @@ fn render(path: &Path, draw: impl FnOnce(&Area) -> DrawResult) -> Result<(), Che
 fn captioned<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
     let mut builder = ChartBuilder::on(root);
     builder
-        .caption(title, ("sans-serif", 22))
+        .caption(title, (FAMILY, 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60);
@@ -178,7 +167,7 @@ pub fn line_chart_with_references(
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
-            .label_style(("sans-serif", 14))
+            .label_style((FAMILY, 14))
             .draw()?;
         for reference in references {
             let grey = RGBColor(110, 110, 110);
@@ -214,7 +203,7 @@ pub fn line_chart_with_references(
             .position(legend_position)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font(("sans-serif", 14))
+            .label_font((FAMILY, 14))
             .draw()?;
         Ok(())
     })
@@ -236,11 +225,11 @@ pub fn grouped_bar_chart(
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
-            .label_style(("sans-serif", 14))
+            .label_style((FAMILY, 14))
             .draw()?;
         // Each group's label, centred under its bars (mesh ticks would fall where they may).
         let label_style =
-            TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+            TextStyle::from((FAMILY, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
         for (g, group) in groups.iter().enumerate() {
             let centre = g as f64 * group_width + group_width / 2.0;
             let (x, y) = chart.backend_coord(&(centre, 0.0));
@@ -281,7 +270,7 @@ pub fn grouped_bar_chart(
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .label_font(("sans-serif", 14))
+            .label_font((FAMILY, 14))
             .draw()?;
         Ok(())
     })

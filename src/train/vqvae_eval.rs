@@ -12,7 +12,7 @@ use super::run_dir::{EpochEvaluation, EpochLog};
 use crate::data::images_to_rgb;
 use crate::data::{ImageSplit, IMAGE_MEAN, IMAGE_STD};
 use crate::io::checkpoint::CheckpointError;
-use crate::io::image_grid::write_image_grid;
+use crate::io::image_grid::{write_image_grid, GridRow};
 use crate::models::vqvae::VqVae;
 
 /// Held-out metrics of a VQ-VAE.
@@ -164,7 +164,7 @@ pub fn mean_image_psnr(train: &ImageSplit, val: &ImageSplit) -> f64 {
     total / val.len().max(1) as f64
 }
 
-/// A grid of held-out images (odd rows) above their reconstructions (even rows).
+/// A grid of held-out images (the row labelled 'held-out input') above their reconstructions.
 pub fn write_reconstructions<B: Backend>(
     model: &VqVae<B>,
     val: &ImageSplit,
@@ -178,7 +178,10 @@ pub fn write_reconstructions<B: Backend>(
     let scale = (128 / size).max(1) as u32;
     write_image_grid(
         path,
-        &[images_to_rgb(images), images_to_rgb(reconstructions)],
+        &[
+            GridRow::new("held-out input", images_to_rgb(images)),
+            GridRow::new("reconstruction", images_to_rgb(reconstructions)),
+        ],
         size,
         scale,
     )
