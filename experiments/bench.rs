@@ -25,8 +25,8 @@ use vislang::nn::{AutodiffBackend, Precision};
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
 use vislang::train::report::machine;
-use vislang::train::vqvae::{prepare_vqvae_data, TrainVqVaeConfig, VqVaeData};
-use vislang::train::workloads::classifier_task;
+use vislang::train::vqvae::{prepare_vqvae_data, VqVaeData};
+use vislang::train::workloads::{bench_vqvae, classifier_task};
 use vislang::train::RunPaths;
 
 /// Prints throughput numbers for the data pipeline and classifier training, with the machine
@@ -157,9 +157,8 @@ fn main() {
         data_dir: args.data_dir.clone(),
         cache_dir: cache_dir.clone(),
     };
-    let vqvae_data = || {
-        prepare_vqvae_data(&TrainVqVaeConfig::synthetic().data, &paths, false).expect("VQ-VAE data")
-    };
+    let vqvae_data =
+        || prepare_vqvae_data(&bench_vqvae().data, &paths, false).expect("VQ-VAE data");
     if args.sections.contains(&Section::Vqvae) {
         let data = vqvae_data();
         let gpu_rates = gpu.map(|device| {
@@ -295,6 +294,8 @@ fn classifier_data(root: &Path, cache_dir: &Path) -> PreparedData {
         val,
         tokenizer,
         skipped: Default::default(),
+        // Pretraining is timed with BERT's uniform masking.
+        object_tokens: Vec::new(),
     }
 }
 
@@ -387,7 +388,7 @@ impl BackendTask for GpuWork<'_> {
                 data, modality, batch_size, steps, &device,
             )],
             GpuWork::Vqvae { data, steps } => {
-                let batch = TrainVqVaeConfig::synthetic().training.batch_size;
+                let batch = bench_vqvae().training.batch_size;
                 vec![
                     bench_vqvae::train_throughput::<B>(data, batch, steps, &device),
                     bench_vqvae::tokenize_throughput::<B::InnerBackend>(data, &device),

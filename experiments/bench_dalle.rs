@@ -10,7 +10,7 @@ use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::models::dalle::{generate, Dalle, SamplingConfig};
 use vislang::nn::{AutodiffBackend, Backend};
 use vislang::train::engine::examples_per_second;
-use vislang::train::workloads::{dalle_preset, DalleWorkload};
+use vislang::train::workloads::{bench_dalle, DalleWorkload};
 
 /// Training tokens/s (every stream position counts): the engine's own step.
 pub fn train_throughput<B: AutodiffBackend>(batch: usize, steps: usize, device: &B::Device) -> f64 {
@@ -27,7 +27,7 @@ pub fn generation_throughput<B: Backend>(
     use_cache: bool,
     device: &B::Device,
 ) -> (f64, f64) {
-    let config = dalle_preset(24);
+    let config = bench_dalle(24);
     let model: Dalle<B> = config.init(device);
     let texts: Vec<Vec<u32>> = (0..batch)
         .map(|i| config.text_ids(&[i as u32 % 256]))
@@ -48,7 +48,7 @@ pub fn generation_throughput<B: Backend>(
 }
 
 pub fn run(steps: usize) {
-    let config = dalle_preset(24);
+    let config = bench_dalle(24);
     println!(
         "\n## DALL-E decoder, synthetic preset ({} layers, width {}, {} text + {} image positions)",
         config.n_layers,

@@ -23,12 +23,13 @@ use vislang::models::lxmert::LxmertPretraining;
 use vislang::nn::{autocast, AutodiffBackend, Precision};
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::StepTimer;
-use vislang::train::vqvae::{TrainVqVaeConfig, VqVaeData};
+use vislang::train::vqvae::VqVaeData;
 use vislang::train::Budget;
 
 use crate::bench_lxmert::with_peak_memory;
 use vislang::train::workloads::{
-    classifier_task, dalle_preset, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+    bench_dalle, bench_vqvae, classifier_task, pretraining_setup, pretraining_task, vqvae_task,
+    DalleWorkload,
 };
 
 /// Where and how both sides run: `--device` (cpu or cuda[:N], the same device for PyTorch) and
@@ -376,7 +377,7 @@ pub fn run<Train: AutodiffBackend>(
     }
 
     {
-        let preset = TrainVqVaeConfig::synthetic();
+        let preset = bench_vqvae();
         let batch = preset.training.batch_size;
         let model = preset.model.init::<Train>(device);
         let params = model.num_params();
@@ -425,7 +426,7 @@ pub fn run<Train: AutodiffBackend>(
     }
 
     {
-        let config = dalle_preset(24);
+        let config = bench_dalle(24);
         let batch = 16;
         let model: Dalle<Train::InnerBackend> = config.init(device);
         let params = model.num_params();

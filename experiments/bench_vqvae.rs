@@ -9,8 +9,8 @@ use std::path::Path;
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::nn::{AutodiffBackend, Backend};
 use vislang::train::engine::examples_per_second;
-use vislang::train::vqvae::{encode_split, train_vqvae, TrainVqVaeConfig, VqVaeData};
-use vislang::train::workloads::vqvae_task;
+use vislang::train::vqvae::{encode_split, train_vqvae, VqVaeData};
+use vislang::train::workloads::{bench_vqvae, vqvae_task};
 use vislang::train::RunPaths;
 
 /// Training images/s of the synthetic preset's model: the engine's own step.
@@ -21,14 +21,14 @@ pub fn train_throughput<B: AutodiffBackend>(
     device: &B::Device,
 ) -> f64 {
     let (task, budget) = vqvae_task(data, batch_size, Path::new("unused"));
-    let model = TrainVqVaeConfig::synthetic().model.init::<B>(device);
+    let model = bench_vqvae().model.init::<B>(device);
     examples_per_second(&task, model, &budget, 3, steps, device).expect("bench step")
 }
 
 /// Images/s of encoding the whole held-out split into tokens (an untrained model costs the
 /// same as a trained one).
 pub fn tokenize_throughput<B: Backend>(data: &VqVaeData, device: &B::Device) -> f64 {
-    let model = TrainVqVaeConfig::synthetic().model.init::<B>(device);
+    let model = bench_vqvae().model.init::<B>(device);
     let _ = encode_split(&model, &data.val, "", 128, device); // warm-up
     let started = Instant::now();
     let tokens = encode_split(&model, &data.val, "", 128, device);
@@ -38,10 +38,10 @@ pub fn tokenize_throughput<B: Backend>(data: &VqVaeData, device: &B::Device) -> 
 /// Runs the section; `gpu` (training and tokenization images/s measured on `--device`) adds a
 /// column.
 pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f64)>) {
-    let config = TrainVqVaeConfig::synthetic();
+    let config = bench_vqvae();
     let batch = config.training.batch_size;
     println!(
-        "\n## VQ-VAE, synthetic preset ({} px, f = {}, {} codes, batch {batch}, {steps} steps after warm-up)",
+        "\n## VQ-VAE, the bench configuration ({} px, f = {}, {} codes, batch {batch}, {steps} steps after warm-up)",
         config.data.image_size, config.model.downsample, config.model.n_codes
     );
     let flex_train =

@@ -13,6 +13,7 @@ use vislang::io::checkpoint::write_atomic;
 use vislang::models::dalle::SamplingConfig;
 use vislang::nn::AutodiffBackend;
 use vislang::train::dalle::{prepare_dalle_data, DalleError, TrainDalleConfig, TrainedDalle};
+use vislang::train::dalle_evaluation::{GenerationOverSeeds, ScoreSpread};
 use vislang::train::RunPaths;
 
 /// Generates one image for each of the first N held-out captions of the synthetic set and asks
@@ -29,8 +30,9 @@ struct Args {
     /// The VQ-VAE directory [default: the one the decoder was trained with].
     #[arg(long)]
     vqvae: Option<PathBuf>,
-    /// A `classify` run of the image-only model.
-    #[arg(long, default_value = "runs/classify/runs/image-only-seed0")]
+    /// The image-only classifier that judges: a `classify` output directory (its image-only
+    /// run with the best held-out mAP) or one run, e.g. runs/classify/runs/image-only-seed1.
+    #[arg(long, default_value = "runs/classify")]
     judge: PathBuf,
     /// How many held-out captions to check (the first N), at least 1.
     #[arg(long, default_value_t = 200, value_parser = vislang::cli::range::at_least_one)]
@@ -44,6 +46,10 @@ struct Args {
     /// Samples per caption to rerank, at least 1.
     #[arg(long, default_value_t = 8, value_parser = vislang::cli::range::at_least_one)]
     candidates: usize,
+    /// How many sampling seeds (--seed, --seed + 1, ...), at least 1; the generated rows are
+    /// reported as mean ± std over them, and per seed in evaluation.json.
+    #[arg(long, default_value_t = 3, value_parser = vislang::cli::range::at_least_one)]
+    num_seeds: usize,
     /// Images sampled together, at least 1.
     #[arg(long, default_value_t = 64, value_parser = vislang::cli::range::at_least_one)]
     batch_size: usize,
@@ -97,22 +103,30 @@ impl BackendTask for Task {
             BadEntryPolicy::Fail,
             true,
         )?;
-        let sampling = self.sampling.clone();
-        let evaluation = evaluate_generation(
-            &trained,
-            &judge,
-            &data.val,
-            &val.categories,
-            &cache,
-            args.num_captions,
-            &sampling,
-            ranker.as_ref().map(|r| (r, args.candidates)),
-            args.batch_size,
-            &device,
-        )?;
+        let per_seed = (0..args.num_seeds as u64)
+            .map(|k| {
+                let sampling = SamplingConfig {
+                    seed: self.sampling.seed.wrapping_add(k),
+                    ..self.sampling.clone()
+                };
+                evaluate_generation(
+                    &trained,
+                    &judge,
+                    &data.val,
+                    &val.categories,
+                    &cache,
+                    args.num_captions,
+                    &sampling,
+                    ranker.as_ref().map(|r| (r, args.candidates)),
+                    args.batch_size,
+                    &device,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let evaluation = GenerationOverSeeds::of(per_seed);
         println!(
-            "{} held-out captions naming {} objects, one image each; judged by the image-only classifier {}",
-            evaluation.captions, evaluation.named_objects, evaluation.judge
+            "{} held-out captions naming {} objects, one image each; judged by the image-only classifier {}; generated rows: mean ± std over sampling seeds {:?}",
+            evaluation.captions, evaluation.named_objects, evaluation.judge, evaluation.seeds
         );
         println!("| images | named objects found | unnamed objects per image |\n|---|---|---|");
         let row = |name: &str, score: &ImageSetScore| {
@@ -121,20 +135,27 @@ impl BackendTask for Task {
                 score.named_found, score.unnamed_per_image
             )
         };
+        let spread_row = |name: &str, spread: &ScoreSpread| {
+            let (found, unnamed) = (spread.named_found, spread.unnamed_per_image);
+            println!(
+                "| {name} | {:.3} ± {:.3} | {:.2} ± {:.2} |",
+                found.mean, found.std, unnamed.mean, unnamed.std
+            )
+        };
         row("real (ceiling)", &evaluation.real);
         row(
             &format!("real, at the generator's {} px", trained.config.image_size),
             &evaluation.real_at_tokenizer_resolution,
         );
         row("VQ-VAE reconstructions", &evaluation.vqvae_reconstruction);
-        row("generated", &evaluation.generated);
-        if let Some(score) = &evaluation.generated_reranked {
-            row(
+        spread_row("generated", &evaluation.generated);
+        if let Some(spread) = &evaluation.generated_reranked {
+            spread_row(
                 &format!(
                     "generated, best of {} by the joint classifier",
                     evaluation.candidates
                 ),
-                score,
+                spread,
             );
         }
         write_atomic(
@@ -147,8 +168,11 @@ impl BackendTask for Task {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.num_captions == 0 || args.candidates == 0 || args.batch_size == 0 {
-        eprintln!("error: --num-captions, --candidates and --batch-size must be at least 1");
+    if args.num_captions == 0 || args.candidates == 0 || args.batch_size == 0 || args.num_seeds == 0
+    {
+        eprintln!(
+            "error: --num-captions, --candidates, --num-seeds and --batch-size must be at least 1"
+        );
         return ExitCode::FAILURE;
     }
     let sampling = or_exit(args.sampling.config());

@@ -55,6 +55,10 @@ struct Args {
     /// Switch off cross-modality matching.
     #[arg(long)]
     no_matching: bool,
+    /// Chance that a token of a word naming an object category is chosen for masked LM, in
+    /// [0, 1] (other tokens: BERT's 0.15); 0 is BERT's uniform choice [default: 0].
+    #[arg(long, value_parser = vislang::cli::range::probability)]
+    object_word_rate: Option<f64>,
     /// Model input size in pixels [default: 48 synthetic, 224 COCO].
     #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     image_size: Option<usize>,
@@ -124,6 +128,9 @@ fn main() -> ExitCode {
     config.objectives.masked_language = !args.no_masked_lm;
     config.objectives.masked_objects = !args.no_masked_objects;
     config.objectives.matching = !args.no_matching;
+    config.masking.object_word_rate = args
+        .object_word_rate
+        .unwrap_or(config.masking.object_word_rate);
     args.budget.apply_to(&mut config.budget);
     config.budget.seed = args.seed;
     let d = &mut config.data;

@@ -201,6 +201,8 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
             "runs/classify/runs/joint-seed0",
             "--candidates",
             "3",
+            "--num-seeds",
+            "2",
         ],
     ));
     // Reranking keeps the --num best of the candidates.
@@ -272,13 +274,30 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         "real",
         "real_at_tokenizer_resolution",
         "vqvae_reconstruction",
-        "generated",
-        "generated_reranked",
     ] {
         let rate = evaluation[field]["named_found"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&rate), "{field}: {rate}");
         let unnamed = evaluation[field]["unnamed_per_image"].as_f64().unwrap();
         assert!((0.0..=80.0).contains(&unnamed), "{field}: {unnamed}");
+    }
+    for field in ["generated", "generated_reranked"] {
+        let rate = &evaluation[field]["named_found"];
+        let (mean, std) = (
+            rate["mean"].as_f64().unwrap(),
+            rate["std"].as_f64().unwrap(),
+        );
+        assert!((0.0..=1.0).contains(&mean) && std >= 0.0, "{field}: {rate}");
+        let per_seed: Vec<f64> = evaluation["per_seed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|seed| seed[field]["named_found"].as_f64().unwrap())
+            .collect();
+        let seeds_mean = per_seed.iter().sum::<f64>() / per_seed.len() as f64;
+        assert!(
+            (seeds_mean - mean).abs() < 1e-12,
+            "{field}: {per_seed:?} vs {mean}"
+        );
     }
     assert!(evaluation["judge"]
         .as_str()

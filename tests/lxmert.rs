@@ -300,7 +300,15 @@ mod pretraining {
             .map(|i| first_word + (i % 900) as u32)
             .collect();
         let mut rng = StdRng::seed_from_u64(7);
-        let masked = mask_tokens(&ids, &MaskingConfig::default(), special(), vocab, &mut rng);
+        let object_tokens = [first_word + 7, first_word + 11];
+        let masked = mask_tokens(
+            &ids,
+            &MaskingConfig::default(),
+            special(),
+            vocab,
+            &object_tokens,
+            &mut rng,
+        );
         let chosen: Vec<usize> = (0..ids.len())
             .filter(|&i| masked.targets[i].is_some())
             .collect();
@@ -330,10 +338,38 @@ mod pretraining {
             &MaskingConfig::default(),
             special(),
             vocab,
+            &[],
             &mut rng,
         );
         assert_eq!(untouched.ids, specials);
         assert!(untouched.targets.iter().all(Option::is_none));
+    }
+
+    /// With `object_word_rate`, tokens of object words are chosen at that rate, the others
+    /// still at `token_rate`.
+    #[test]
+    fn object_words_are_chosen_at_their_own_rate() {
+        let first_word = SPECIAL_TOKENS.len() as u32;
+        let ids: Vec<u32> = (0..200_000).map(|i| first_word + (i % 10) as u32).collect();
+        let object_tokens = [first_word + 3, first_word + 8];
+        let masking = MaskingConfig {
+            object_word_rate: 0.6,
+            ..MaskingConfig::default()
+        };
+        let mut rng = StdRng::seed_from_u64(9);
+        let masked = mask_tokens(&ids, &masking, special(), 1000, &object_tokens, &mut rng);
+        let rate_of = |object: bool| {
+            let positions: Vec<usize> = (0..ids.len())
+                .filter(|&i| object_tokens.contains(&ids[i]) == object)
+                .collect();
+            let chosen = positions
+                .iter()
+                .filter(|&&i| masked.targets[i].is_some())
+                .count();
+            chosen as f64 / positions.len() as f64
+        };
+        assert!((rate_of(true) - 0.6).abs() < 0.01, "{}", rate_of(true));
+        assert!((rate_of(false) - 0.15).abs() < 0.005, "{}", rate_of(false));
     }
 
     /// Each patch's target is the mean colour of its four quadrants, channel-major.

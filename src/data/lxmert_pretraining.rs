@@ -29,6 +29,13 @@ pub struct MaskingConfig {
     pub region_rate: f64,
     /// Fraction of pairs whose caption is swapped for another image's.
     pub mismatch_rate: f64,
+    /// Chance that a token of a word naming an object category ([`BatchRecipe::object_tokens`])
+    /// is chosen for the masked-LM loss, in place of `token_rate`. Most caption tokens
+    /// ("a", "picture", "of") can be guessed from the text alone; an object word can only be
+    /// read off the image, so choosing them more often makes masked LM teach the model to look
+    /// (0 keeps BERT's uniform choice; older configs read as 0).
+    #[serde(default)]
+    pub object_word_rate: f64,
 }
 
 impl Default for MaskingConfig {
@@ -39,6 +46,7 @@ impl Default for MaskingConfig {
             token_random_share: 0.1,
             region_rate: 0.15,
             mismatch_rate: 0.5,
+            object_word_rate: 0.0,
         }
     }
 }
@@ -51,13 +59,16 @@ pub struct MaskedTokens {
     pub targets: Vec<Option<u32>>,
 }
 
-/// BERT's masking: each token is chosen with `token_rate`; a chosen token becomes `[MASK]`
-/// (80%), a random non-special token (10%) or stays (10%). Special tokens are never chosen.
+/// BERT's masking: each token is chosen with `token_rate` (tokens in the sorted
+/// `object_tokens` with `object_word_rate` when that is positive); a chosen token becomes
+/// `[MASK]` (80%), a random non-special token (10%) or stays (10%). Special tokens are never
+/// chosen.
 pub fn mask_tokens(
     ids: &[u32],
     masking: &MaskingConfig,
     special: SpecialIds,
     vocab_size: usize,
+    object_tokens: &[u32],
     rng: &mut StdRng,
 ) -> MaskedTokens {
     let first_word = SPECIAL_TOKENS.len() as u32;
@@ -66,7 +77,12 @@ pub fn mask_tokens(
         targets: vec![None; ids.len()],
     };
     for (i, &id) in ids.iter().enumerate() {
-        if id < first_word || !rng.random_bool(masking.token_rate) {
+        let rate = if masking.object_word_rate > 0.0 && object_tokens.binary_search(&id).is_ok() {
+            masking.object_word_rate
+        } else {
+            masking.token_rate
+        };
+        if id < first_word || !rng.random_bool(rate) {
             continue;
         }
         out.targets[i] = Some(id);
@@ -113,7 +129,14 @@ fn text_part<B: Backend>(
         let captions = &split.examples[source].captions;
         let caption = &captions[rng.random_range(0..captions.len())];
         let masked = if objectives.masked_language {
-            mask_tokens(caption, masking, special, vocab_size, rng)
+            mask_tokens(
+                caption,
+                masking,
+                special,
+                vocab_size,
+                &recipe.object_tokens,
+                rng,
+            )
         } else {
             MaskedTokens {
                 ids: caption.clone(),
@@ -193,12 +216,35 @@ fn matched_tensor<B: Backend>(matched: &[bool], device: &B::Device) -> Tensor<B,
 }
 
 /// What pretraining needs to build batches, apart from the data.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BatchRecipe {
     pub objectives: Objectives,
     pub masking: MaskingConfig,
     pub special: SpecialIds,
     pub vocab_size: usize,
+    /// Sorted ids of the tokens of words that name object categories
+    /// ([`object_tokens`]).
+    pub object_tokens: Vec<u32>,
+}
+
+/// The sorted, distinct token ids of `words` under `tokenizer` (every piece of each word).
+pub fn object_tokens(
+    tokenizer: &super::TextTokenizer,
+    words: &[String],
+) -> Result<Vec<u32>, super::TokenizerError> {
+    let first_word = SPECIAL_TOKENS.len() as u32;
+    let mut ids = Vec::new();
+    for word in words {
+        ids.extend(
+            tokenizer
+                .encode(word, 16)?
+                .into_iter()
+                .filter(|&id| id >= first_word),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// A batch of raw images (the model's patch encoder makes `n_regions` regions of each).

@@ -82,6 +82,10 @@ pub struct PreparedData {
     pub val: ClassificationSplit,
     pub tokenizer: TextTokenizer,
     pub skipped: SkipReport,
+    /// Sorted ids of the tokens of words that name an object category: the categories' names
+    /// and, on the synthetic set, every caption word of its glyphs (masked LM can prefer them,
+    /// see [`crate::data::MaskingConfig::object_word_rate`]).
+    pub object_tokens: Vec<u32>,
 }
 
 /// Loads (or generates) the dataset, the tokenizer and the image caches.
@@ -108,6 +112,21 @@ pub fn prepare_data(
         )));
     }
 
+    let mut object_words: Vec<String> = train
+        .categories
+        .iter()
+        .flat_map(|c| c.name.split_whitespace().map(str::to_lowercase))
+        .collect();
+    if config.coco_root.is_none() {
+        object_words.extend(
+            super::synthetic::GLYPHS
+                .iter()
+                .flat_map(|g| g.words.iter().map(|w| w.to_string())),
+        );
+    }
+    object_words.sort();
+    object_words.dedup();
+
     // The tokenizer of an earlier run in this directory wins, so checkpoints keep their ids.
     let saved = paths.out_dir.join("tokenizer.json");
     let tokenizer = if saved.exists() {
@@ -124,6 +143,7 @@ pub fn prepare_data(
         tokenizer.save(&saved)?;
         tokenizer
     };
+    let object_tokens = super::lxmert_pretraining::object_tokens(&tokenizer, &object_words)?;
 
     let prepare = |dataset, max_images| {
         ClassificationSplit::prepare(
@@ -154,5 +174,6 @@ pub fn prepare_data(
         val,
         tokenizer,
         skipped,
+        object_tokens,
     })
 }

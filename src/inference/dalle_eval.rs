@@ -70,9 +70,12 @@ impl<B: Backend> Judge<B> {
         })
     }
 
-    /// Loads the classifier that judges images: an image-only `classify` run. A model that
-    /// reads text would judge the caption as much as the image, so any other is refused.
+    /// Loads the classifier that judges images: an image-only `classify` run, or, given a
+    /// whole `classify` output directory, its image-only run with the best held-out mAP (a
+    /// seed that stalled would lower every rate, the ceiling too). A model that reads text
+    /// would judge the caption as much as the image, so any other is refused.
     pub fn load_judge(dir: &Path, device: &B::Device) -> Result<Self, ArtifactError> {
+        let dir = &best_image_only_run(dir)?;
         let judge = Self::load(dir, device)?;
         if judge.modality != Modality::ImageOnly {
             return Err(ArtifactError::Mismatch(format!(
@@ -200,6 +203,49 @@ impl<B: Backend> Judge<B> {
             .map(|p| named.iter().map(|&l| (p[l].max(1e-7) as f64).ln()).sum())
             .collect())
     }
+}
+
+/// `dir` itself when it is one run (it holds `model-config.json`); for a `classify` output
+/// directory, the `runs/image-only-seed*` run whose `result.json` has the highest held-out mAP.
+pub fn best_image_only_run(dir: &Path) -> Result<PathBuf, ArtifactError> {
+    if dir.join("model-config.json").exists() || !dir.join("runs").is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    let runs = std::fs::read_dir(dir.join("runs")).map_err(|source| {
+        ArtifactError::Checkpoint(crate::io::checkpoint::CheckpointError::Read {
+            path: dir.join("runs"),
+            source,
+        })
+    })?;
+    let mut best: Option<(f64, PathBuf)> = None;
+    for run in runs.flatten().map(|entry| entry.path()) {
+        let is_image_only = run
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("image-only-seed"));
+        if !is_image_only || !run.join("result.json").exists() {
+            continue;
+        }
+        let result: serde_json::Value = crate::io::checkpoint::read_json(&run.join("result.json"))?;
+        let map = result["map"].as_f64().ok_or_else(|| {
+            ArtifactError::Mismatch(format!(
+                "{} has no held-out mAP (\"map\")",
+                run.join("result.json").display()
+            ))
+        })?;
+        // Ties go to the first name in order, so the choice does not depend on listing order.
+        let better = best.as_ref().is_none_or(|(best_map, best_run)| {
+            map > *best_map || (map == *best_map && run < *best_run)
+        });
+        if better {
+            best = Some((map, run));
+        }
+    }
+    best.map(|(_, run)| run).ok_or_else(|| {
+        ArtifactError::Mismatch(format!(
+            "--judge {} holds no finished image-only run (runs/image-only-seed*/result.json); run `classify` (its image-only rows) first, or name one run directory",
+            dir.display()
+        ))
+    })
 }
 
 fn not_joint(dir: &Path) -> ArtifactError {
@@ -421,5 +467,29 @@ mod tests {
         assert_eq!(score_of(&everything).unnamed_per_image, 2.5);
         assert_eq!(score_of(&nothing).named_found, 0.0);
         assert_eq!(score_of(&nothing).unnamed_per_image, 0.0);
+    }
+
+    #[test]
+    fn a_classify_directory_judges_with_its_best_image_only_seed() {
+        let dir = std::env::temp_dir().join(format!("vislang-judge-{}", std::process::id()));
+        let write = |run: &str, map: f64| {
+            let run_dir = dir.join("runs").join(run);
+            std::fs::create_dir_all(&run_dir).unwrap();
+            let result = serde_json::json!({ "map": map });
+            std::fs::write(run_dir.join("result.json"), result.to_string()).unwrap();
+        };
+        std::fs::create_dir_all(dir.join("runs")).unwrap();
+        assert!(best_image_only_run(&dir).is_err(), "no image-only run yet");
+        write("image-only-seed0", 0.71);
+        write("image-only-seed1", 0.85);
+        write("image-only-seed2", 0.85);
+        write("joint-seed0", 0.91);
+        let best = best_image_only_run(&dir).unwrap();
+        assert_eq!(best, dir.join("runs/image-only-seed1"));
+        // One run named directly is used as it is.
+        let one = dir.join("runs/image-only-seed0");
+        std::fs::write(one.join("model-config.json"), "{}").unwrap();
+        assert_eq!(best_image_only_run(&one).unwrap(), one);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,4 +1,5 @@
-//! The DALL-E decoder's held-out cross-entropies, its per-epoch sample grids and loss curve.
+//! The DALL-E decoder's held-out cross-entropies, its per-epoch sample grids and loss curve,
+//! and `evaluate-dalle`'s scores summarised over sampling seeds.
 
 use std::path::Path;
 
@@ -6,10 +7,12 @@ use crate::nn::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::metrics::MeanStd;
 use super::plots::{line_chart, Series};
 use super::run_dir::{EpochEvaluation, EpochLog};
 use super::vqvae::{decode_codes, TrainedVqVae};
 use crate::data::DalleSplit;
+use crate::inference::dalle_eval::{GenerationEvaluation, ImageSetScore};
 use crate::io::checkpoint::CheckpointError;
 use crate::io::image_grid::{write_image_grid, GridRow};
 use crate::models::dalle::{generate, Dalle, SamplingConfig};
@@ -135,4 +138,60 @@ pub fn write_loss_curve(
             series("image, held-out", 3, |h| h.eval.image_loss),
         ],
     )
+}
+
+/// `evaluate-dalle` over several sampling seeds: the real-image rows once (they do not depend
+/// on the seed), the generated rows as mean ± std over the seeds, and every seed's own scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerationOverSeeds {
+    pub judge: String,
+    pub captions: usize,
+    pub named_objects: usize,
+    pub real: ImageSetScore,
+    pub real_at_tokenizer_resolution: ImageSetScore,
+    pub vqvae_reconstruction: ImageSetScore,
+    pub generated: ScoreSpread,
+    pub generated_reranked: Option<ScoreSpread>,
+    pub candidates: usize,
+    pub seeds: Vec<u64>,
+    pub per_seed: Vec<GenerationEvaluation>,
+}
+
+/// Mean ± sample standard deviation of each score over seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSpread {
+    pub named_found: MeanStd,
+    pub unnamed_per_image: MeanStd,
+}
+
+impl ScoreSpread {
+    fn of(scores: &[ImageSetScore]) -> Self {
+        let values = |f: fn(&ImageSetScore) -> f64| scores.iter().map(f).collect::<Vec<_>>();
+        Self {
+            named_found: MeanStd::of(&values(|s| s.named_found)),
+            unnamed_per_image: MeanStd::of(&values(|s| s.unnamed_per_image)),
+        }
+    }
+}
+
+impl GenerationOverSeeds {
+    /// Summarises one evaluation per seed (at least one) of the same decoder and captions.
+    pub fn of(per_seed: Vec<GenerationEvaluation>) -> Self {
+        let first = per_seed.first().expect("at least one seed").clone();
+        let reranked: Option<Vec<ImageSetScore>> =
+            per_seed.iter().map(|e| e.generated_reranked).collect();
+        Self {
+            judge: first.judge,
+            captions: first.captions,
+            named_objects: first.named_objects,
+            real: first.real,
+            real_at_tokenizer_resolution: first.real_at_tokenizer_resolution,
+            vqvae_reconstruction: first.vqvae_reconstruction,
+            generated: ScoreSpread::of(&per_seed.iter().map(|e| e.generated).collect::<Vec<_>>()),
+            generated_reranked: reranked.map(|scores| ScoreSpread::of(&scores)),
+            candidates: first.candidates,
+            seeds: per_seed.iter().map(|e| e.sampling.seed).collect(),
+            per_seed,
+        }
+    }
 }

@@ -20,9 +20,9 @@ use super::classifier_run::ClassifierTask;
 use super::classify::{model_config, ClassifyConfig, PreparedData};
 use super::engine::{optimizer, step, EpochEvaluation, TrainingTask};
 use super::mixed_precision::MixedPrecision;
-use super::vqvae::{prepare_vqvae_data, TrainVqVaeConfig, VqVaeData, VqVaeDataConfig};
+use super::vqvae::{prepare_vqvae_data, VqVaeData, VqVaeDataConfig};
 use super::workloads::{
-    classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+    bench_vqvae, classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
 };
 use super::RunPaths;
 use super::{Budget, TrainError};
@@ -171,7 +171,7 @@ impl CheckData {
         };
         let vqvae = VqVaeDataConfig {
             synthetic,
-            ..TrainVqVaeConfig::synthetic().data
+            ..bench_vqvae().data
         };
         Ok(Self {
             classify: prepare_data(&classify, &paths, false).map_err(|e| e.to_string())?,
@@ -425,7 +425,7 @@ fn check_vqvae<R: AutodiffBackend, B: AutodiffBackend>(
     let batch = settings.batch_size;
     let scratch = std::env::temp_dir().join(format!("vislang-device-check-{}", std::process::id()));
     let (task, budget) = vqvae_task(&data.vqvae, batch, &scratch);
-    let vqvae = TrainVqVaeConfig::synthetic().model;
+    let vqvae = bench_vqvae().model;
     let no_reseeding = VectorQuantizerConfig::new(vqvae.n_codes, vqvae.d_code)
         .with_decay(vqvae.decay)
         .with_commitment_weight(vqvae.commitment_weight)

@@ -116,6 +116,7 @@ impl<'a> PretrainTask<'a> {
                 masking: config.masking,
                 special: data.tokenizer.special,
                 vocab_size: data.tokenizer.vocab_size(),
+                object_tokens: data.object_tokens.clone(),
             },
             out_dir,
         }

@@ -9,7 +9,7 @@ mod classify_report;
 mod config_diff;
 pub mod dalle;
 mod dalle_data;
-mod dalle_evaluation;
+pub mod dalle_evaluation;
 pub mod device_check;
 pub mod engine;
 mod epoch_log;
@@ -49,6 +49,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     Config(String),
+    #[error("another process is training in {dir} right now; wait for it to finish, or choose another --out", dir = dir.display())]
+    Busy { dir: PathBuf },
     #[error("{dir} holds a run with a different config ({dir}/config.json):\n  {differences}\n{hint}", dir = dir.display())]
     OtherRun {
         dir: PathBuf,

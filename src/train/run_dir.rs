@@ -106,6 +106,26 @@ const STOPPED: &str = "stopped.json";
 /// One run's directory.
 pub struct RunDir {
     dir: PathBuf,
+    /// For a claimed directory: the lock held on it while this process trains there.
+    _lock: Option<fs::File>,
+}
+
+/// Locks `dir` for this process, so a second command on the same `--out` is refused instead of
+/// both writing (and one cleaning up) the same files. The operating system releases the lock
+/// when the process ends, even on a crash, so a stale lock never blocks a retry. Where a
+/// directory cannot be opened or locked (some platforms and network filesystems) the run goes
+/// on unlocked.
+fn lock_dir(dir: &Path) -> Result<Option<fs::File>, TrainError> {
+    let Ok(handle) = fs::File::open(dir) else {
+        return Ok(None);
+    };
+    match handle.try_lock() {
+        Ok(()) => Ok(Some(handle)),
+        Err(fs::TryLockError::WouldBlock) => Err(TrainError::Busy {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(_)) => Ok(None),
+    }
 }
 
 impl RunDir {
@@ -117,6 +137,7 @@ impl RunDir {
         })?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            _lock: None,
         })
     }
 
@@ -130,7 +151,8 @@ impl RunDir {
         config: &C,
         derived: &[&str],
     ) -> Result<Self, TrainError> {
-        let run = Self::new(dir)?;
+        let mut run = Self::new(dir)?;
+        run._lock = lock_dir(dir)?;
         let path = dir.join("config.json");
         let wanted = serde_json::to_value(config).expect("configs serialise");
         if path.exists() {
@@ -358,5 +380,21 @@ mod tests {
         });
         assert!(existed.is_err() && dir.join("config.json").exists());
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_second_claim_on_a_directory_in_use_is_refused_until_the_first_ends() {
+        let dir = std::env::temp_dir().join(format!("vislang-run-lock-{}", std::process::id()));
+        let config = serde_json::json!({"epochs": 1});
+        let first = RunDir::claim(&dir, &config, &[]).unwrap();
+        match RunDir::claim(&dir, &config, &[]) {
+            Err(TrainError::Busy { dir: busy }) => assert_eq!(busy, dir),
+            other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+        }
+        drop(first);
+        let again = RunDir::claim(&dir, &config, &[]);
+        assert!(again.is_ok(), "the lock is released with the run");
+        drop(again);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
