@@ -18,7 +18,7 @@ use vislang::train::RunPaths;
 ///
 /// It reads the token files that `train-vqvae` wrote into --vqvae (run that first) and the
 /// captions of the same dataset (by default the synthetic set the VQ-VAE was trained on). With
-/// no arguments: a 0.7M-parameter decoder (24 text positions) that trains in about 13 minutes
+/// no arguments: a 0.7M-parameter decoder (24 text positions) that trains in about 10 minutes
 /// on a 2-core CPU. With --coco-root: a ~100M-parameter decoder with DALL-E's sparse attention
 /// layout, sized for a GPU.
 ///

@@ -101,7 +101,10 @@ fn a_short_run_reconstructs_held_out_images_and_uses_most_of_the_codebook() {
     // 8 held-out images above their 8 reconstructions, 32 px shown 4x with 2 px gaps, each
     // row under an 18 px strip that holds its label.
     let grid = image::open(out.join("reconstructions/epoch-010.png")).unwrap();
-    assert_eq!((grid.width(), grid.height()), (8 * 130 + 2, 2 * (18 + 130) + 2));
+    assert_eq!(
+        (grid.width(), grid.height()),
+        (8 * 130 + 2, 2 * (18 + 130) + 2)
+    );
 
     // Tokens: every held-out image as an 8x8 grid, and decoding them gives images back.
     let tokens = ImageTokens::load(&out.join("tokens-val2014.safetensors")).unwrap();

@@ -49,7 +49,7 @@ pub struct TrainDalleConfig {
 }
 
 impl TrainDalleConfig {
-    /// Trains in about 13 minutes on a 2-core CPU on the tokens of `train-vqvae`'s preset
+    /// Trains in about 10 minutes on a 2-core CPU on the tokens of `train-vqvae`'s preset
     /// (20,000 synthetic images as 8x8 grids): 4 layers of width 128 (0.7M parameters) for 4
     /// epochs. At 2,000 images a decoder memorises (held-out image cross-entropy rises with
     /// more epochs); at 20,000 it still falls after 4. The synthetic captions are at most 20
