@@ -126,7 +126,7 @@ impl BackendTask for Task {
         let evaluation = GenerationOverSeeds::of(per_seed);
         println!(
             "{} held-out captions naming {} objects, one image each; judged by the image-only classifier {}; generated rows: mean ± std over sampling seeds {:?}",
-            evaluation.captions, evaluation.named_objects, evaluation.judge, evaluation.seeds
+            evaluation.reference.captions, evaluation.reference.named_objects, evaluation.reference.judge, evaluation.seeds
         );
         println!("| images | named objects found | unnamed objects per image |\n|---|---|---|");
         let row = |name: &str, score: &ImageSetScore| {
@@ -142,12 +142,15 @@ impl BackendTask for Task {
                 found.mean, found.std, unnamed.mean, unnamed.std
             )
         };
-        row("real (ceiling)", &evaluation.real);
+        row("real (ceiling)", &evaluation.reference.real);
         row(
             &format!("real, at the generator's {} px", trained.config.image_size),
-            &evaluation.real_at_tokenizer_resolution,
+            &evaluation.reference.real_at_tokenizer_resolution,
         );
-        row("VQ-VAE reconstructions", &evaluation.vqvae_reconstruction);
+        row(
+            "VQ-VAE reconstructions",
+            &evaluation.reference.vqvae_reconstruction,
+        );
         spread_row("generated", &evaluation.generated);
         if let Some(spread) = &evaluation.generated_reranked {
             spread_row(

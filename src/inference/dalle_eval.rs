@@ -292,9 +292,10 @@ pub struct ImageSetScore {
     pub unnamed_per_image: f64,
 }
 
-/// The scores of each image set, over the same captions and named objects.
+/// What an evaluation is measured against: the captions, the judge, and its scores on the real
+/// images and their reconstructions (the same for every sampling seed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GenerationEvaluation {
+pub struct ReferenceScores {
     pub captions: usize,
     pub named_objects: usize,
     /// The judge's run directory.
@@ -302,6 +303,13 @@ pub struct GenerationEvaluation {
     pub real: ImageSetScore,
     pub real_at_tokenizer_resolution: ImageSetScore,
     pub vqvae_reconstruction: ImageSetScore,
+}
+
+/// The scores of each image set, over the same captions and named objects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerationEvaluation {
+    #[serde(flatten)]
+    pub reference: ReferenceScores,
     pub generated: ImageSetScore,
     /// With a reranker: the best of `candidates` generated images per caption.
     pub generated_reranked: Option<ImageSetScore>,
@@ -424,12 +432,14 @@ pub fn evaluate_generation<B: Backend>(
         None => (None, 1),
     };
     Ok(GenerationEvaluation {
-        captions: captions.len(),
-        named_objects,
-        judge: judge.dir.display().to_string(),
-        real: rate(&real),
-        real_at_tokenizer_resolution: rate(&real_low),
-        vqvae_reconstruction: rate(&reconstructed),
+        reference: ReferenceScores {
+            captions: captions.len(),
+            named_objects,
+            judge: judge.dir.display().to_string(),
+            real: rate(&real),
+            real_at_tokenizer_resolution: rate(&real_low),
+            vqvae_reconstruction: rate(&reconstructed),
+        },
         generated: rate(&generated),
         generated_reranked,
         candidates,

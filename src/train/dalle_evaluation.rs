@@ -12,7 +12,7 @@ use super::plots::{line_chart, Series};
 use super::run_dir::{EpochEvaluation, EpochLog};
 use super::vqvae::{decode_codes, TrainedVqVae};
 use crate::data::DalleSplit;
-use crate::inference::dalle_eval::{GenerationEvaluation, ImageSetScore};
+use crate::inference::dalle_eval::{GenerationEvaluation, ImageSetScore, ReferenceScores};
 use crate::io::checkpoint::CheckpointError;
 use crate::io::image_grid::{write_image_grid, GridRow};
 use crate::models::dalle::{generate, Dalle, SamplingConfig};
@@ -144,12 +144,8 @@ pub fn write_loss_curve(
 /// on the seed), the generated rows as mean ± std over the seeds, and every seed's own scores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerationOverSeeds {
-    pub judge: String,
-    pub captions: usize,
-    pub named_objects: usize,
-    pub real: ImageSetScore,
-    pub real_at_tokenizer_resolution: ImageSetScore,
-    pub vqvae_reconstruction: ImageSetScore,
+    #[serde(flatten)]
+    pub reference: ReferenceScores,
     pub generated: ScoreSpread,
     pub generated_reranked: Option<ScoreSpread>,
     pub candidates: usize,
@@ -181,12 +177,7 @@ impl GenerationOverSeeds {
         let reranked: Option<Vec<ImageSetScore>> =
             per_seed.iter().map(|e| e.generated_reranked).collect();
         Self {
-            judge: first.judge,
-            captions: first.captions,
-            named_objects: first.named_objects,
-            real: first.real,
-            real_at_tokenizer_resolution: first.real_at_tokenizer_resolution,
-            vqvae_reconstruction: first.vqvae_reconstruction,
+            reference: first.reference,
             generated: ScoreSpread::of(&per_seed.iter().map(|e| e.generated).collect::<Vec<_>>()),
             generated_reranked: reranked.map(|scores| ScoreSpread::of(&scores)),
             candidates: first.candidates,
