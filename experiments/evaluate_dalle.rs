@@ -64,6 +64,9 @@ struct Args {
     device: DeviceSpec,
 }
 
+/// The largest share of `[UNK]` tokens the reranker may read in the held-out captions.
+const MAX_RANKER_UNKNOWN: f64 = 0.05;
+
 struct Task {
     args: Args,
     sampling: SamplingConfig,
@@ -94,6 +97,18 @@ impl BackendTask for Task {
             cache_dir: args.data_dir.join("cache"),
         };
         let data = prepare_dalle_data(&config.data, config.model.text_len, &paths)?;
+        if let Some(ranker) = &ranker {
+            let captions = data.val.examples.iter().map(|e| e.raw_captions[0].as_str());
+            let rate = ranker.unknown_token_rate(captions)?;
+            if rate > MAX_RANKER_UNKNOWN {
+                return Err(DalleError::Config(format!(
+                    "--rerank-with {}: its vocabulary reads {:.0}% of the held-out captions' tokens as [UNK], so it cannot rank by caption; rerank with a joint classifier trained on captions in the same language (`classify {}`)",
+                    ranker.dir.display(),
+                    100.0 * rate,
+                    config.data.captions.options()
+                )));
+            }
+        }
         let root = dataset_root(None, &config.data.synthetic, &args.data_dir)?;
         let val = CocoDataset::load(&root, CocoSplit::Val2014, BadEntryPolicy::Fail)?;
         let (cache, _) = ImageCache::open_or_build(

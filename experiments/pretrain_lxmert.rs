@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{absolute, exit_status, parse_with_presets, BudgetArgs, DataArgs};
+use vislang::cli::{
+    absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+};
 use vislang::nn::AutodiffBackend;
 use vislang::train::engine::EpochEvaluation;
 use vislang::train::lxmert_pretrain::{
@@ -35,6 +37,8 @@ use vislang::train::RunPaths;
 struct Args {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    captions: CaptionArgs,
     #[command(flatten)]
     budget: BudgetArgs,
     /// Where checkpoints, curves and the pretrained encoder are written.
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
     d.max_train_images = args.data.max_train_images;
     d.max_eval_images = args.data.max_eval_images;
     d.skip_bad = args.data.skip_bad;
+    d.captions = or_exit(args.captions.source(args.data.coco_root.as_deref()));
     args.data.apply_to(&mut d.synthetic);
 
     let task = Pretrain {

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{absolute, exit_status, parse_with_presets, BudgetArgs, DataArgs};
+use vislang::cli::{
+    absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+};
 use vislang::models::dalle::AttentionLayout;
 use vislang::nn::AutodiffBackend;
 use vislang::train::dalle::{train_dalle, with_vqvae_fingerprint, DalleError, TrainDalleConfig};
@@ -35,6 +37,8 @@ struct Args {
     /// The captions' dataset; the token files must come from the same images.
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    captions: CaptionArgs,
     #[command(flatten)]
     budget: BudgetArgs,
     /// Where checkpoints, curves and samples are written.
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
     let d = &mut config.data;
     d.bpe_vocab = args.bpe_vocab.unwrap_or(d.bpe_vocab);
     d.skip_bad = args.data.skip_bad;
+    d.captions = or_exit(args.captions.source(args.data.coco_root.as_deref()));
     d.bpe = args.tokenizer;
     d.max_train_images = args.data.max_train_images;
     d.max_eval_images = args.data.max_eval_images;

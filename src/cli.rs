@@ -5,7 +5,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::data::SyntheticCocoConfig;
+use crate::data::{CaptionLanguage, CaptionSource, SyntheticCocoConfig};
 use crate::models::dalle::SamplingConfig;
 use crate::nn::Precision;
 use crate::train::{Budget, RunPaths};
@@ -64,6 +64,47 @@ impl DataArgs {
     pub fn apply_to(&self, synthetic: &mut SyntheticCocoConfig) {
         synthetic.n_train = self.synthetic_train.unwrap_or(synthetic.n_train);
         synthetic.n_val = self.synthetic_val.unwrap_or(synthetic.n_val);
+    }
+}
+
+/// Where the captions come from, for the binaries that read them (classify, pretrain-lxmert,
+/// train-dalle; evaluate-dalle and generate use their run's).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CaptionArgs {
+    /// The language of the synthetic set's captions (the same images and objects, the captions
+    /// written in that language). With --coco-root, a label for --captions-train/-val.
+    #[arg(long, value_enum, default_value_t = CaptionLanguage::English)]
+    pub caption_language: CaptionLanguage,
+    /// A captions file in COCO's caption schema (a translated `captions_train2014.json`, say)
+    /// to read instead of the training split's own; it gets the same checks.
+    #[arg(long, value_parser = existing_file)]
+    pub captions_train: Option<PathBuf>,
+    /// As --captions-train, for the held-out split (`captions_val2014.json`).
+    #[arg(long, value_parser = existing_file)]
+    pub captions_val: Option<PathBuf>,
+}
+
+impl CaptionArgs {
+    /// The caption source these options name (paths absolute), checked against the dataset.
+    pub fn source(&self, coco_root: Option<&std::path::Path>) -> Result<CaptionSource, String> {
+        let mut source = CaptionSource {
+            language: self.caption_language,
+            train_file: self.captions_train.clone(),
+            val_file: self.captions_val.clone(),
+        };
+        source.absolutize();
+        source.check(coco_root)?;
+        Ok(source)
+    }
+}
+
+/// A path that names an existing file, checked while parsing.
+fn existing_file(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => Ok(path),
+        Ok(_) => Err(format!("{value} is not a file")),
+        Err(e) => Err(format!("cannot read {value}: {e}")),
     }
 }
 

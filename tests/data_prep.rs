@@ -203,10 +203,11 @@ fn the_category_table_in_synthetic_md_matches_the_generator() {
             .1;
         let shape = format!("{:?}", glyph.shape).to_lowercase();
         let row = format!(
-            "| {} | {name} | {shape} | {} | {} |",
+            "| {} | {name} | {shape} | {} | {} | {} |",
             glyph.category_id,
             colour(glyph.color),
-            glyph.words.join(", ")
+            glyph.words.join(", "),
+            glyph.korean.join(", ")
         );
         assert!(
             doc.contains(&row),

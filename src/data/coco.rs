@@ -151,7 +151,7 @@ pub struct CocoDataset {
     pub captions_path: PathBuf,
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DataError> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DataError> {
     let bytes = fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -166,7 +166,20 @@ impl CocoDataset {
     /// Reads a split's captions and instances files. Image files are checked later, when they
     /// are decoded (see [`super::ImageCache`]).
     pub fn load(root: &Path, split: CocoSplit, policy: BadEntryPolicy) -> Result<Self, DataError> {
-        let captions_path = split.captions_path(root);
+        Self::load_with_captions(root, split, &split.captions_path(root), policy)
+    }
+
+    /// As [`Self::load`], with the captions read from `captions_path` (COCO's caption schema)
+    /// instead of the split's own file: a translation, say. It gets the official file's checks:
+    /// every image it lists and every caption's image must be in the instances file, caption
+    /// ids must be unique, captions must not be empty.
+    pub fn load_with_captions(
+        root: &Path,
+        split: CocoSplit,
+        captions_path: &Path,
+        policy: BadEntryPolicy,
+    ) -> Result<Self, DataError> {
+        let captions_path = captions_path.to_path_buf();
         let instances_path = split.instances_path(root);
         let captions: CaptionsFile = read_json(&captions_path)?;
         let instances: InstancesFile = read_json(&instances_path)?;

@@ -2,6 +2,8 @@
 //! the preprocessed-image cache, image-token files, the text tokenizer and batching.
 
 pub mod batch;
+pub mod caption_conversion;
+pub mod captions;
 pub mod categories;
 pub mod classification;
 pub mod coco;
@@ -17,10 +19,12 @@ pub mod prepared;
 pub mod region_features;
 pub mod subword_training;
 pub mod synthetic;
+pub mod synthetic_captions;
 pub mod tokenizer;
 
 pub use crate::models::TextBatch;
 pub use batch::{float_rows, image_batch, images_to_rgb, IMAGE_MEAN, IMAGE_STD};
+pub use captions::{CaptionLanguage, CaptionSource};
 pub use classification::{
     ClassificationBatch, ClassificationExample, ClassificationSplit, PrepareError,
 };
@@ -39,7 +43,8 @@ pub use region_features::{
     convert_tsv, tsv_line, ConversionSummary, RegionBatch, RegionFeatureError, RegionFeatures,
 };
 pub use synthetic::{
-    dataset_root, ensure_synthetic_coco, mentioned_categories, synthetic_dir_name,
-    write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
+    dataset_root, ensure_synthetic_captions, ensure_synthetic_coco, synthetic_captions_path,
+    synthetic_dir_name, write_synthetic_coco, SyntheticCocoConfig, SyntheticError,
 };
+pub use synthetic_captions::mentioned_categories;
 pub use tokenizer::{CaptionCoverage, SpecialIds, TextTokenizer, TokenizerError, SPECIAL_TOKENS};

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    dataset_root, BadEntryPolicy, ClassificationSplit, CocoDataset, CocoSplit, DataError,
-    PrepareError, SkipReport, SyntheticCocoConfig, SyntheticError, TextTokenizer, TokenizerError,
+    dataset_root, BadEntryPolicy, CaptionSource, ClassificationSplit, CocoDataset, CocoSplit,
+    DataError, PrepareError, SkipReport, SyntheticCocoConfig, SyntheticError, TextTokenizer,
+    TokenizerError,
 };
 use crate::io::RunPaths;
 
@@ -19,6 +20,9 @@ pub struct DataConfig {
     /// MSCOCO 2014 in the official layout; `None` uses the built-in synthetic set.
     pub coco_root: Option<PathBuf>,
     pub synthetic: SyntheticCocoConfig,
+    /// The captions' language and files (the dataset's own English ones by default).
+    #[serde(default, skip_serializing_if = "CaptionSource::is_default")]
+    pub captions: CaptionSource,
     /// Side of the square model input, in pixels.
     pub image_size: usize,
     /// Longest caption in tokens (longer ones are truncated).
@@ -39,6 +43,7 @@ impl DataConfig {
         Self {
             coco_root: None,
             synthetic: SyntheticCocoConfig::default(),
+            captions: CaptionSource::default(),
             image_size: 48,
             max_text_len: 24,
             vocab_size: 200,
@@ -100,8 +105,12 @@ pub fn prepare_data(
         &paths.data_dir,
     )?;
     let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let mut train = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
-    let mut val = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
+    let synthetic = config.coco_root.is_none().then_some(&config.synthetic);
+    let [train_captions, val_captions] = config.captions.paths(&root, synthetic)?;
+    let mut train =
+        CocoDataset::load_with_captions(&root, CocoSplit::Train2014, &train_captions, policy)?;
+    let mut val =
+        CocoDataset::load_with_captions(&root, CocoSplit::Val2014, &val_captions, policy)?;
     train.drop_uncaptioned(policy)?;
     val.drop_uncaptioned(policy)?;
     if train.categories != val.categories {
@@ -121,7 +130,7 @@ pub fn prepare_data(
         object_words.extend(
             super::synthetic::GLYPHS
                 .iter()
-                .flat_map(|g| g.words.iter().map(|w| w.to_string())),
+                .flat_map(|g| g.words.iter().chain(g.korean).map(|w| w.to_string())),
         );
     }
     object_words.sort();

@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 use rand::rngs::StdRng;
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::categories::COCO_CATEGORIES;
 use super::coco::CocoSplit;
+use super::synthetic_captions::{plan_caption, CaptionLanguage};
 
 /// How a category is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,11 @@ pub struct Glyph {
     pub category_id: u32,
     pub shape: Shape,
     pub color: [u8; 3],
+    /// English caption words: the official COCO name first, then synonyms.
     pub words: &'static [&'static str],
+    /// The same words in Korean, in the same order (so a caption's plan names one word in
+    /// each language; see [`super::synthetic_captions`]).
+    pub korean: &'static [&'static str],
 }
 
 const RED: [u8; 3] = [220, 40, 40];
@@ -52,46 +57,99 @@ const CYAN: [u8; 3] = [40, 200, 210];
 /// Twelve COCO categories, each a shape in a colour. Every shape and every colour is used by
 /// two categories, so a model must bind shape to colour.
 pub const GLYPHS: [Glyph; 12] = [
-    glyph(1, Shape::Disk, RED, &["person", "man", "woman"]),
-    glyph(2, Shape::Disk, BLUE, &["bicycle", "bike"]),
-    glyph(3, Shape::Square, GREEN, &["car", "automobile"]),
-    glyph(16, Shape::Square, YELLOW, &["bird", "sparrow"]),
-    glyph(17, Shape::Triangle, RED, &["cat", "kitten"]),
-    glyph(18, Shape::Triangle, CYAN, &["dog", "puppy"]),
-    glyph(28, Shape::Ring, MAGENTA, &["umbrella", "parasol"]),
-    glyph(44, Shape::Ring, GREEN, &["bottle", "flask"]),
-    glyph(47, Shape::Cross, BLUE, &["cup", "mug"]),
-    glyph(52, Shape::Cross, YELLOW, &["banana", "plantain"]),
-    glyph(62, Shape::Diamond, CYAN, &["chair", "seat"]),
-    glyph(85, Shape::Diamond, MAGENTA, &["clock", "timepiece"]),
+    glyph(
+        1,
+        Shape::Disk,
+        RED,
+        &["person", "man", "woman"],
+        &["사람", "남자", "여자"],
+    ),
+    glyph(
+        2,
+        Shape::Disk,
+        BLUE,
+        &["bicycle", "bike"],
+        &["자전거", "두발자전거"],
+    ),
+    glyph(
+        3,
+        Shape::Square,
+        GREEN,
+        &["car", "automobile"],
+        &["자동차", "승용차"],
+    ),
+    glyph(
+        16,
+        Shape::Square,
+        YELLOW,
+        &["bird", "sparrow"],
+        &["새", "참새"],
+    ),
+    glyph(
+        17,
+        Shape::Triangle,
+        RED,
+        &["cat", "kitten"],
+        &["고양이", "새끼고양이"],
+    ),
+    glyph(
+        18,
+        Shape::Triangle,
+        CYAN,
+        &["dog", "puppy"],
+        &["개", "강아지"],
+    ),
+    glyph(
+        28,
+        Shape::Ring,
+        MAGENTA,
+        &["umbrella", "parasol"],
+        &["우산", "양산"],
+    ),
+    glyph(
+        44,
+        Shape::Ring,
+        GREEN,
+        &["bottle", "flask"],
+        &["병", "플라스크"],
+    ),
+    glyph(47, Shape::Cross, BLUE, &["cup", "mug"], &["컵", "머그잔"]),
+    glyph(
+        52,
+        Shape::Cross,
+        YELLOW,
+        &["banana", "plantain"],
+        &["바나나", "플랜틴"],
+    ),
+    glyph(
+        62,
+        Shape::Diamond,
+        CYAN,
+        &["chair", "seat"],
+        &["의자", "좌석"],
+    ),
+    glyph(
+        85,
+        Shape::Diamond,
+        MAGENTA,
+        &["clock", "timepiece"],
+        &["시계", "벽시계"],
+    ),
 ];
-
-/// The synthetic categories a caption names (by any of their words), as COCO category ids in
-/// the order of [`GLYPHS`].
-pub fn mentioned_categories(caption: &str) -> Vec<u32> {
-    let lower = caption.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphabetic())
-        .filter(|w| !w.is_empty())
-        .collect();
-    GLYPHS
-        .iter()
-        .filter(|glyph| glyph.words.iter().any(|w| words.contains(w)))
-        .map(|glyph| glyph.category_id)
-        .collect()
-}
 
 const fn glyph(
     category_id: u32,
     shape: Shape,
     color: [u8; 3],
     words: &'static [&'static str],
+    korean: &'static [&'static str],
 ) -> Glyph {
     Glyph {
         category_id,
         shape,
         color,
         words,
+        korean,
     }
 }
 
@@ -263,36 +321,90 @@ pub fn ensure_synthetic_coco(
     fs::rename(&staging, root).map_err(io(root))
 }
 
-/// Writes the synthetic set into `root` (which should not exist yet).
+/// Writes the synthetic set into `root` (which should not exist yet), with its captions in
+/// every [`CaptionLanguage`].
 pub fn write_synthetic_coco(
     root: &Path,
     config: &SyntheticCocoConfig,
 ) -> Result<(), SyntheticError> {
+    generate(root, config, None)
+}
+
+/// `annotations/captions_<split>.json` for English (the official name), and
+/// `annotations/captions_<split>.<code>.json` for another language.
+pub fn synthetic_captions_path(
+    root: &Path,
+    split: CocoSplit,
+    language: CaptionLanguage,
+) -> PathBuf {
+    match language {
+        CaptionLanguage::English => split.captions_path(root),
+        other => root.join("annotations").join(format!(
+            "captions_{}.{}.json",
+            split.name(),
+            other.code()
+        )),
+    }
+}
+
+/// Makes sure the synthetic set at `root` (already ensured for `config`) has its captions in
+/// `language`. Sets made before a language was added lack its files; they are written by
+/// replaying the set's random stream (the images are drawn again, not written), so they
+/// describe exactly the images on disk.
+pub fn ensure_synthetic_captions(
+    root: &Path,
+    config: &SyntheticCocoConfig,
+    language: CaptionLanguage,
+) -> Result<(), SyntheticError> {
+    let missing = [CocoSplit::Train2014, CocoSplit::Val2014]
+        .iter()
+        .any(|&split| !synthetic_captions_path(root, split, language).exists());
+    if missing {
+        generate(root, config, Some(language))?;
+    }
+    Ok(())
+}
+
+/// Generates the set from its seed: everything (`only_captions` = `None`), or just the caption
+/// files of one language.
+fn generate(
+    root: &Path,
+    config: &SyntheticCocoConfig,
+    only_captions: Option<CaptionLanguage>,
+) -> Result<(), SyntheticError> {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut next_annotation_id = 1u64;
+    let languages: Vec<CaptionLanguage> = match only_captions {
+        Some(language) => vec![language],
+        None => CaptionLanguage::ALL.to_vec(),
+    };
     for (split, count, first_id) in [
         (CocoSplit::Train2014, config.n_train, 100_000u64),
         (CocoSplit::Val2014, config.n_val, 500_000u64),
     ] {
         let image_dir = split.image_dir(root);
-        fs::create_dir_all(&image_dir).map_err(|source| SyntheticError::Io {
-            path: image_dir.clone(),
-            source,
-        })?;
+        if only_captions.is_none() {
+            fs::create_dir_all(&image_dir).map_err(|source| SyntheticError::Io {
+                path: image_dir.clone(),
+                source,
+            })?;
+        }
         let mut images = Vec::new();
         let mut instances = Vec::new();
-        let mut captions = Vec::new();
+        let mut captions: Vec<Vec<serde_json::Value>> = vec![Vec::new(); languages.len()];
         for i in 0..count {
             let image_id = first_id + i as u64 * 7;
             let file_name = format!("COCO_{}_{:012}.jpg", split.name(), image_id);
             let (picture, placed) = draw_image(&mut rng, config);
-            let path = image_dir.join(&file_name);
-            picture
-                .save_with_format(&path, image::ImageFormat::Jpeg)
-                .map_err(|source| SyntheticError::Encode {
-                    path: path.clone(),
-                    source,
-                })?;
+            if only_captions.is_none() {
+                let path = image_dir.join(&file_name);
+                picture
+                    .save_with_format(&path, image::ImageFormat::Jpeg)
+                    .map_err(|source| SyntheticError::Encode {
+                        path: path.clone(),
+                        source,
+                    })?;
+            }
             images.push(json!({
                 "license": 1, "file_name": file_name, "coco_url": "", "flickr_url": "",
                 "height": config.image_size, "width": config.image_size,
@@ -308,11 +420,15 @@ pub fn write_synthetic_coco(
                 }));
                 next_annotation_id += 1;
             }
+            let glyphs: Vec<usize> = placed.iter().map(|object| object.glyph).collect();
             for _ in 0..config.captions_per_image {
-                captions.push(json!({
-                    "image_id": image_id, "id": next_annotation_id,
-                    "caption": write_caption(&mut rng, &placed, config.mention_probability),
-                }));
+                let plan = plan_caption(&mut rng, &glyphs, config.mention_probability);
+                for (language, captions) in languages.iter().zip(&mut captions) {
+                    captions.push(json!({
+                        "image_id": image_id, "id": next_annotation_id,
+                        "caption": plan.write(*language),
+                    }));
+                }
                 next_annotation_id += 1;
             }
         }
@@ -322,22 +438,29 @@ pub fn write_synthetic_coco(
             "date_created": "2014-01-01", "url": "",
         });
         let licenses = json!([{ "url": "", "id": 1, "name": "CC0" }]);
-        let categories: Vec<_> = COCO_CATEGORIES
-            .iter()
-            .map(|(id, name, supercategory)| json!({"supercategory": supercategory, "id": id, "name": name}))
-            .collect();
         let annotations_dir = root.join("annotations");
-        write_json(
-            &split.captions_path(root),
-            &json!({"info": info, "images": images, "licenses": licenses, "annotations": captions}),
-            &annotations_dir,
-        )?;
-        write_json(
-            &split.instances_path(root),
-            &json!({"info": info, "images": images, "licenses": licenses,
-                    "annotations": instances, "categories": categories}),
-            &annotations_dir,
-        )?;
+        for (language, captions) in languages.iter().zip(captions) {
+            write_json(
+                &synthetic_captions_path(root, split, *language),
+                &json!({"info": info, "images": images, "licenses": licenses, "annotations": captions}),
+                &annotations_dir,
+            )?;
+        }
+        if only_captions.is_none() {
+            let categories: Vec<_> = COCO_CATEGORIES
+                .iter()
+                .map(|(id, name, supercategory)| json!({"supercategory": supercategory, "id": id, "name": name}))
+                .collect();
+            write_json(
+                &split.instances_path(root),
+                &json!({"info": info, "images": images, "licenses": licenses,
+                        "annotations": instances, "categories": categories}),
+                &annotations_dir,
+            )?;
+        }
+    }
+    if only_captions.is_some() {
+        return Ok(());
     }
     let marker = serde_json::to_vec_pretty(&Marker {
         generator_version: GENERATOR_VERSION,
@@ -356,7 +479,11 @@ fn write_json(path: &Path, value: &serde_json::Value, dir: &Path) -> Result<(), 
         source,
     };
     fs::create_dir_all(dir).map_err(io)?;
-    fs::write(path, serde_json::to_vec(value).expect("json serialises")).map_err(io)
+    // Through a temporary file: caption files are added to existing sets (see
+    // [`ensure_synthetic_captions`]), and an interrupted write must not leave half a file.
+    let tmp = path.with_extension("json.partial");
+    fs::write(&tmp, serde_json::to_vec(value).expect("json serialises")).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
 }
 
 /// Whether normalised offset `(u, v)` from the centre lies inside `shape` (radius 1).
@@ -431,46 +558,6 @@ fn draw_image(rng: &mut StdRng, config: &SyntheticCocoConfig) -> (RgbImage, Vec<
         placed.push(Placed { glyph, bbox });
     }
     (picture, placed)
-}
-
-fn write_caption(rng: &mut StdRng, placed: &[Placed], mention_probability: f64) -> String {
-    let mut named: Vec<&str> = Vec::new();
-    for object in placed {
-        if rng.random_bool(mention_probability) {
-            named.push(GLYPHS[object.glyph].words.choose(rng).expect("words"));
-        }
-    }
-    if named.is_empty() {
-        let object = placed.choose(rng).expect("at least one object");
-        named.push(GLYPHS[object.glyph].words.choose(rng).expect("words"));
-    }
-    named.shuffle(rng);
-    let article = |word: &str| {
-        if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-            format!("an {word}")
-        } else {
-            format!("a {word}")
-        }
-    };
-    let mut phrases: Vec<String> = named.iter().map(|w| article(w)).collect();
-    let list = match phrases.len() {
-        1 => phrases.remove(0),
-        _ => {
-            let last = phrases.pop().expect("two or more");
-            format!("{} and {last}", phrases.join(", "))
-        }
-    };
-    let templates = [
-        "a picture of {}.",
-        "there is {} in this scene.",
-        "{} on a gray background.",
-        "a photo showing {}.",
-        "we can see {} here.",
-    ];
-    templates
-        .choose(rng)
-        .expect("templates")
-        .replace("{}", &list)
 }
 
 #[cfg(test)]

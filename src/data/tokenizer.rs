@@ -10,7 +10,8 @@ use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::BertNormalizer;
+use tokenizers::normalizers::unicode::NFC;
+use tokenizers::normalizers::{BertNormalizer, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{
@@ -42,12 +43,26 @@ fn train_error(e: tokenizers::Error) -> TokenizerError {
     TokenizerError::Train(e.to_string())
 }
 
-/// How often each word occurs in `texts`, after BERT's normalisation (lower-casing, accent
-/// stripping) and pre-tokenisation (whitespace and punctuation), in sorted order.
+/// BERT's normaliser (lower-casing, accent stripping), then Unicode composition (NFC).
+///
+/// Why the second step: BERT strips accents by decomposing text (NFD) and dropping the
+/// combining marks. Hangul syllables decompose into conjoining jamo, which are letters, not
+/// marks, so they stay, decomposed: 고양이 would reach the vocabulary as seven jamo. NFC puts
+/// each syllable back together; on text whose accents were stripped it changes nothing, so
+/// English and other Latin-script text normalises exactly as in BERT.
+fn normalizer() -> NormalizerWrapper {
+    NormalizerWrapper::Sequence(Sequence::new(vec![
+        NormalizerWrapper::BertNormalizer(BertNormalizer::default()),
+        NormalizerWrapper::NFC(NFC),
+    ]))
+}
+
+/// How often each word occurs in `texts`, after [`normalizer`] and BERT's pre-tokenisation
+/// (whitespace and punctuation), in sorted order.
 fn word_counts<'a>(
     texts: impl Iterator<Item = &'a str>,
 ) -> Result<BTreeMap<String, u64>, TokenizerError> {
-    let normalizer = BertNormalizer::default();
+    let normalizer = normalizer();
     let mut counts = BTreeMap::new();
     for text in texts {
         let mut pieces = PreTokenizedString::from(text);
@@ -147,7 +162,7 @@ impl TextTokenizer {
         Self::bert_style(model, BPEDecoder::default())
     }
 
-    /// `model` behind BERT's normaliser (lower-casing, accent stripping) and pre-tokeniser,
+    /// `model` behind [`normalizer`] and BERT's pre-tokeniser,
     /// with BERT's special tokens (already the vocabulary's first ids) registered as added
     /// tokens, so that they are matched whole in text, as a `tokenizers` trainer registers them.
     fn bert_style<M, D>(model: M, decoder: D) -> Result<Self, TokenizerError>
@@ -155,14 +170,19 @@ impl TextTokenizer {
         M: Model + Into<ModelWrapper>,
         D: Decoder + Into<DecoderWrapper>,
     {
-        let tokenizer =
-            TokenizerBuilder::<M, BertNormalizer, BertPreTokenizer, PostProcessorWrapper, D>::new()
-                .with_model(model)
-                .with_normalizer(Some(BertNormalizer::default()))
-                .with_pre_tokenizer(Some(BertPreTokenizer))
-                .with_decoder(Some(decoder))
-                .build()
-                .map_err(train_error)?;
+        let tokenizer = TokenizerBuilder::<
+            M,
+            NormalizerWrapper,
+            BertPreTokenizer,
+            PostProcessorWrapper,
+            D,
+        >::new()
+        .with_model(model)
+        .with_normalizer(Some(normalizer()))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_decoder(Some(decoder))
+        .build()
+        .map_err(train_error)?;
         let mut tokenizer = Tokenizer::from(tokenizer);
         let special: Vec<AddedToken> = SPECIAL_TOKENS
             .iter()

@@ -161,6 +161,28 @@ impl<B: Backend> Judge<B> {
         Ok(judge)
     }
 
+    /// The share of this joint model's tokens over `captions` that are `[UNK]`: near 0 when it
+    /// was trained on captions like these, high when they are in a language (or script) its
+    /// vocabulary never saw, and its rankings would read nothing of the text.
+    pub fn unknown_token_rate<'a>(
+        &self,
+        captions: impl Iterator<Item = &'a str>,
+    ) -> Result<f64, ArtifactError> {
+        let Some(tokenizer) = &self.tokenizer else {
+            return Ok(0.0);
+        };
+        let (mut unknown, mut total) = (0usize, 0usize);
+        for caption in captions {
+            let ids = tokenizer.encode(caption, self.max_text_len)?;
+            unknown += ids
+                .iter()
+                .filter(|&&id| id == tokenizer.special.unk)
+                .count();
+            total += ids.len();
+        }
+        Ok(unknown as f64 / total.max(1) as f64)
+    }
+
     /// Ranking scores of candidate images for one caption with a joint classifier: higher
     /// means the image shows more of what the caption names.
     ///

@@ -7,7 +7,7 @@ use image::imageops::FilterType;
 use image::{ImageFormat, RgbImage};
 
 use crate::io::checkpoint::{write_atomic, CheckpointError};
-use crate::io::font::{ensure_font, FAMILY};
+use crate::io::font::{ensure_font, family_for};
 
 /// White space between grid cells, in output pixels.
 const GAP: u32 = 2;
@@ -110,11 +110,11 @@ fn write_labels(grid: RgbImage, labels: &[(&str, u32)]) -> Result<RgbImage, Stri
     let mut buffer = grid.into_raw();
     {
         let area = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
-        let style = TextStyle::from((FAMILY, LABEL_FONT_SIZE).into_font())
-            .color(&RGBColor(30, 30, 30))
-            .pos(Pos::new(HPos::Left, VPos::Top));
         let room = width.saturating_sub(2 * GAP);
         for &(text, top) in labels {
+            let style = TextStyle::from((family_for(text), LABEL_FONT_SIZE).into_font())
+                .color(&RGBColor(30, 30, 30))
+                .pos(Pos::new(HPos::Left, VPos::Top));
             let fitted = fit_text(text, room, |t| {
                 area.estimate_text_size(t, &style)
                     .map(|(w, _)| w)
@@ -152,6 +152,43 @@ mod tests {
         let cut = fit_text("a picture of a cat and a cup and a clock.", 100, width);
         assert!(cut.ends_with("...") && width(&cut) <= 100, "{cut}");
         assert!("a picture of a cat and a cup".starts_with(cut.trim_end_matches("...")));
+    }
+
+    /// The label strip of a one-row grid labelled `label`, as RGB bytes.
+    fn label_strip(label: &str, name: &str) -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!("vislang-grid-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grid.png");
+        let rows = [GridRow::new(label, vec![vec![128u8; 4 * 4 * 3]; 8])];
+        write_image_grid(&path, &rows, 4, 8).unwrap();
+        let image = image::open(&path).unwrap().to_rgb8();
+        std::fs::remove_dir_all(&dir).unwrap();
+        image::imageops::crop_imm(&image, 0, GAP, image.width(), LABEL_HEIGHT)
+            .to_image()
+            .into_raw()
+    }
+
+    #[test]
+    fn hangul_labels_are_drawn_as_their_own_glyphs() {
+        // Without Hangul glyphs, every syllable is the same empty box (or nothing), so two
+        // captions with the same number of syllables would draw the same strip.
+        let dark = |strip: &[u8]| strip.chunks(3).filter(|p| p[0] < 160).count();
+        let cat = label_strip("고양이와 개가 있는 그림.", "cat");
+        let car = label_strip("자동차와 컵이 있는 그림.", "car");
+        assert!(
+            dark(&cat) > 50,
+            "the Hangul label drew {} dark pixels",
+            dark(&cat)
+        );
+        assert_ne!(
+            cat, car,
+            "two Hangul captions of the same length drew the same label"
+        );
+        assert_ne!(
+            label_strip("새", "bird"),
+            label_strip("개", "dog"),
+            "새 and 개 drew the same glyph"
+        );
     }
 
     #[test]

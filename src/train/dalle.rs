@@ -63,6 +63,7 @@ impl TrainDalleConfig {
                     n_train: GENERATOR_TRAIN_IMAGES,
                     ..SyntheticCocoConfig::default()
                 },
+                captions: Default::default(),
                 vqvae_dir,
                 vqvae_checkpoint: String::new(),
                 bpe_vocab: 256,

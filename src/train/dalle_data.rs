@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::vqvae::{token_file_path, TrainedVqVaeConfig, VqVaeError};
 use super::{RunPaths, TrainError};
 use crate::data::{
-    dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, DalleSplit, DataError, ImageTokens,
-    SyntheticCocoConfig, TextTokenizer, TokenExpectation, TokenizerError,
+    dataset_root, BadEntryPolicy, CaptionSource, CocoDataset, CocoSplit, DalleSplit, DataError,
+    ImageTokens, SyntheticCocoConfig, TextTokenizer, TokenExpectation, TokenizerError,
 };
 use crate::inference::ArtifactError;
 use crate::io::checkpoint::read_json;
@@ -21,6 +21,9 @@ pub struct DalleDataConfig {
     /// MSCOCO 2014 (for the captions); `None` uses the built-in synthetic set.
     pub coco_root: Option<PathBuf>,
     pub synthetic: SyntheticCocoConfig,
+    /// The captions' language and files (the dataset's own English ones by default).
+    #[serde(default, skip_serializing_if = "CaptionSource::is_default")]
+    pub captions: CaptionSource,
     /// The `train-vqvae` output directory: its token files and checkpoint.
     pub vqvae_dir: PathBuf,
     /// [`checkpoint_fingerprint`] of the VQ-VAE: a retrained tokenizer is a different run.
@@ -96,8 +99,12 @@ pub fn prepare_dalle_data(
         &paths.data_dir,
     )?;
     let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let mut train_set = CocoDataset::load(&root, CocoSplit::Train2014, policy)?;
-    let mut val_set = CocoDataset::load(&root, CocoSplit::Val2014, policy)?;
+    let synthetic = config.coco_root.is_none().then_some(&config.synthetic);
+    let [train_captions, val_captions] = config.captions.paths(&root, synthetic)?;
+    let mut train_set =
+        CocoDataset::load_with_captions(&root, CocoSplit::Train2014, &train_captions, policy)?;
+    let mut val_set =
+        CocoDataset::load_with_captions(&root, CocoSplit::Val2014, &val_captions, policy)?;
     for (tokens, set) in [(&train_tokens, &mut train_set), (&val_tokens, &mut val_set)] {
         tokens.check_sources(&token_file_path(&config.vqvae_dir, set.split), set)?;
         set.drop_uncaptioned(policy)?;
