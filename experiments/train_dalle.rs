@@ -51,7 +51,8 @@ struct Args {
     /// (DALL-E)].
     #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     text_len: Option<usize>,
-    /// BPE vocabulary size [default: 256 synthetic, 16384 COCO].
+    /// BPE vocabulary size [default: 256 synthetic (128 with --caption-language ko: nouns
+    /// and particles as separate tokens), 16384 COCO].
     #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     bpe_vocab: Option<usize>,
     /// Use an existing BPE tokenizer.json (e.g. another run's caption-bpe.json) instead of
@@ -132,9 +133,12 @@ fn main() -> ExitCode {
         None => TrainDalleConfig::synthetic(args.vqvae.clone()),
     };
     let d = &mut config.data;
-    d.bpe_vocab = args.bpe_vocab.unwrap_or(d.bpe_vocab);
     d.skip_bad = args.data.skip_bad;
     d.captions = or_exit(args.captions.source(args.data.coco_root.as_deref()));
+    if args.data.coco_root.is_none() {
+        d.bpe_vocab = TrainDalleConfig::synthetic_bpe_vocab(d.captions.language);
+    }
+    d.bpe_vocab = args.bpe_vocab.unwrap_or(d.bpe_vocab);
     d.bpe = args.tokenizer;
     d.max_train_images = args.data.max_train_images;
     d.max_eval_images = args.data.max_eval_images;

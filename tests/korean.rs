@@ -410,6 +410,8 @@ fn the_text_to_image_pipeline_runs_in_korean() {
     ));
     let config = read(&dir.join("runs/dalle-ko/config.json"));
     assert_eq!(config["data"]["captions"]["language"], "ko");
+    // Korean's preset vocabulary: nouns and particles as separate tokens.
+    assert_eq!(config["data"]["bpe_vocab"], 128);
 
     let caption = "고양이와 시계가 있는 그림.";
     let generate = [

@@ -28,7 +28,7 @@ use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 use super::vqvae::{TrainedVqVae, GENERATOR_TRAIN_IMAGES};
 use super::{RunPaths, TrainError};
-use crate::data::{checkpoint_fingerprint, SyntheticCocoConfig};
+use crate::data::{checkpoint_fingerprint, CaptionLanguage, SyntheticCocoConfig};
 pub use crate::data::{DalleExample, DalleSplit};
 pub use crate::inference::dalle::{TrainedDalle, TrainedDalleConfig};
 use crate::io::checkpoint::{save_safetensors, write_atomic};
@@ -66,7 +66,7 @@ impl TrainDalleConfig {
                 captions: Default::default(),
                 vqvae_dir,
                 vqvae_checkpoint: String::new(),
-                bpe_vocab: 256,
+                bpe_vocab: Self::synthetic_bpe_vocab(CaptionLanguage::English),
                 bpe: None,
                 skip_bad: false,
                 max_train_images: None,
@@ -84,6 +84,22 @@ impl TrainDalleConfig {
                 ..Budget::new(4, 32, 1e-3)
             },
             caption_dropout: 0.1,
+        }
+    }
+
+    /// The synthetic preset's BPE vocabulary for captions in `language`: 256 entries (English
+    /// uses all 179 it can learn: every word whole), 128 for Korean.
+    ///
+    /// Why smaller for Korean: it attaches particles to nouns (고양이가, 고양이를, 고양이와, ...),
+    /// and 256 entries hold every such form as a token of its own, so the decoder must learn
+    /// each object five times from a fifth of the examples. At 128 a noun is one token and
+    /// its particle another (새끼고양이 + 와). Measured 2026-11-30 (2-core Intel Xeon, default
+    /// preset otherwise, one judge): generated images show the named objects at 0.434 ± 0.005
+    /// with 256 entries and 0.683 ± 0.014 with 128 (`evaluate-dalle`, 3 sampling seeds).
+    pub fn synthetic_bpe_vocab(language: CaptionLanguage) -> usize {
+        match language {
+            CaptionLanguage::English => 256,
+            CaptionLanguage::Korean => 128,
         }
     }
 
