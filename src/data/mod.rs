@@ -10,6 +10,7 @@ pub mod coco;
 pub mod dalle_split;
 pub mod error;
 pub mod fingerprint;
+pub mod glyphs;
 pub mod image_cache;
 pub mod image_file;
 pub mod image_split;

@@ -10,7 +10,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::synthetic::GLYPHS;
+use super::glyphs::GLYPHS;
 
 /// The language captions are written in.
 #[derive(
