@@ -7,6 +7,7 @@ use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{
     absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+    LxmertArgs,
 };
 use vislang::nn::AutodiffBackend;
 use vislang::train::classify::{
@@ -33,6 +34,8 @@ struct Args {
     captions: CaptionArgs,
     #[command(flatten)]
     budget: BudgetArgs,
+    #[command(flatten)]
+    lxmert: LxmertArgs,
     /// Where results, charts and checkpoints are written.
     #[arg(long, default_value = "runs/classify")]
     out: PathBuf,
@@ -51,7 +54,7 @@ struct Args {
     /// directory instead of pretraining here. Its model size, image size and caption length
     /// must be this experiment's; its tokenizer.json becomes the experiment's tokenizer
     /// unless --tokenizer names one (which must then have the same vocabulary).
-    #[arg(long, value_name = "DIR", conflicts_with = "pretraining_epochs")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["pretraining_epochs", "lxmert_weights"])]
     lxmert_encoder: Option<PathBuf>,
     /// Seeds; every model is trained once per seed [default: 0,1,2].
     #[arg(long, value_delimiter = ',')]
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
     args.data.absolutize();
     args.tokenizer = args.tokenizer.map(absolute);
     args.lxmert_encoder = args.lxmert_encoder.map(absolute);
+    let released = or_exit(args.lxmert.released());
     let mut config = match &args.data.coco_root {
         Some(root) => ClassifyConfig::coco(root.clone()),
         None => ClassifyConfig::synthetic(),
@@ -134,6 +138,18 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     config.lxmert.encoder = args.lxmert_encoder;
+    or_exit(args.lxmert.apply_sizes(&mut config.lxmert.model));
+    if let Some(released) = released {
+        if !config.models.contains(&ClassifierKind::LxmertPretrained) {
+            eprintln!(
+                "error: --lxmert-weights is for the lxmert-pretrained row, which --models leaves out"
+            );
+            return ExitCode::from(2);
+        }
+        // Both LXMERT rows get the checkpoint's size; the pretrained one its weights, and every
+        // row its vocabulary (unless --tokenizer is given).
+        config.lxmert.weights = Some(or_exit(released.apply(&mut config.lxmert.model, d)));
+    }
     d.max_train_images = args.data.max_train_images;
     d.max_eval_images = args.data.max_eval_images;
     d.skip_bad = args.data.skip_bad;

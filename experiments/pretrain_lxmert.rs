@@ -7,6 +7,7 @@ use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{
     absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+    LxmertArgs,
 };
 use vislang::nn::AutodiffBackend;
 use vislang::train::engine::EpochEvaluation;
@@ -25,7 +26,9 @@ use vislang::train::RunPaths;
 /// quadrant colours. --features reads detector regions from a file made by `lxmert-features
 /// convert` (LXMERT's TSV release) instead; masked regions then regress their features and
 /// classify their detector object and attribute labels. --coco-root selects the base model
-/// (9/5/5 layers, 768 wide) for a GPU.
+/// (9/5/5 layers, 768 wide) for a GPU; --lxmert-layers/-width/-heads/-ffn size it, and
+/// --lxmert-weights starts from released weights (e.g. unc-nlp/lxmert-base-uncased's
+/// pytorch_model.bin), which `export-lxmert` writes back in Hugging Face's layout.
 ///
 /// --out receives config.json, tokenizer.json, per-epoch checkpoints (an interrupted run
 /// resumes when the same command is repeated), curve-loss.png (training), curve-val-loss.png
@@ -41,6 +44,8 @@ struct Args {
     captions: CaptionArgs,
     #[command(flatten)]
     budget: BudgetArgs,
+    #[command(flatten)]
+    lxmert: LxmertArgs,
     /// Where checkpoints, curves and the pretrained encoder are written.
     #[arg(long, default_value = "runs/lxmert-pretraining")]
     out: PathBuf,
@@ -137,9 +142,14 @@ fn main() -> ExitCode {
         .unwrap_or(config.masking.object_word_rate);
     args.budget.apply_to(&mut config.budget);
     config.budget.seed = args.seed;
+    let released = or_exit(args.lxmert.released());
+    or_exit(args.lxmert.apply_sizes(&mut config.model));
     let d = &mut config.data;
     d.image_size = args.image_size.unwrap_or(d.image_size);
     d.tokenizer = args.tokenizer;
+    if let Some(released) = released {
+        config.weights = Some(or_exit(released.apply(&mut config.model, d)));
+    }
     d.max_train_images = args.data.max_train_images;
     d.max_eval_images = args.data.max_eval_images;
     d.skip_bad = args.data.skip_bad;

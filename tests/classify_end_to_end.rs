@@ -3,8 +3,10 @@
 
 mod common;
 
+use common::run;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn classify(dir: &Path, out: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_classify"));
@@ -24,16 +26,6 @@ fn classify(dir: &Path, out: &str, extra: &[&str]) -> Command {
         .arg(dir.join(out))
         .args(extra);
     command
-}
-
-fn run(mut command: Command) -> Output {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "classify failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn results(path: &Path) -> serde_json::Value {

@@ -3,8 +3,10 @@
 
 mod common;
 
+use common::run;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const SYNTHETIC: [&str; 4] = ["--synthetic-train", "192", "--synthetic-val", "48"];
 
@@ -12,16 +14,6 @@ fn command(binary: &str, dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(binary);
     command.current_dir(dir).args(args);
     command
-}
-
-fn run(mut command: Command) -> Output {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "command failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn train_dalle(dir: &Path, out: &str, extra: &[&str]) -> Command {

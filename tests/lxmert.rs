@@ -3,124 +3,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::Flex;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
+use common::lxmert_fixture::{
+    assert_close, assert_reproduces_fixture, fixture, tiny_config, Io, B,
+};
 use safetensors::{Dtype, SafeTensors};
 use vislang::models::lxmert::hf::{load_lxmert, load_lxmert_pretraining};
-use vislang::models::lxmert::{LxmertConfig, LxmertPretrainingConfig, LxmertText, VisualRegions};
+use vislang::models::lxmert::{LxmertPretrainingConfig, LxmertText};
 use vislang::nn::HfWeightsError;
-
-type B = Flex;
-
-/// Largest absolute difference allowed against the PyTorch float32 outputs.
-const TOLERANCE: f32 = 1e-4;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/lxmert")
-        .join(name)
-}
-
-/// The tiny model of the fixture, as written in its config.json.
-fn tiny_config() -> LxmertConfig {
-    let json: HashMap<String, serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(fixture("config.json")).unwrap()).unwrap();
-    let get = |k: &str| json[k].as_u64().unwrap() as usize;
-    LxmertConfig::new(get("vocab_size"), get("visual_feat_dim"))
-        .with_d_model(get("hidden_size"))
-        .with_n_heads(get("num_attention_heads"))
-        .with_d_hidden(get("intermediate_size"))
-        .with_n_language_layers(get("l_layers"))
-        .with_n_object_layers(get("r_layers"))
-        .with_n_cross_layers(get("x_layers"))
-        .with_max_positions(get("max_position_embeddings"))
-        .with_n_segments(get("type_vocab_size"))
-        .with_dropout(0.0)
-}
-
-struct Io {
-    bytes: Vec<u8>,
-}
-
-impl Io {
-    fn load() -> Self {
-        Self {
-            bytes: std::fs::read(fixture("lxmert-io.safetensors")).unwrap(),
-        }
-    }
-
-    fn raw(&self, name: &str) -> (Vec<usize>, Dtype, Vec<u8>) {
-        let tensors = SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = tensors.tensor(name).unwrap();
-        (view.shape().to_vec(), view.dtype(), view.data().to_vec())
-    }
-
-    fn float<const D: usize>(&self, name: &str) -> Tensor<B, D> {
-        let (shape, dtype, data) = self.raw(name);
-        assert_eq!(dtype, Dtype::F32, "{name}");
-        let values: Vec<f32> = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        let shape: [usize; D] = shape.try_into().unwrap();
-        Tensor::from_data(TensorData::new(values, shape), &Default::default())
-    }
-
-    fn int(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
-        let (shape, dtype, data) = self.raw(name);
-        assert_eq!(dtype, Dtype::I64, "{name}");
-        let values = data
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (shape, values)
-    }
-
-    fn int2(&self, name: &str) -> Tensor<B, 2, Int> {
-        let (shape, values) = self.int(name);
-        Tensor::from_data(
-            TensorData::new(values, [shape[0], shape[1]]),
-            &Default::default(),
-        )
-    }
-
-    /// Hugging Face masks are 1 = attend; ours are `true` = padding.
-    fn padding(&self, name: &str) -> Tensor<B, 2, Bool> {
-        let (shape, values) = self.int(name);
-        let padding: Vec<bool> = values.iter().map(|&v| v == 0).collect();
-        Tensor::from_data(
-            TensorData::new(padding, [shape[0], shape[1]]),
-            &Default::default(),
-        )
-    }
-
-    fn inputs(&self) -> (LxmertText<B>, VisualRegions<B>) {
-        (
-            LxmertText {
-                tokens: self.int2("input_ids"),
-                segments: self.int2("token_type_ids"),
-                padding: self.padding("attention_mask"),
-            },
-            VisualRegions {
-                features: self.float("visual_feats"),
-                boxes: self.float("visual_pos"),
-                padding: Some(self.padding("visual_attention_mask")),
-            },
-        )
-    }
-}
-
-fn assert_close<const D: usize>(name: &str, actual: Tensor<B, D>, expected: Tensor<B, D>) {
-    assert_eq!(actual.dims(), expected.dims(), "{name}: shape");
-    let max_diff: f32 = (actual - expected).abs().max().into_scalar();
-    assert!(
-        max_diff <= TOLERANCE,
-        "{name}: max |rust - pytorch| = {max_diff:e} > {TOLERANCE:e}"
-    );
-}
 
 /// Every position is compared, padded ones included: both implementations compute them the
 /// same way, attending only to unpadded keys.
@@ -128,9 +20,8 @@ fn assert_close<const D: usize>(name: &str, actual: Tensor<B, D>, expected: Tens
 fn lxmert_model_checkpoint_reproduces_hugging_face_outputs() {
     let io = Io::load();
     let load = load_lxmert::<B>(
-        &tiny_config(),
+        tiny_config().init(&Default::default()),
         &fixture("lxmert-model.safetensors"),
-        &Default::default(),
     )
     .unwrap();
     assert!(load.skipped.is_empty(), "{:?}", load.skipped);
@@ -147,45 +38,25 @@ fn lxmert_model_checkpoint_reproduces_hugging_face_outputs() {
 
 #[test]
 fn pretraining_checkpoint_reproduces_encoder_and_head_outputs() {
-    let io = Io::load();
     let config = LxmertPretrainingConfig::new(tiny_config(), 10)
         .with_n_object_labels(Some(7))
         .with_n_attribute_labels(Some(5));
     let load = load_lxmert_pretraining::<B>(
-        &config,
+        config.init(&Default::default()),
         &fixture("lxmert-pretraining.safetensors"),
-        &Default::default(),
     )
     .unwrap();
     // Only the visual-QA head is left out.
     assert!(!load.skipped.is_empty());
     assert!(load.skipped.iter().all(|n| n.starts_with("answer_head.")));
-    let model = load.model;
-    let (text, regions) = io.inputs();
-    let output = model.lxmert.forward(text, regions);
-    assert_close(
-        "pooled_output",
-        output.pooled.clone(),
-        io.float("pooled_output"),
-    );
-    assert_close(
-        "prediction_logits",
-        model.language_logits(output.language),
-        io.float("prediction_logits"),
-    );
-    assert_close(
-        "cross_relationship_score",
-        model.matching_logits(output.pooled),
-        io.float("cross_relationship_score"),
-    );
+    assert_reproduces_fixture(&load.model);
 }
 
 #[test]
 fn encoder_load_of_pretraining_checkpoint_skips_the_heads_by_name() {
     let load = load_lxmert::<B>(
-        &tiny_config(),
+        tiny_config().init(&Default::default()),
         &fixture("lxmert-pretraining.safetensors"),
-        &Default::default(),
     )
     .unwrap();
     assert!(load
@@ -225,7 +96,7 @@ fn write_altered_checkpoint(dir: &Path) -> PathBuf {
 fn missing_and_unexpected_tensors_are_listed_by_name() {
     let dir = common::tempdir();
     let path = write_altered_checkpoint(dir.path());
-    let Err(error) = load_lxmert::<B>(&tiny_config(), &path, &Default::default()) else {
+    let Err(error) = load_lxmert::<B>(tiny_config().init(&Default::default()), &path) else {
         panic!("an altered checkpoint must not load");
     };
     let message = error.to_string();
@@ -245,9 +116,8 @@ fn missing_and_unexpected_tensors_are_listed_by_name() {
 fn a_differently_sized_model_reports_shapes() {
     let config = tiny_config().with_d_hidden(48);
     let Err(error) = load_lxmert::<B>(
-        &config,
+        config.init(&Default::default()),
         &fixture("lxmert-model.safetensors"),
-        &Default::default(),
     ) else {
         panic!("a model with another FFN width must not load");
     };
@@ -263,7 +133,7 @@ fn a_corrupt_checkpoint_is_named() {
     let dir = common::tempdir();
     let path = dir.path().join("broken.safetensors");
     std::fs::write(&path, b"not a safetensors file").unwrap();
-    let Err(error) = load_lxmert::<B>(&tiny_config(), &path, &Default::default()) else {
+    let Err(error) = load_lxmert::<B>(tiny_config().init(&Default::default()), &path) else {
         panic!("garbage must not load");
     };
     assert!(error.to_string().contains("broken.safetensors"), "{error}");

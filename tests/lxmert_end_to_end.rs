@@ -3,8 +3,10 @@
 
 mod common;
 
+use common::{fails, run};
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn pretrain(dir: &Path, out: &str, n_train: usize, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pretrain-lxmert"));
@@ -23,24 +25,6 @@ fn features(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lxmert-features"));
     command.args(args);
     command
-}
-
-fn run(mut command: Command) -> Output {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "command failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn fails(mut command: Command) -> String {
-    let output = command.output().unwrap();
-    assert!(!output.status.success(), "command should have failed");
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
-    stderr
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -3,7 +3,7 @@
 //! (or reused) and saved in the run directory.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -93,24 +93,50 @@ pub struct PreparedData {
     pub object_tokens: Vec<u32>,
 }
 
+/// The dataset's root and both splits, each read with its run's caption file.
+pub struct CaptionedSplits {
+    pub root: PathBuf,
+    pub train: CocoDataset,
+    pub val: CocoDataset,
+}
+
+/// Finds (or generates, into `data_dir`) the dataset and loads both splits with the caption
+/// files `captions` names. Uncaptioned images are kept: a caller may check them against other
+/// files first.
+pub fn load_captioned_splits(
+    coco_root: Option<&Path>,
+    synthetic: &SyntheticCocoConfig,
+    captions: &CaptionSource,
+    policy: BadEntryPolicy,
+    data_dir: &Path,
+) -> Result<CaptionedSplits, LoadError> {
+    let root = dataset_root(coco_root, synthetic, data_dir)?;
+    let synthetic = coco_root.is_none().then_some(synthetic);
+    let [train_captions, val_captions] = captions.paths(&root, synthetic)?;
+    let train =
+        CocoDataset::load_with_captions(&root, CocoSplit::Train2014, &train_captions, policy)?;
+    let val = CocoDataset::load_with_captions(&root, CocoSplit::Val2014, &val_captions, policy)?;
+    Ok(CaptionedSplits { root, train, val })
+}
+
 /// Loads (or generates) the dataset, the tokenizer and the image caches.
 pub fn prepare_data(
     config: &DataConfig,
     paths: &RunPaths,
     show_progress: bool,
 ) -> Result<PreparedData, LoadError> {
-    let root = dataset_root(
+    let policy = BadEntryPolicy::skipping(config.skip_bad);
+    let CaptionedSplits {
+        root,
+        mut train,
+        mut val,
+    } = load_captioned_splits(
         config.coco_root.as_deref(),
         &config.synthetic,
+        &config.captions,
+        policy,
         &paths.data_dir,
     )?;
-    let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let synthetic = config.coco_root.is_none().then_some(&config.synthetic);
-    let [train_captions, val_captions] = config.captions.paths(&root, synthetic)?;
-    let mut train =
-        CocoDataset::load_with_captions(&root, CocoSplit::Train2014, &train_captions, policy)?;
-    let mut val =
-        CocoDataset::load_with_captions(&root, CocoSplit::Val2014, &val_captions, policy)?;
     train.drop_uncaptioned(policy)?;
     val.drop_uncaptioned(policy)?;
     if train.categories != val.categories {

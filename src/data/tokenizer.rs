@@ -192,13 +192,51 @@ impl TextTokenizer {
         Self::new(tokenizer, Path::new("<trained>"))
     }
 
-    /// Loads a `tokenizer.json`, such as the one [`Self::save`] writes or bert-base-uncased's.
+    /// Loads a `tokenizer.json`, such as the one [`Self::save`] writes or bert-base-uncased's,
+    /// or a BERT `vocab.txt` (any file ending in `.txt`, see [`Self::from_bert_vocab`]).
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
+        if path.extension().is_some_and(|e| e == "txt") {
+            return Self::from_bert_vocab(path);
+        }
         let inner = Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         Self::new(inner, path)
+    }
+
+    /// A lower-casing WordPiece tokenizer over a BERT `vocab.txt` (one token per line, the
+    /// line number is its id), as released checkpoints such as bert-base-uncased and
+    /// unc-nlp/lxmert-base-uncased ship it.
+    pub fn from_bert_vocab(path: &Path) -> Result<Self, TokenizerError> {
+        let load = |message: String| TokenizerError::Load {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| load(e.to_string()))?;
+        let tokens: Vec<String> = text.lines().map(str::to_string).collect();
+        let vocab = vocabulary(&tokens);
+        if vocab.len() != tokens.len() {
+            return Err(load(format!(
+                "{} lines but {} distinct tokens: each token must appear once",
+                tokens.len(),
+                vocab.len()
+            )));
+        }
+        // Checked here: `bert_style` would add a missing special token as a new id.
+        if let Some(token) = SPECIAL_TOKENS.iter().find(|t| !vocab.contains_key(**t)) {
+            return Err(TokenizerError::MissingSpecial {
+                path: path.to_path_buf(),
+                token,
+            });
+        }
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .build()
+            .map_err(|e| load(e.to_string()))?;
+        Self::bert_style(model, WordPieceDecoder::default())
     }
 
     fn new(inner: Tokenizer, path: &Path) -> Result<Self, TokenizerError> {
@@ -294,6 +332,23 @@ impl TextTokenizer {
 
     /// Tokens whose id differs between the two vocabularies (or that only one has), sorted:
     /// empty when a model trained with one can read ids made by the other.
+    /// Every token, in id order (a BERT `vocab.txt` is this list, one per line). `None` when
+    /// the ids have gaps.
+    pub fn tokens_by_id(&self) -> Option<Vec<String>> {
+        let mut tokens: Vec<(u32, String)> = self
+            .inner
+            .get_vocab(true)
+            .into_iter()
+            .map(|(token, id)| (id, token))
+            .collect();
+        tokens.sort_unstable();
+        let contiguous = tokens
+            .iter()
+            .enumerate()
+            .all(|(i, (id, _))| *id as usize == i);
+        contiguous.then(|| tokens.into_iter().map(|(_, token)| token).collect())
+    }
+
     pub fn vocabulary_differences(&self, other: &TextTokenizer) -> Vec<String> {
         let (mine, theirs) = (self.inner.get_vocab(true), other.inner.get_vocab(true));
         let mut differ: Vec<String> = mine

@@ -5,6 +5,7 @@
 pub mod dalle;
 pub mod dalle_eval;
 pub mod generation_output;
+pub mod lxmert_export;
 pub mod vqvae;
 
 use crate::data::{DataError, TokenizerError};

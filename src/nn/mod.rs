@@ -7,6 +7,7 @@ mod cpu_kernels;
 pub mod embeddings;
 pub mod feed_forward;
 mod flex_ops;
+pub mod hf_export;
 pub mod hf_weights;
 pub mod losses;
 pub mod ops;
@@ -20,7 +21,8 @@ pub use embeddings::{
     TextEmbeddings, TextEmbeddingsConfig, VisualEmbeddings, VisualEmbeddingsConfig,
 };
 pub use feed_forward::{FeedForward, FeedForwardConfig};
-pub use hf_weights::{HfWeights, HfWeightsError};
+pub use hf_export::HfExport;
+pub use hf_weights::{HfTensors, HfWeights, HfWeightsError};
 pub use losses::{weighted_cross_entropy, weighted_smooth_l1};
 pub use ops::{cross_entropy, gelu};
 pub use patch_encoder::{PatchEncoder, PatchEncoderConfig, PatchRegions};

@@ -26,6 +26,7 @@ use super::TrainError;
 use crate::data::{ClassificationSplit, SpecialIds};
 use crate::io::checkpoint::{load_safetensors, save_safetensors, write_atomic};
 use crate::models::classifier::{Modality, MultiLabelClassifier, SingleStreamClassifierConfig};
+use crate::models::lxmert::hf::load_lxmert;
 use crate::models::lxmert::LxmertClassifierConfig;
 
 /// The models `classify` compares: the single-stream classifier on each input, and LXMERT
@@ -247,12 +248,20 @@ where
 #[derive(Debug, Clone)]
 pub enum RunModel {
     SingleStream(SingleStreamClassifierConfig),
-    /// LXMERT, starting from a pretrained encoder (`lxmert.safetensors` of a pretraining run)
-    /// when `pretrained` is set.
+    /// LXMERT, starting from a pretrained encoder when `pretrained` is set.
     Lxmert {
         config: LxmertClassifierConfig,
-        pretrained: Option<PathBuf>,
+        pretrained: Option<EncoderWeights>,
     },
+}
+
+/// Where a pretrained LXMERT encoder comes from.
+#[derive(Debug, Clone)]
+pub enum EncoderWeights {
+    /// `lxmert.safetensors` of a vislang pretraining run.
+    Run(PathBuf),
+    /// A Hugging Face checkpoint (released weights); a patch encoder starts fresh.
+    Released(PathBuf),
 }
 
 /// Everything one run needs.
@@ -306,8 +315,16 @@ pub fn train_run<B: AutodiffBackend>(
         }
         RunModel::Lxmert { config, pretrained } => {
             let mut model = seeded_init::<B, _>(seed, device, || config.init::<B>(device));
-            if let Some(path) = pretrained {
-                model.lxmert = load_safetensors(model.lxmert, path)?;
+            match pretrained {
+                Some(EncoderWeights::Run(path)) => {
+                    model.lxmert = load_safetensors(model.lxmert, path)?;
+                }
+                Some(EncoderWeights::Released(path)) => {
+                    model.lxmert = load_lxmert(model.lxmert, path)
+                        .map_err(|e| TrainError::Config(e.to_string()))?
+                        .model;
+                }
+                None => {}
             }
             let task = task(train_split, val, special, batch_size, config.lxmert.dropout);
             let json = serde_json::to_vec_pretty(config).expect("configs serialise");

@@ -6,7 +6,7 @@ use crate::nn::AutodiffBackend;
 
 use super::budget::Budget;
 pub use super::classifier_run::ClassifierKind;
-use super::classifier_run::{train_run, RunModel, RunResult, RunSpec};
+use super::classifier_run::{train_run, EncoderWeights, RunModel, RunResult, RunSpec};
 pub use super::classify_config::{ClassifyConfig, ClassifyError, LxmertSetup};
 use super::classify_report::write_report;
 pub use super::classify_report::{
@@ -44,6 +44,7 @@ pub fn lxmert_config(config: &ClassifyConfig, data: &PreparedData) -> LxmertClas
         config.data.max_text_len,
         Some(config.data.image_size),
         0,
+        config.lxmert.weights.is_some(),
     );
     LxmertClassifierConfig::new(lxmert, data.train.n_labels, data.tokenizer.special.cls)
 }
@@ -213,11 +214,13 @@ pub fn run_classify<B: AutodiffBackend>(
                 )?),
                 _ => None,
             };
-            let pretrained_weights = external.as_ref().map_or_else(
-                || pretraining_dir.join("lxmert.safetensors"),
-                |e| e.weights.clone(),
-            );
-            let needs_pretraining = wants_pretrained && external.is_none();
+            let pretrained_weights = match (&config.lxmert.weights, &external) {
+                (Some(released), _) => EncoderWeights::Released(released.clone()),
+                (None, Some(e)) => EncoderWeights::Run(e.weights.clone()),
+                (None, None) => EncoderWeights::Run(pretraining_dir.join("lxmert.safetensors")),
+            };
+            let needs_pretraining =
+                wants_pretrained && external.is_none() && config.lxmert.weights.is_none();
 
             // Longest runs first, so that parallel workers finish together instead of one long run
             // ending alone.

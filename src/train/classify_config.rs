@@ -26,6 +26,10 @@ pub struct LxmertSetup {
     /// instead of pretraining with `pretraining` here.
     #[serde(default)]
     pub encoder: Option<PathBuf>,
+    /// Released weights (a Hugging Face checkpoint) that `lxmert-pretrained` starts from,
+    /// instead of pretraining; `model` is then the checkpoint's (see `--lxmert-weights`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
 }
 
 /// The whole experiment. Saved as `config.json` in the output directory; a later run in the
@@ -67,6 +71,7 @@ impl ClassifyConfig {
                 masking: MaskingConfig::default(),
                 pretraining: budgets::synthetic(),
                 encoder: None,
+                weights: None,
             },
             models: ClassifierKind::ALL.to_vec(),
             seeds: vec![0, 1, 2],
@@ -79,6 +84,7 @@ impl ClassifyConfig {
             data: self.data.clone(),
             features: None,
             model: self.lxmert.model.clone(),
+            weights: None,
             objectives: self.lxmert.objectives,
             masking: self.lxmert.masking,
             budget: self.lxmert.pretraining.clone(),

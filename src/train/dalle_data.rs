@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::vqvae::{token_file_path, TrainedVqVaeConfig, VqVaeError};
 use super::{RunPaths, TrainError};
+use crate::data::prepared::{load_captioned_splits, CaptionedSplits};
 use crate::data::{
-    dataset_root, BadEntryPolicy, CaptionSource, CocoDataset, CocoSplit, DalleSplit, DataError,
-    ImageTokens, SyntheticCocoConfig, TextTokenizer, TokenExpectation, TokenizerError,
+    BadEntryPolicy, CaptionSource, CocoSplit, DalleSplit, DataError, ImageTokens, LoadError,
+    SyntheticCocoConfig, TextTokenizer, TokenExpectation, TokenizerError,
 };
 use crate::inference::ArtifactError;
 use crate::io::checkpoint::read_json;
@@ -53,6 +54,8 @@ pub enum DalleError {
     #[error(transparent)]
     Synthetic(#[from] crate::data::SyntheticError),
     #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Train(#[from] TrainError),
@@ -93,18 +96,18 @@ pub fn prepare_dalle_data(
         &expected,
     )?;
 
-    let root = dataset_root(
+    let policy = BadEntryPolicy::skipping(config.skip_bad);
+    let CaptionedSplits {
+        train: mut train_set,
+        val: mut val_set,
+        root,
+    } = load_captioned_splits(
         config.coco_root.as_deref(),
         &config.synthetic,
+        &config.captions,
+        policy,
         &paths.data_dir,
     )?;
-    let policy = BadEntryPolicy::skipping(config.skip_bad);
-    let synthetic = config.coco_root.is_none().then_some(&config.synthetic);
-    let [train_captions, val_captions] = config.captions.paths(&root, synthetic)?;
-    let mut train_set =
-        CocoDataset::load_with_captions(&root, CocoSplit::Train2014, &train_captions, policy)?;
-    let mut val_set =
-        CocoDataset::load_with_captions(&root, CocoSplit::Val2014, &val_captions, policy)?;
     for (tokens, set) in [(&train_tokens, &mut train_set), (&val_tokens, &mut val_set)] {
         tokens.check_sources(&token_file_path(&config.vqvae_dir, set.split), set)?;
         set.drop_uncaptioned(policy)?;

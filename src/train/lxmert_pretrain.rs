@@ -34,7 +34,9 @@ use crate::data::{prepare_data, LoadError, PreparedData};
 use crate::data::{ClassificationSplit, RegionFeatureError, RegionFeatures};
 use crate::io::checkpoint::{save_safetensors, write_atomic, CheckpointError};
 use crate::io::progress;
+use crate::models::lxmert::hf::load_lxmert_pretraining;
 use crate::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig, PretrainingBatch};
+use crate::nn::HfWeightsError;
 use crate::nn::PatchEncoderConfig;
 
 /// Everything that can stop pretraining, each naming what is at fault.
@@ -48,6 +50,8 @@ pub enum PretrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error(transparent)]
+    Weights(#[from] HfWeightsError),
     #[error("{0}")]
     Config(String),
 }
@@ -244,8 +248,21 @@ pub fn pretrain_on<B: AutodiffBackend>(
         }
     };
     let task = PretrainTask::new(config, &model_config, data, images, out_dir);
-    let model: LxmertPretraining<B> =
+    let mut model: LxmertPretraining<B> =
         seeded_init::<B, _>(config.budget.seed, device, || model_config.init(device));
+    if let Some(weights) = &config.weights {
+        if data.tokenizer.vocab_size() != model_config.lxmert.vocab_size {
+            return Err(PretrainError::Config(format!(
+                "the tokenizer has {} entries but {} was trained with {}: give the checkpoint's vocabulary (its folder's vocab.txt or tokenizer.json) as --tokenizer",
+                data.tokenizer.vocab_size(),
+                weights.display(),
+                model_config.lxmert.vocab_size
+            )));
+        }
+        let load = load_lxmert_pretraining(model, weights)?;
+        eprintln!("{}", load.summary(weights));
+        model = load.model;
+    }
     let display = RunDisplay {
         name: "lxmert pretraining".into(),
         progress: multi,
@@ -326,6 +343,18 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
                 .map(RegionFeatures::open)
                 .transpose()?;
             if let Some(features) = &features {
+                if let (Some(weights), false) = (
+                    &config.weights,
+                    features.d_feature() == config.model.d_feature,
+                ) {
+                    return Err(PretrainError::Config(format!(
+                        "{} holds {}-wide region features, but {} reads {}-wide ones (visual_feat_dim)",
+                        features.path().display(),
+                        features.d_feature(),
+                        weights.display(),
+                        config.model.d_feature
+                    )));
+                }
                 for split in [&data.train, &data.val] {
                     features.check_covers(split.examples.iter().map(|e| e.image_id))?;
                 }

@@ -38,17 +38,22 @@ pub mod lxmert_presets {
 
 /// `template` with what the data fixes filled in: the vocabulary, the caption positions
 /// (`max_text_len` + `[CLS]` and `[SEP]`), and either the image size of the patch encoder
-/// (`image_size` `Some`) or the width of region features (pixels off).
+/// (`image_size` `Some`) or the width of region features (pixels off). With `released`
+/// (the template is a released checkpoint's) the vocabulary and positions stay the
+/// checkpoint's.
 pub fn fill_lxmert(
     template: &LxmertConfig,
     vocab_size: usize,
     max_text_len: usize,
     image_size: Option<usize>,
     region_features: usize,
+    released: bool,
 ) -> LxmertConfig {
     let mut config = template.clone();
-    config.vocab_size = vocab_size;
-    config.max_positions = max_text_len + 2;
+    if !released {
+        config.vocab_size = vocab_size;
+        config.max_positions = max_text_len + 2;
+    }
     match (image_size, config.pixels.as_mut()) {
         (Some(size), Some(pixels)) => pixels.image_size = size,
         (Some(size), None) => {
@@ -86,6 +91,11 @@ pub struct PretrainLxmertConfig {
     /// The encoder; vocabulary, caption positions, image size and region-feature width are
     /// filled in from the data ([`PretrainLxmertConfig::model_config`]).
     pub model: LxmertConfig,
+    /// Released weights the run starts from (a Hugging Face `LxmertForPreTraining` or
+    /// `LxmertModel` file); `model` is then sized by the folder's `config.json`, and its
+    /// vocabulary and positions are the checkpoint's, not the data's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
     pub objectives: Objectives,
     pub masking: MaskingConfig,
     pub budget: Budget,
@@ -98,6 +108,7 @@ impl PretrainLxmertConfig {
             data: DataConfig::synthetic(),
             features: None,
             model: lxmert_presets::small(),
+            weights: None,
             objectives: Objectives::ALL,
             masking: MaskingConfig::default(),
             budget: budgets::synthetic(),
@@ -130,6 +141,7 @@ impl PretrainLxmertConfig {
                     max_text_len,
                     Some(self.data.image_size),
                     0,
+                    self.weights.is_some(),
                 ),
                 PATCH_TARGET_WIDTH,
             ),
@@ -140,6 +152,7 @@ impl PretrainLxmertConfig {
                     max_text_len,
                     None,
                     features.d_feature(),
+                    self.weights.is_some(),
                 ),
                 features.d_feature(),
             )

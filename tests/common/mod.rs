@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod lxmert_fixture;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,4 +59,25 @@ pub fn kill_once_exists(mut command: Command, marker: &Path) {
     }
     child.kill().expect("kill");
     child.wait().expect("wait");
+}
+
+/// Runs `command`; the test fails with its stderr unless it succeeds.
+pub fn run(mut command: Command) -> std::process::Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{:?} failed:\n{}",
+        command.get_program(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `command`, which must fail with an error rather than a panic; returns its stderr.
+pub fn fails(mut command: Command) -> String {
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "command should have failed");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
+    stderr
 }

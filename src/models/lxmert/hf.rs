@@ -1,124 +1,252 @@
-//! Loading Hugging Face `LxmertModel` and `LxmertForPreTraining` safetensors checkpoints
-//! (e.g. `unc-nlp/lxmert-base-uncased`). Every tensor is matched by name and shape; an error
-//! lists each missing, misshapen or unexpected name (see [`HfWeights`]).
+//! Hugging Face's `LxmertModel` and `LxmertForPreTraining` checkpoints (e.g.
+//! `unc-nlp/lxmert-base-uncased`), both ways: loading safetensors or PyTorch files, and
+//! exporting a vislang model under Hugging Face's names. One walk ([`walk_lxmert`],
+//! [`walk_heads`]) holds the name mapping for both directions (see [`HfTensors`]). Loading
+//! matches every tensor by name and shape; an error lists each missing, misshapen or
+//! unexpected name (see [`HfWeights`]). [`super::hf_folder`] reads a model folder's
+//! `config.json` and vocabulary.
 
 use std::path::Path;
 
-use crate::nn::Backend;
+use crate::nn::{Backend, HfExport, HfTensors};
 
-use super::model::{CrossModalityLayer, Lxmert, LxmertConfig};
-use super::pretraining::{LxmertPretraining, LxmertPretrainingConfig};
+use super::model::{CrossModalityLayer, Lxmert};
+use super::pretraining::{LxmertPretraining, MaskedObjectHead};
 use crate::nn::{HfWeights, HfWeightsError, TransformerEncoder};
 
 /// The prefix of the encoder in `LxmertForPreTraining` checkpoints.
 const PRETRAINING_PREFIX: &str = "lxmert.";
 /// Heads of `LxmertForPreTraining` that an encoder-only load leaves out.
 const HEAD_PREFIXES: [&str; 3] = ["cls.", "obj_predict_head.", "answer_head."];
+/// A buffer (not a parameter) that some transformers versions save: the ids 0..512.
+const POSITION_IDS: &str = "embeddings.position_ids";
+const OBJECT_HEAD: &str = "obj_predict_head.";
 
-/// A loaded model and the file's tensors it deliberately left out (heads it has no use for).
+/// A loaded model, the file's tensors it deliberately left out (heads it has no use for), and
+/// the model's parts that the file could not supply and that start from initialisation.
 pub struct HfLoad<M> {
     pub model: M,
     pub skipped: Vec<String>,
+    pub fresh: Vec<String>,
 }
 
-/// Loads the encoder of either checkpoint kind into a model built from `config` (which must
-/// read region features: Hugging Face's LXMERT has no patch encoder). Heads in a pretraining
-/// checkpoint are skipped and named in [`HfLoad::skipped`].
+impl<M> HfLoad<M> {
+    /// One line for the log: where the weights came from, and what did not.
+    pub fn summary(&self, path: &Path) -> String {
+        let mut line = format!("started from {}", path.display());
+        if !self.fresh.is_empty() {
+            line += &format!("; initialised fresh: {}", self.fresh.join(", "));
+        }
+        if !self.skipped.is_empty() {
+            let mut heads: Vec<&str> = self
+                .skipped
+                .iter()
+                .map(|n| n.split('.').next().unwrap_or(n))
+                .collect();
+            heads.dedup();
+            line += &format!(
+                "; left out of the file: {} tensors ({})",
+                self.skipped.len(),
+                heads.join(", ")
+            );
+        }
+        line
+    }
+}
+
+/// Loads the encoder of either checkpoint kind into `model` (which reads region features, or
+/// pixels through a patch encoder that keeps its initialisation: Hugging Face's LXMERT has
+/// none). Heads in a pretraining checkpoint are skipped and named in
+/// [`HfLoad::skipped`].
 pub fn load_lxmert<B: Backend>(
-    config: &LxmertConfig,
+    model: Lxmert<B>,
     path: &Path,
-    device: &B::Device,
 ) -> Result<HfLoad<Lxmert<B>>, HfWeightsError> {
     let mut weights = HfWeights::open(path)?;
     let prefixed = weights.names().any(|n| n.starts_with(PRETRAINING_PREFIX));
     if prefixed {
         weights.set_prefix(PRETRAINING_PREFIX);
     }
-    let model = read_lxmert(&mut weights, config.init(device));
+    let fresh = patch_encoder_fresh(&model);
+    let model = walk_lxmert(&mut weights, model);
+    weights.skip(POSITION_IDS);
     let skipped = weights.finish(if prefixed { &HEAD_PREFIXES } else { &[] })?;
-    Ok(HfLoad { model, skipped })
+    Ok(HfLoad {
+        model,
+        skipped,
+        fresh,
+    })
 }
 
-/// Loads an `LxmertForPreTraining` checkpoint with its masked-LM, object and matching heads.
-/// The visual-QA head (`answer_head.*`), which vislang does not train, is skipped.
+/// Loads an `LxmertForPreTraining` checkpoint into `model` with its masked-LM, object and
+/// matching heads.
+/// The visual-QA head (`answer_head.*`), which vislang does not train, is skipped. Heads the
+/// file cannot supply start fresh and are named in [`HfLoad::fresh`]: all of them for an
+/// `LxmertModel` file, and the masked-object head when its targets differ from the file's
+/// (pixels' patch colours, or other detector labels).
 pub fn load_lxmert_pretraining<B: Backend>(
-    config: &LxmertPretrainingConfig,
+    mut model: LxmertPretraining<B>,
     path: &Path,
-    device: &B::Device,
 ) -> Result<HfLoad<LxmertPretraining<B>>, HfWeightsError> {
     let mut weights = HfWeights::open(path)?;
-    let mut model = config.init::<B>(device);
+    let mut fresh = patch_encoder_fresh(&model.lxmert);
+    if !weights.names().any(|n| n.starts_with(PRETRAINING_PREFIX)) {
+        // An `LxmertModel` file: the encoder only.
+        model.lxmert = walk_lxmert(&mut weights, model.lxmert);
+        weights.skip(POSITION_IDS);
+        let skipped = weights.finish(&[])?;
+        fresh.extend(["language_head", "object_head", "matching_head"].map(String::from));
+        return Ok(HfLoad {
+            model,
+            skipped,
+            fresh,
+        });
+    }
     weights.set_prefix(PRETRAINING_PREFIX);
-    model.lxmert = read_lxmert(&mut weights, model.lxmert);
+    model.lxmert = walk_lxmert(&mut weights, model.lxmert);
+    weights.skip(POSITION_IDS);
     weights.set_prefix("");
+    check_tied_decoder(&mut weights, &model, path)?;
 
-    let head = &mut model.language_head;
-    head.transform = weights.linear("cls.predictions.transform.dense", head.transform.clone());
-    head.norm = weights.layer_norm("cls.predictions.transform.LayerNorm", head.norm.clone());
-    let vocab = head.bias.val().dims();
-    if let Some(bias) = weights.tensor::<B, 1>("cls.predictions.bias", vocab, device) {
-        head.bias = burn::module::Param::from_tensor(bias);
+    let object_head_fits = object_head_shapes(&model.object_head)
+        .iter()
+        .all(|(name, shape)| weights.shape(name).as_ref() == Some(shape))
+        && weights
+            .names()
+            .filter(|n| n.starts_with(OBJECT_HEAD))
+            .count()
+            == object_head_shapes(&model.object_head).len();
+    let mut skipped = Vec::new();
+    if !object_head_fits {
+        skipped = weights.skip(OBJECT_HEAD);
+        fresh.push("object_head".into());
     }
-    // The decoder is tied to the word embeddings; a file may store the copy or leave it out.
-    if weights.contains("cls.predictions.decoder.weight") {
-        let words = model.lxmert.text_embeddings.token.weight.val();
-        if let Some(decoder) =
-            weights.tensor::<B, 2>("cls.predictions.decoder.weight", words.dims(), device)
-        {
-            if !decoder.all_close(words, Some(1e-6), Some(1e-6)) {
-                return Err(HfWeightsError::Mismatch {
-                    path: path.to_path_buf(),
-                    details: "\n  cls.predictions.decoder.weight: differs from lxmert.embeddings.word_embeddings.weight; vislang ties them as Hugging Face does".into(),
-                });
-            }
-        }
-    }
-    model.matching_head = weights.linear("cls.seq_relationship", model.matching_head);
-
-    let head = &mut model.object_head;
-    head.transform = weights.linear("obj_predict_head.transform.dense", head.transform.clone());
-    head.norm = weights.layer_norm("obj_predict_head.transform.LayerNorm", head.norm.clone());
-    head.feature = weights.linear("obj_predict_head.decoder_dict.feat", head.feature.clone());
-    head.objects = head
-        .objects
-        .take()
-        .map(|l| weights.linear("obj_predict_head.decoder_dict.obj", l));
-    head.attributes = head
-        .attributes
-        .take()
-        .map(|l| weights.linear("obj_predict_head.decoder_dict.attr", l));
-    let skipped = weights.finish(&["answer_head."])?;
-    Ok(HfLoad { model, skipped })
+    model = walk_heads(&mut weights, model, object_head_fits);
+    skipped.extend(weights.finish(&["answer_head."])?);
+    Ok(HfLoad {
+        model,
+        skipped,
+        fresh,
+    })
 }
 
-/// Reads every encoder tensor under the current prefix into `model`.
-fn read_lxmert<B: Backend>(weights: &mut HfWeights, mut model: Lxmert<B>) -> Lxmert<B> {
+/// `["patch_encoder"]` when the model reads pixels: its patch encoder is vislang's own.
+fn patch_encoder_fresh<B: Backend>(model: &Lxmert<B>) -> Vec<String> {
+    model
+        .patch_encoder
+        .as_ref()
+        .map(|_| "patch_encoder".to_string())
+        .into_iter()
+        .collect()
+}
+
+/// The decoder is tied to the word embeddings; a file may store the copy or leave it out, but
+/// a copy that differs is not a model vislang can represent.
+fn check_tied_decoder<B: Backend>(
+    weights: &mut HfWeights,
+    model: &LxmertPretraining<B>,
+    path: &Path,
+) -> Result<(), HfWeightsError> {
+    const DECODER: &str = "cls.predictions.decoder.weight";
+    if !weights.contains(DECODER) {
+        return Ok(());
+    }
+    let words = model.lxmert.text_embeddings.token.weight.val();
+    if let Some(decoder) = weights.tensor::<B, 2>(DECODER, words.dims(), &words.device()) {
+        if !decoder.all_close(words, Some(1e-6), Some(1e-6)) {
+            return Err(HfWeightsError::Mismatch {
+                path: path.to_path_buf(),
+                details: format!("\n  {DECODER}: differs from lxmert.embeddings.word_embeddings.weight; vislang ties them as Hugging Face does"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The file names and PyTorch shapes of the masked-object head's tensors.
+fn object_head_shapes<B: Backend>(head: &MaskedObjectHead<B>) -> Vec<(String, Vec<usize>)> {
+    let mut shapes = Vec::new();
+    let mut linear = |name: &str, l: &burn::nn::Linear<B>| {
+        let [d_in, d_out] = l.weight.val().dims();
+        shapes.push((format!("{OBJECT_HEAD}{name}.weight"), vec![d_out, d_in]));
+        shapes.push((format!("{OBJECT_HEAD}{name}.bias"), vec![d_out]));
+    };
+    linear("transform.dense", &head.transform);
+    linear("decoder_dict.feat", &head.feature);
+    if let Some(objects) = &head.objects {
+        linear("decoder_dict.obj", objects);
+    }
+    if let Some(attributes) = &head.attributes {
+        linear("decoder_dict.attr", attributes);
+    }
+    let width = head.norm.gamma.val().dims();
+    shapes.push((
+        format!("{OBJECT_HEAD}transform.LayerNorm.weight"),
+        width.to_vec(),
+    ));
+    shapes.push((
+        format!("{OBJECT_HEAD}transform.LayerNorm.bias"),
+        width.to_vec(),
+    ));
+    shapes
+}
+
+/// The encoder's tensors under the current prefix.
+pub fn walk_lxmert<B: Backend, T: HfTensors>(tensors: &mut T, mut model: Lxmert<B>) -> Lxmert<B> {
     let e = &mut model.text_embeddings;
-    e.token = weights.embedding("embeddings.word_embeddings", e.token.clone());
-    e.position = weights.embedding("embeddings.position_embeddings", e.position.clone());
-    e.segment = weights.embedding("embeddings.token_type_embeddings", e.segment.clone());
-    e.norm = weights.layer_norm("embeddings.LayerNorm", e.norm.clone());
+    e.token = tensors.embedding("embeddings.word_embeddings", e.token.clone());
+    e.position = tensors.embedding("embeddings.position_embeddings", e.position.clone());
+    e.segment = tensors.embedding("embeddings.token_type_embeddings", e.segment.clone());
+    e.norm = tensors.layer_norm("embeddings.LayerNorm", e.norm.clone());
 
     let v = &mut model.visual_embeddings;
-    v.feature = weights.linear("encoder.visn_fc.visn_fc", v.feature.clone());
-    v.feature_norm = weights.layer_norm("encoder.visn_fc.visn_layer_norm", v.feature_norm.clone());
-    v.box_position = weights.linear("encoder.visn_fc.box_fc", v.box_position.clone());
-    v.box_norm = weights.layer_norm("encoder.visn_fc.box_layer_norm", v.box_norm.clone());
+    v.feature = tensors.linear("encoder.visn_fc.visn_fc", v.feature.clone());
+    v.feature_norm = tensors.layer_norm("encoder.visn_fc.visn_layer_norm", v.feature_norm.clone());
+    v.box_position = tensors.linear("encoder.visn_fc.box_fc", v.box_position.clone());
+    v.box_norm = tensors.layer_norm("encoder.visn_fc.box_layer_norm", v.box_norm.clone());
 
-    model.language_encoder = read_encoder(weights, "encoder.layer", model.language_encoder);
-    model.object_encoder = read_encoder(weights, "encoder.r_layers", model.object_encoder);
+    model.language_encoder = walk_encoder(tensors, "encoder.layer", model.language_encoder);
+    model.object_encoder = walk_encoder(tensors, "encoder.r_layers", model.object_encoder);
     model.cross_layers = model
         .cross_layers
         .into_iter()
         .enumerate()
-        .map(|(i, layer)| read_cross_layer(weights, &format!("encoder.x_layers.{i}"), layer))
+        .map(|(i, layer)| walk_cross_layer(tensors, &format!("encoder.x_layers.{i}"), layer))
         .collect();
-    model.pooler = weights.linear("pooler.dense", model.pooler);
+    model.pooler = tensors.linear("pooler.dense", model.pooler);
     model
 }
 
-fn read_encoder<B: Backend>(
-    weights: &mut HfWeights,
+/// The pretraining heads (no prefix); the object head only when `object_head` is set.
+pub fn walk_heads<B: Backend, T: HfTensors>(
+    tensors: &mut T,
+    mut model: LxmertPretraining<B>,
+    object_head: bool,
+) -> LxmertPretraining<B> {
+    let head = &mut model.language_head;
+    head.transform = tensors.linear("cls.predictions.transform.dense", head.transform.clone());
+    head.norm = tensors.layer_norm("cls.predictions.transform.LayerNorm", head.norm.clone());
+    head.bias = tensors.param("cls.predictions.bias", head.bias.clone());
+    model.matching_head = tensors.linear("cls.seq_relationship", model.matching_head);
+    if object_head {
+        let head = &mut model.object_head;
+        head.transform = tensors.linear("obj_predict_head.transform.dense", head.transform.clone());
+        head.norm = tensors.layer_norm("obj_predict_head.transform.LayerNorm", head.norm.clone());
+        head.feature = tensors.linear("obj_predict_head.decoder_dict.feat", head.feature.clone());
+        head.objects = head
+            .objects
+            .take()
+            .map(|l| tensors.linear("obj_predict_head.decoder_dict.obj", l));
+        head.attributes = head
+            .attributes
+            .take()
+            .map(|l| tensors.linear("obj_predict_head.decoder_dict.attr", l));
+    }
+    model
+}
+
+fn walk_encoder<B: Backend, T: HfTensors>(
+    tensors: &mut T,
     prefix: &str,
     encoder: TransformerEncoder<B>,
 ) -> TransformerEncoder<B> {
@@ -129,7 +257,7 @@ fn read_encoder<B: Backend>(
             .enumerate()
             .map(|(i, layer)| {
                 let p = format!("{prefix}.{i}");
-                weights.bert_layer(
+                tensors.bert_layer(
                     &format!("{p}.attention"),
                     &format!("{p}.intermediate"),
                     &format!("{p}.output"),
@@ -140,32 +268,52 @@ fn read_encoder<B: Backend>(
     }
 }
 
-fn read_cross_layer<B: Backend>(
-    weights: &mut HfWeights,
+fn walk_cross_layer<B: Backend, T: HfTensors>(
+    tensors: &mut T,
     p: &str,
     mut layer: CrossModalityLayer<B>,
 ) -> CrossModalityLayer<B> {
     let cross = &mut layer.cross_attention;
-    cross.attention = weights.attention(
+    cross.attention = tensors.attention(
         &format!("{p}.visual_attention.att"),
         &format!("{p}.visual_attention.output"),
         cross.attention.clone(),
     );
-    cross.norm = weights.layer_norm(
+    cross.norm = tensors.layer_norm(
         &format!("{p}.visual_attention.output.LayerNorm"),
         cross.norm.clone(),
     );
-    layer.language = weights.bert_layer(
+    layer.language = tensors.bert_layer(
         &format!("{p}.lang_self_att"),
         &format!("{p}.lang_inter"),
         &format!("{p}.lang_output"),
         layer.language,
     );
-    layer.vision = weights.bert_layer(
+    layer.vision = tensors.bert_layer(
         &format!("{p}.visn_self_att"),
         &format!("{p}.visn_inter"),
         &format!("{p}.visn_output"),
         layer.vision,
     );
     layer
+}
+
+/// A pretraining model's tensors under `LxmertForPreTraining`'s names (the tied decoder is
+/// left out, as `save_pretrained` leaves it out of safetensors files). The patch encoder of a
+/// pixel-reading model has no Hugging Face name and is not among them.
+/// With `object_head` unset the masked-object head is left out too.
+pub fn export_pretraining<B: Backend>(model: &LxmertPretraining<B>, object_head: bool) -> HfExport {
+    let mut export = HfExport::new();
+    export.set_prefix(PRETRAINING_PREFIX);
+    walk_lxmert(&mut export, model.lxmert.clone());
+    export.set_prefix("");
+    walk_heads(&mut export, model.clone(), object_head);
+    export
+}
+
+/// An encoder's tensors under `LxmertModel`'s names.
+pub fn export_lxmert<B: Backend>(model: &Lxmert<B>) -> HfExport {
+    let mut export = HfExport::new();
+    walk_lxmert(&mut export, model.clone());
+    export
 }

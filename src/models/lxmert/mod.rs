@@ -3,6 +3,7 @@
 
 mod classifier;
 pub mod hf;
+pub mod hf_folder;
 mod model;
 mod pretraining;
 

@@ -5,6 +5,9 @@ use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod lxmert;
+pub use lxmert::{LayerCounts, LxmertArgs, ReleasedLxmert};
+
 use crate::data::{CaptionLanguage, CaptionSource, SyntheticCocoConfig};
 use crate::models::dalle::SamplingConfig;
 use crate::nn::Precision;
