@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vislang::backend::{run_on, BackendTask, DeviceSpec};
+use vislang::backend::{run_on_devices, BackendTask, DeviceError, DeviceList, DeviceSpec};
 use vislang::cli::{
     absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
     LxmertArgs,
@@ -52,6 +52,11 @@ struct Args {
     /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Data parallel: one replica per device, each taking a shard of every batch, gradients
+    /// summed by Burn's collective engine (e.g. cuda:0,cuda:1; cpu,cpu runs replicas on
+    /// threads). Replaces --device.
+    #[arg(long, conflicts_with = "device")]
+    devices: Option<DeviceList>,
     /// Region features converted by `lxmert-features convert`; every image must be in it.
     #[arg(long)]
     features: Option<PathBuf>,
@@ -94,10 +99,29 @@ impl BackendTask for Pretrain {
     type Output = Result<(), PretrainError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        self.run_on_replicas::<B>(vec![device])
+    }
+
+    fn run_replicated<B: AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Result<Self::Output, DeviceError> {
+        Ok(self.run_on_replicas::<B>(devices))
+    }
+}
+
+impl Pretrain {
+    fn run_on_replicas<B: AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Result<(), PretrainError> {
+        if devices.len() > 1 {
+            eprintln!("data parallel: {} replicas", devices.len());
+        }
         let result = pretrain_lxmert::<B>(
             &self.config,
             &self.paths,
-            &device,
+            &devices,
             self.show_progress,
             self.log_every,
         )?;
@@ -162,5 +186,8 @@ fn main() -> ExitCode {
         show_progress: !args.quiet,
         log_every: args.budget.log_every(),
     };
-    exit_status(run_on(args.device, task))
+    let devices = args
+        .devices
+        .map_or_else(|| vec![args.device], |list| list.0);
+    exit_status(run_on_devices(&devices, task))
 }

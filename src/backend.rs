@@ -1,4 +1,5 @@
-//! Backend and device selection: `--device cpu | cuda[:N] | wgpu[:N|:cpu]`.
+//! Backend and device selection: `--device cpu | cuda[:N] | wgpu[:N|:cpu]`, and
+//! `--devices cpu,cpu | cuda:0,cuda:1` for data-parallel training.
 //!
 //! Experiments are written once, generic over the backend, as a [`BackendTask`]; [`run_on`]
 //! picks the backend from the device the user asked for.
@@ -84,14 +85,94 @@ impl DeviceSpec {
 pub enum DeviceError {
     #[error("--device {0} asks for CUDA, but this binary was built without CUDA support. Rebuild with `cargo build --release --features cuda` (set CUDARC_CUDA_VERSION, e.g. 13000 for CUDA 13.0, if nvcc is not installed)")]
     CudaNotCompiled(DeviceSpec),
+    #[error("--devices names no device, or devices of different kinds ({0}); name one kind, e.g. cpu,cpu or cuda:0,cuda:1")]
+    Mixed(String),
+    #[error("this command trains on one device; --devices with several is for pretrain-lxmert")]
+    NotReplicated,
     #[error("--device {0} asks for Burn's wgpu backend, but this binary was built without it. Rebuild with `cargo build --release --features wgpu` (a GPU with Vulkan, Metal or DirectX 12; without a GPU, `apt-get install mesa-vulkan-drivers` and --device wgpu:cpu)")]
     WgpuNotCompiled(DeviceSpec),
 }
 
 /// Work that runs on any training backend.
-pub trait BackendTask {
+pub trait BackendTask: Sized {
     type Output;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+
+    /// Runs on several devices of one backend at once (data parallel: see
+    /// [`crate::train::data_parallel`]). Tasks that train on one device only say so.
+    fn run_replicated<B: AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Result<Self::Output, DeviceError> {
+        match <[B::Device; 1]>::try_from(devices) {
+            Ok([device]) => Ok(self.run::<B>(device)),
+            Err(_) => Err(DeviceError::NotReplicated),
+        }
+    }
+}
+
+/// Runs `task` with one replica on each device of `specs`, which must all be of one kind.
+pub fn run_on_devices<T: BackendTask>(
+    specs: &[DeviceSpec],
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    match specs {
+        [] => Err(DeviceError::Mixed(String::new())),
+        [spec] => run_on(*spec, task),
+        [first, ..] => match first {
+            DeviceSpec::Cpu if specs.iter().all(|s| *s == DeviceSpec::Cpu) => {
+                task.run_replicated::<Autodiff<CpuBackend>>(vec![Default::default(); specs.len()])
+            }
+            DeviceSpec::Cuda(_) if specs.iter().all(|s| matches!(s, DeviceSpec::Cuda(_))) => {
+                run_replicated_on_cuda(specs, task)
+            }
+            _ => Err(DeviceError::Mixed(
+                specs
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )),
+        },
+    }
+}
+
+/// A comma-separated device list, `cpu,cpu` or `cuda:0,cuda:1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList(pub Vec<DeviceSpec>);
+
+impl FromStr for DeviceList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.split(',')
+            .map(|s| s.trim().parse())
+            .collect::<Result<_, _>>()
+            .map(DeviceList)
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn run_replicated_on_cuda<T: BackendTask>(
+    specs: &[DeviceSpec],
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    let devices = specs
+        .iter()
+        .map(|s| match s {
+            DeviceSpec::Cuda(index) => burn_cuda::CudaDevice::new(*index),
+            _ => unreachable!("checked: every device is CUDA"),
+        })
+        .collect();
+    task.run_replicated::<Autodiff<burn_cuda::Cuda>>(devices)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_replicated_on_cuda<T: BackendTask>(
+    specs: &[DeviceSpec],
+    _: T,
+) -> Result<T::Output, DeviceError> {
+    Err(DeviceError::CudaNotCompiled(specs[0]))
 }
 
 /// Runs `task` on the backend behind `spec`.

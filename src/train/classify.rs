@@ -199,7 +199,7 @@ pub fn run_classify<B: AutodiffBackend>(
                     &data,
                     PretrainingImages::Pixels,
                     &pretraining_dir,
-                    device,
+                    std::slice::from_ref(device),
                     &progress,
                     schedule.log_every,
                 )?)

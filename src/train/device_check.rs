@@ -214,6 +214,7 @@ fn train_steps<B: AutodiffBackend, T: TrainingTask<B>>(
             s as u64,
             budget.learning_rate,
             device,
+            None,
         )?;
         model = stepped;
         losses.push(step_losses.total);

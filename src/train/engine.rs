@@ -33,6 +33,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::budget::Budget;
+use super::data_parallel::{
+    self, all_reduce_gradients, all_reduce_losses, shards, Peer, ShardStep,
+};
 use super::metrics_log::MetricsLog;
 use super::mixed_precision::MixedPrecision;
 pub use super::run_dir::EpochEvaluation;
@@ -42,7 +45,7 @@ use super::step_log::{LossSums, PendingSteps};
 pub use super::step_log::{Losses, StepOutput};
 use super::weights_check::first_non_finite_parameter;
 use super::TrainError;
-use crate::io::checkpoint::assign_stable_param_ids;
+use crate::io::checkpoint::{assign_stable_param_ids, copy_weights};
 use crate::io::progress;
 use crate::nn::autocast;
 
@@ -70,6 +73,13 @@ pub trait TrainingTask<B: AutodiffBackend> {
         rng: &mut StdRng,
         device: &B::Device,
     ) -> Result<StepOutput<B, Self::Aux>, TrainError>;
+
+    /// Whether replicas on several devices can train this task, each on a shard of the
+    /// batch (see [`super::data_parallel`]): not when [`TrainingTask::after_step`] updates
+    /// the model from its shard's statistics alone.
+    fn supports_data_parallel(&self) -> bool {
+        true
+    }
 
     /// Runs after the optimizer step (the VQ-VAE's EMA codebook update).
     fn after_step(&self, model: Self::Model, _aux: Self::Aux) -> Self::Model {
@@ -160,6 +170,13 @@ const BACKEND_STREAM: u64 = 3;
 /// The optimizer every family trains with.
 pub type TrainingOptimizer<M, B> = OptimizerAdaptor<AdamW, M, B>;
 
+/// What a data-parallel replica keeps between steps.
+type Replica<B, T> = (
+    <T as TrainingTask<B>>::Model,
+    TrainingOptimizer<<T as TrainingTask<B>>::Model, B>,
+    MixedPrecision,
+);
+
 /// AdamW with the budget's weight decay and clipping (eps 1e-8, as PyTorch).
 pub fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
     budget: &Budget,
@@ -188,6 +205,7 @@ pub fn step<B, T>(
     step_seed: u64,
     lr: f64,
     device: &B::Device,
+    peer: Option<Peer>,
 ) -> Result<(T::Model, Losses<B::InnerBackend>), TrainError>
 where
     B: AutodiffBackend,
@@ -213,7 +231,7 @@ where
         }))
     });
     let StepOutput { losses, aux } = output.expect("the closure ran")?;
-    let detached = Losses {
+    let mut detached = Losses {
         total: losses.total.clone().inner(),
         parts: losses
             .parts
@@ -221,17 +239,26 @@ where
             .map(|(name, value)| (*name, value.clone().inner()))
             .collect(),
     };
-    let grads = match &mut mixed.scaler {
-        None => GradientsParams::from_grads(losses.total.backward(), &model),
-        Some(scaler) => {
-            let scaled = losses.total.mul_scalar(scaler.scale);
-            let grads = GradientsParams::from_grads(scaled.backward(), &model);
-            match scaler.unscale(&model, grads) {
-                Some(grads) => grads,
-                None => return Ok((model, detached)), // overflow: skip, at a lower scale
-            }
-        }
+    // A replica's shard counts by its share of the batch; the replicas' gradients are summed
+    // (see `data_parallel`), before unscaling, so every replica skips the same f16 steps.
+    let share = peer.map_or(1.0, |p| f64::from(p.share));
+    let factor = share * mixed.scaler.as_ref().map_or(1.0, |s| s.scale);
+    let objective = if factor == 1.0 {
+        losses.total
+    } else {
+        losses.total.mul_scalar(factor)
     };
+    let mut grads = GradientsParams::from_grads(objective.backward(), &model);
+    if let Some(peer) = peer {
+        grads = all_reduce_gradients::<B>(grads, peer)?;
+        detached = all_reduce_losses(detached, peer)?;
+    }
+    if let Some(scaler) = &mut mixed.scaler {
+        match scaler.unscale(&model, grads) {
+            Some(unscaled) => grads = unscaled,
+            None => return Ok((model, detached)), // overflow: skip, at a lower scale
+        }
+    }
     let model = optimizer.step(lr, model, grads);
     let (mut model, mut aux) = (Some(model), Some(aux));
     with_backend_random(&mut || {
@@ -288,6 +315,7 @@ impl<'t, B: AutodiffBackend, T: TrainingTask<B>> StepTimer<'t, B, T> {
                 index as u64,
                 1e-4,
                 &self.device,
+                None,
             )?;
             model = stepped;
             self.steps_taken += 1;
@@ -333,8 +361,41 @@ pub fn train<B, T>(
 ) -> Result<TrainedOf<B, T>, TrainError>
 where
     B: AutodiffBackend,
-    T: TrainingTask<B>,
+    T: TrainingTask<B> + Sync,
+    T::Model: Send,
 {
+    train_on(
+        task,
+        model,
+        budget,
+        run_dir,
+        display,
+        std::slice::from_ref(device),
+    )
+}
+
+/// [`train`] with one replica of the model per device in `devices`, each taking a shard of
+/// every batch (see [`super::data_parallel`]); the first device evaluates and checkpoints.
+pub fn train_on<B, T>(
+    task: &T,
+    model: T::Model,
+    budget: &Budget,
+    run_dir: &RunDir,
+    display: &RunDisplay,
+    devices: &[B::Device],
+) -> Result<TrainedOf<B, T>, TrainError>
+where
+    B: AutodiffBackend,
+    T: TrainingTask<B> + Sync,
+    T::Model: Send,
+{
+    let device = &devices[0];
+    if devices.len() > 1 && !task.supports_data_parallel() {
+        return Err(TrainError::Config(format!(
+            "{} cannot train on several devices: its post-step update reads one shard's statistics",
+            display.name
+        )));
+    }
     budget.validate()?;
     budget
         .precision
@@ -381,118 +442,178 @@ where
         );
     }
 
-    for epoch in epochs_done..budget.epochs {
-        let mut order: Vec<usize> = (0..n_train).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(derived_seed(
-            budget.seed,
-            SHUFFLE_STREAM,
-            epoch as u64,
-        )));
-        let bar = progress::bar_in(
-            display.progress,
-            steps_per_epoch as u64,
-            &format!("{} epoch {}/{}", display.name, epoch + 1, budget.epochs),
-        );
-        let started = Instant::now();
-        let mut pending = PendingSteps::default();
-        let mut sums = LossSums::default();
-        let mut lr = schedule.at(epoch * steps_per_epoch);
-        for (step_in_epoch, indices) in order.chunks(budget.batch_size).enumerate() {
-            let step_index = epoch * steps_per_epoch + step_in_epoch;
-            lr = schedule.at(step_index);
-            let step_started = Instant::now();
-            let step_seed = derived_seed(budget.seed, STEP_STREAM, step_index as u64);
-            let (stepped, losses) = step::<B, T>(
-                task,
-                model,
-                &mut optimizer,
-                &mut mixed,
-                indices,
-                step_seed,
-                lr,
-                device,
-            )?;
-            model = stepped;
-            pending.push(
-                losses,
-                step_index + 1,
-                lr,
-                step_started.elapsed().as_secs_f64(),
+    // Replicas 1.. of a data-parallel run: copies of the resumed model (read through their
+    // values, so no copy initialises itself anew) and optimizer, each taking `step`.
+    let replica_step = |(model, mut optimizer, mut mixed): Replica<B, T>,
+                        shard: ShardStep,
+                        peer: Peer,
+                        device: &B::Device| {
+        let (model, _) = step::<B, T>(
+            task,
+            model,
+            &mut optimizer,
+            &mut mixed,
+            &shard.indices,
+            shard.step_seed,
+            shard.lr,
+            device,
+            Some(peer),
+        )?;
+        Ok((model, optimizer, mixed))
+    };
+    let mut replica_states = Vec::new();
+    for device in &devices[1..] {
+        let copy = copy_weights::<B, B, _, _>(&model, model.clone().fork(device))?;
+        replica_states.push((copy, optimizer.clone(), mixed.clone()));
+    }
+    std::thread::scope(|scope| {
+        let helpers = match replica_states.is_empty() {
+            true => None,
+            false => Some(data_parallel::start::<B::InnerBackend, _, _>(
+                scope,
+                devices,
+                replica_states,
+                &replica_step,
+            )?),
+        };
+        let replicas = helpers.as_ref().map_or(1, |h| h.replicas());
+        if replicas > 1 && budget.batch_size < replicas {
+            return Err(TrainError::Config(format!(
+                "--batch-size {} is smaller than the {replicas} devices: each needs a shard",
+                budget.batch_size
+            )));
+        }
+        for epoch in epochs_done..budget.epochs {
+            let mut order: Vec<usize> = (0..n_train).collect();
+            order.shuffle(&mut StdRng::seed_from_u64(derived_seed(
+                budget.seed,
+                SHUFFLE_STREAM,
+                epoch as u64,
+            )));
+            let bar = progress::bar_in(
+                display.progress,
+                steps_per_epoch as u64,
+                &format!("{} epoch {}/{}", display.name, epoch + 1, budget.epochs),
             );
-            if pending.len() >= display.log_every.max(1) {
-                pending
-                    .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
-                    .map_err(|e| run_dir.stopped(e))?;
+            let started = Instant::now();
+            let mut pending = PendingSteps::default();
+            let mut sums = LossSums::default();
+            let mut lr = schedule.at(epoch * steps_per_epoch);
+            for (step_in_epoch, indices) in order.chunks(budget.batch_size).enumerate() {
+                let step_index = epoch * steps_per_epoch + step_in_epoch;
+                lr = schedule.at(step_index);
+                let step_started = Instant::now();
+                let step_seed = derived_seed(budget.seed, STEP_STREAM, step_index as u64);
+                let shards = shards(indices, replicas);
+                let peer = match &helpers {
+                    Some(helpers) => {
+                        Some(helpers.dispatch(&shards, indices.len(), step_seed, lr)?)
+                    }
+                    None => None,
+                };
+                let (stepped, losses) = step::<B, T>(
+                    task,
+                    model,
+                    &mut optimizer,
+                    &mut mixed,
+                    shards[0],
+                    step_seed,
+                    lr,
+                    device,
+                    peer,
+                )?;
+                model = stepped;
+                pending.push(
+                    losses,
+                    step_index + 1,
+                    lr,
+                    step_started.elapsed().as_secs_f64(),
+                );
+                if pending.len() >= display.log_every.max(1) {
+                    pending
+                        .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
+                        .map_err(|e| run_dir.stopped(e))?;
+                }
+                bar.inc(1);
             }
-            bar.inc(1);
-        }
-        pending
-            .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
-            .map_err(|e| run_dir.stopped(e))?;
-        let train_seconds = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        display.progress.remove(&bar);
+            pending
+                .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
+                .map_err(|e| run_dir.stopped(e))?;
+            let train_seconds = started.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            display.progress.remove(&bar);
 
-        let valid = model.valid();
-        let steps_done = (epoch + 1) * steps_per_epoch;
-        if let Some((path, value)) = first_non_finite_parameter(&valid) {
-            return Err(run_dir.stopped(TrainError::NonFinite {
-                run: display.name.clone(),
-                epoch: epoch + 1,
-                step: steps_done,
-                objective: format!("weight {path}"),
-                value,
-            }));
-        }
-        let evaluation = autocast(budget.precision, || {
-            task.evaluate(&valid, epoch + 1, device)
-        })?;
-        for (name, value) in evaluation.metrics() {
-            if !value.is_finite() {
+            let valid = model.valid();
+            let steps_done = (epoch + 1) * steps_per_epoch;
+            if let Some((path, value)) = first_non_finite_parameter(&valid) {
                 return Err(run_dir.stopped(TrainError::NonFinite {
                     run: display.name.clone(),
                     epoch: epoch + 1,
                     step: steps_done,
-                    objective: format!("held-out {name}"),
+                    objective: format!("weight {path}"),
                     value,
                 }));
             }
+            let evaluation = autocast(budget.precision, || {
+                task.evaluate(&valid, epoch + 1, device)
+            })?;
+            for (name, value) in evaluation.metrics() {
+                if !value.is_finite() {
+                    return Err(run_dir.stopped(TrainError::NonFinite {
+                        run: display.name.clone(),
+                        epoch: epoch + 1,
+                        step: steps_done,
+                        objective: format!("held-out {name}"),
+                        value,
+                    }));
+                }
+            }
+            let log = EpochLog {
+                epoch: epoch + 1,
+                steps: steps_done,
+                learning_rate: lr,
+                train: sums.means(),
+                eval: evaluation,
+                train_seconds,
+                samples_per_second: n_train as f64 / train_seconds.max(1e-9),
+            };
+            progress::println(
+                display.progress,
+                &format!(
+                    "[{}] epoch {}/{}: {}",
+                    display.name,
+                    log.epoch,
+                    budget.epochs,
+                    log.summary()
+                ),
+            );
+            metrics.evaluation(&log)?;
+            history.push(log);
+            task.charts(&history)?;
+            run_dir.commit::<B, _, _, _>(
+                &model,
+                &optimizer,
+                &RunState {
+                    epochs_done: epoch + 1,
+                    history: history.clone(),
+                    loss_scaler: mixed.scaler.clone(),
+                },
+            )?;
         }
-        let log = EpochLog {
-            epoch: epoch + 1,
-            steps: steps_done,
-            learning_rate: lr,
-            train: sums.means(),
-            eval: evaluation,
-            train_seconds,
-            samples_per_second: n_train as f64 / train_seconds.max(1e-9),
-        };
-        progress::println(
-            display.progress,
-            &format!(
-                "[{}] epoch {}/{}: {}",
-                display.name,
-                log.epoch,
-                budget.epochs,
-                log.summary()
-            ),
-        );
-        metrics.evaluation(&log)?;
-        history.push(log);
-        task.charts(&history)?;
-        run_dir.commit::<B, _, _, _>(
-            &model,
-            &optimizer,
-            &RunState {
-                epochs_done: epoch + 1,
-                history: history.clone(),
-                loss_scaler: mixed.scaler.clone(),
-            },
-        )?;
-    }
-    Ok(Trained {
-        model: model.valid(),
-        history,
-        n_params,
+        if let Some(helpers) = helpers {
+            for (k, (replica, _, _)) in helpers.finish::<B::InnerBackend>()?.iter().enumerate() {
+                if let Some(path) = data_parallel::first_difference(&model, replica) {
+                    return Err(TrainError::Config(format!(
+                        "data-parallel replica {} ended with other weights than replica 0 ({path})",
+                        k + 1
+                    )));
+                }
+            }
+        }
+        Ok(Trained {
+            model: model.valid(),
+            history,
+            n_params,
+        })
     })
 }

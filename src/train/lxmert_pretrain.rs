@@ -18,7 +18,7 @@ use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::engine::{seeded_init, train, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::engine::{seeded_init, train_on, Losses, RunDisplay, StepOutput, TrainingTask};
 pub use super::lxmert_pretrain_config::{
     budgets, fill_lxmert, lxmert_presets, PretrainLxmertConfig,
 };
@@ -220,10 +220,11 @@ pub fn pretrain_on<B: AutodiffBackend>(
     data: &PreparedData,
     images: PretrainingImages,
     out_dir: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
     multi: &MultiProgress,
     log_every: usize,
 ) -> Result<PretrainResult, PretrainError> {
+    let device = &devices[0];
     let run_dir = RunDir::new(out_dir)?;
     if let Some(result) = run_dir.finished()? {
         return Ok(result);
@@ -268,7 +269,7 @@ pub fn pretrain_on<B: AutodiffBackend>(
         progress: multi,
         log_every,
     };
-    let trained = train(&task, model, &config.budget, &run_dir, &display, device)?;
+    let trained = train_on(&task, model, &config.budget, &run_dir, &display, devices)?;
     let result = PretrainResult {
         n_params: trained.n_params,
         train_images: data.train.len(),
@@ -297,7 +298,7 @@ pub fn pretrain_on<B: AutodiffBackend>(
 pub fn pretrain_lxmert<B: AutodiffBackend>(
     config: &PretrainLxmertConfig,
     paths: &RunPaths,
-    device: &B::Device,
+    devices: &[B::Device],
     show_progress: bool,
     log_every: usize,
 ) -> Result<PretrainResult, PretrainError> {
@@ -384,7 +385,7 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
                 &data,
                 images,
                 &paths.out_dir,
-                device,
+                devices,
                 &multi,
                 log_every,
             )

@@ -10,6 +10,7 @@ mod config_diff;
 pub mod dalle;
 mod dalle_data;
 pub mod dalle_evaluation;
+pub mod data_parallel;
 pub mod device_check;
 pub mod engine;
 mod epoch_log;

@@ -294,6 +294,11 @@ impl<B: AutodiffBackend> TrainingTask<B> for VqVaeTask<'_> {
     }
 
     /// The codebook follows the encoder outputs of this batch (it has no gradient).
+    /// The EMA codebook update reads the step's latents: one shard's on each replica.
+    fn supports_data_parallel(&self) -> bool {
+        false
+    }
+
     fn after_step(&self, model: VqVae<B>, (latents, codes): Self::Aux) -> VqVae<B> {
         model.ema_update(latents, codes)
     }
