@@ -30,7 +30,7 @@ const BINARIES: [(&str, &[&str]); 11] = [
 ];
 
 /// Value placeholders of options that are not numbers (paths, names, lists of names).
-const NOT_NUMERIC: [&str; 19] = [
+const NOT_NUMERIC: [&str; 22] = [
     "COCO_ROOT",
     "DATA_DIR",
     "CACHE_DIR",
@@ -50,11 +50,14 @@ const NOT_NUMERIC: [&str; 19] = [
     "SECTIONS",
     "TSV",
     "SPLIT",
+    "LXMERT_WEIGHTS",
+    "DEVICES",
+    "RUN",
 ];
 
 /// Counts where 0 means nothing sensible (options where 0 means "off", such as --top-k and
 /// --grad-clip, are documented as such in `--help`).
-const ZERO_REFUSED: [&str; 24] = [
+const ZERO_REFUSED: [&str; 28] = [
     "--epochs",
     "--batch-size",
     "--lr",
@@ -79,6 +82,10 @@ const ZERO_REFUSED: [&str; 24] = [
     "--candidates",
     "--num-captions",
     "--temperature",
+    "--lxmert-layers",
+    "--lxmert-width",
+    "--lxmert-heads",
+    "--lxmert-ffn",
 ];
 
 /// `--name <PLACEHOLDER>` pairs in a `--help` text.

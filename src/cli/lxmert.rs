@@ -16,7 +16,7 @@ pub struct LxmertArgs {
     /// it. The folder's config.json sizes the model and its vocabulary becomes the tokenizer
     /// (unless --tokenizer is given). Pixels go through a new patch encoder; --features must
     /// have the checkpoint's feature width.
-    #[arg(long)]
+    #[arg(long, value_parser = existing_path)]
     pub lxmert_weights: Option<PathBuf>,
     /// Layers of the language, object-relationship and cross-modality encoders, as L,R,X
     /// [default: 2,1,1 synthetic, 9,5,5 COCO].
@@ -31,6 +31,15 @@ pub struct LxmertArgs {
     /// Feed-forward width [default: 4 x width].
     #[arg(long, value_parser = super::range::at_least_one, conflicts_with = "lxmert_weights")]
     pub lxmert_ffn: Option<usize>,
+}
+
+/// A file or folder that exists, checked while parsing.
+fn existing_path(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    match std::fs::metadata(&path) {
+        Ok(_) => Ok(path),
+        Err(e) => Err(format!("cannot read {value}: {e}")),
+    }
 }
 
 /// Layers per encoder, `L,R,X`.
