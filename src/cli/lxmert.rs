@@ -14,8 +14,8 @@ pub struct LxmertArgs {
     /// pytorch_model.bin or model.safetensors, vocab.txt or tokenizer.json), such as a
     /// download of unc-nlp/lxmert-base-uncased, or its weights file with config.json beside
     /// it. The folder's config.json sizes the model and its vocabulary becomes the tokenizer
-    /// (unless --tokenizer is given). Pixels go through a new patch encoder; --features must
-    /// have the checkpoint's feature width.
+    /// (unless --tokenizer is given). Pixels go through a new patch encoder; pretrain-lxmert's
+    /// --features must have the checkpoint's feature width.
     #[arg(long, value_parser = existing_path)]
     pub lxmert_weights: Option<PathBuf>,
     /// Layers of the language, object-relationship and cross-modality encoders, as L,R,X

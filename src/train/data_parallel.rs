@@ -1,7 +1,8 @@
 //! Data parallelism inside the one engine: N replicas of the model, one per device, each
 //! taking a contiguous shard of every batch. Gradients are all-reduced with Burn's collective
-//! engine (`GradientsParams::all_reduce`; threads on one machine, NCCL on CUDA), so every
-//! replica takes the same optimizer step and the replicas stay identical.
+//! engine (`GradientsParams::all_reduce`, burn-collective's local server: one thread per
+//! device; the same calls serve CUDA devices, not run here), so every replica takes the same
+//! optimizer step and the replicas stay identical.
 //!
 //! Replica 0 is the engine's own loop ([`super::engine::train`]); it evaluates, logs and
 //! checkpoints as on one device. Replicas 1..N run on threads ([`Helpers`]), started from
@@ -10,7 +11,7 @@
 //!
 //! Each shard's loss is weighted by its share of the batch before backward and the gradients
 //! are summed: for losses that are means over examples this is the full batch's gradient
-//! (tests/data_parallel.rs checks it against one device). Losses normalised over the whole
+//! (tests/engine.rs checks it against one device). Losses normalised over the whole
 //! batch's tokens (masked LM) are normalised per shard instead, and a step's random draws
 //! (masking, caption choice, dropout) come from the same step seed on each shard, so those
 //! runs agree with one device in distribution, not bit for bit. The logged losses are

@@ -13,6 +13,9 @@
 //! 4. evaluate on the held-out split, check the held-out metrics and the weights are finite,
 //!    log, and commit the epoch (weights, optimizer, then `state.json`).
 //!
+//! [`train_on`] runs the same loop with one replica per device, each step's batch split
+//! between them and the gradients summed ([`super::data_parallel`]).
+//!
 //! Random streams are per run: shuffling and batch draws come from seeds derived from
 //! (run seed, epoch, step), so a resumed run repeats an uninterrupted one bit for bit. The
 //! backend's own generator (dropout, dead-code re-seeding) is process-wide in Burn's CPU
