@@ -214,6 +214,11 @@ fn pretrain(dir: &Path, out: &str, extra: &[&str]) -> Command {
     command
 }
 
+/// The fixture's folder as `--lxmert-weights` takes it: a Hugging Face model folder.
+fn fixture_folder() -> String {
+    fixture("").to_string_lossy().into_owned()
+}
+
 fn export_run(run_dir: &Path, out: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_export-lxmert"));
     command.arg("--run").arg(run_dir).arg("--out").arg(out);
@@ -223,8 +228,7 @@ fn export_run(run_dir: &Path, out: &Path) -> Command {
 #[test]
 fn pretraining_starts_from_a_released_folder_and_exports_back() {
     let dir = common::tempdir();
-    let folder = fixture("");
-    let folder = folder.to_str().unwrap();
+    let folder = &fixture_folder();
     let output = run(pretrain(
         dir.path(),
         "from-released",
@@ -302,8 +306,7 @@ fn pretraining_starts_from_a_released_folder_and_exports_back() {
 #[test]
 fn released_weights_options_are_checked_before_anything_is_written() {
     let dir = common::tempdir();
-    let folder = fixture("");
-    let folder = folder.to_str().unwrap();
+    let folder = &fixture_folder();
     // Size flags and released weights exclude each other.
     let error = fails(pretrain(
         dir.path(),
