@@ -4,6 +4,7 @@
 //! NdArray) and, with `--device cuda|wgpu`, on that GPU (a build with `--features cuda` or `wgpu`).
 
 mod bench_dalle;
+mod bench_growth;
 mod bench_lxmert;
 mod bench_pytorch;
 mod bench_vqvae;
@@ -59,6 +60,14 @@ struct Args {
     /// with torch (VISLANG_PYTHON, else python3).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Section::Data, Section::Classifier, Section::Lxmert, Section::Vqvae, Section::Dalle])]
     sections: Vec<Section>,
+    /// Training-set sizes of the `growth` section (each a synthetic set of COCO-sized JPEGs,
+    /// about 78 KB each, kept under <data-dir>/growth/).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![2_000, 20_000, 100_000], value_parser = vislang::cli::range::at_least_one)]
+    growth_images: Vec<usize>,
+    /// Measures one size of the `growth` section in this process (the section runs each
+    /// size in a fresh process this way).
+    #[arg(long, hide = true)]
+    growth_one: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
@@ -76,6 +85,9 @@ enum Section {
     Dalle,
     /// Every family next to PyTorch, interleaved, with ratios.
     Pytorch,
+    /// How the data pipeline's costs grow from 2k to 100k COCO-sized images (not run
+    /// unless named: it generates up to 7.6 GB of JPEGs and builds 15 GB caches).
+    Growth,
 }
 
 /// Training samples/s of one modality at one batch size: the engine's own step.
@@ -121,6 +133,13 @@ fn main() {
     } else {
         None
     };
+    if let Some(n_train) = args.growth_one {
+        if let Err(message) = bench_growth::run_one(n_train, args.steps, &args.data_dir) {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
+        return;
+    }
     println!("machine: {}", machine());
     let synthetic = SyntheticCocoConfig::default();
     let root = dataset_root(None, &synthetic, &args.data_dir).unwrap_or_else(|error| {
@@ -195,6 +214,12 @@ fn main() {
             std::process::exit(2)
         });
         if let Err(message) = outcome {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
+    }
+    if args.sections.contains(&Section::Growth) {
+        if let Err(message) = bench_growth::run(&args.growth_images, args.steps, &args.data_dir) {
             eprintln!("error: {message}");
             std::process::exit(1);
         }

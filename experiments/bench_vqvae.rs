@@ -8,7 +8,7 @@ use std::path::Path;
 
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::nn::{AutodiffBackend, Backend};
-use vislang::train::engine::examples_per_second;
+use vislang::train::engine::{examples_per_second, Feed};
 use vislang::train::vqvae::{encode_split, train_vqvae, VqVaeData};
 use vislang::train::workloads::{bench_vqvae, vqvae_task};
 use vislang::train::RunPaths;
@@ -86,9 +86,14 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f
         ..paths.clone()
     };
     let started = Instant::now();
-    let result =
-        train_vqvae::<Autodiff<CpuBackend>>(&config, &paths, &Default::default(), false, 50)
-            .expect("VQ-VAE training");
+    let result = train_vqvae::<Autodiff<CpuBackend>>(
+        &config,
+        &paths,
+        &Default::default(),
+        false,
+        Feed::default(),
+    )
+    .expect("VQ-VAE training");
     let seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out_dir);
     let last = &result.final_epoch;

@@ -170,7 +170,7 @@ fn main() -> ExitCode {
         schedule: Schedule {
             jobs,
             show_progress: !args.quiet,
-            log_every: args.budget.log_every(),
+            feed: args.budget.feed(),
         },
     };
     exit_status(run_on(args.device, task))

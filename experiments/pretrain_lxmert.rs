@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vislang::backend::{run_on_devices, BackendTask, DeviceError, DeviceList, DeviceSpec};
+use vislang::backend::{run_on_devices, Replicated, ReplicatedTask};
 use vislang::cli::{
     absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
-    LxmertArgs,
+    DevicesArgs, LxmertArgs,
 };
 use vislang::nn::AutodiffBackend;
 use vislang::train::engine::EpochEvaluation;
+use vislang::train::engine::Feed;
 use vislang::train::lxmert_pretrain::{
     budgets, pretrain_lxmert, PretrainError, PretrainLxmertConfig,
 };
@@ -49,14 +50,8 @@ struct Args {
     /// Where checkpoints, curves and the pretrained encoder are written.
     #[arg(long, default_value = "runs/lxmert-pretraining")]
     out: PathBuf,
-    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
-    /// Data parallel: one replica per device, each taking a shard of every batch, gradients
-    /// summed by Burn's collective engine (e.g. cuda:0,cuda:1; cpu,cpu runs replicas on
-    /// threads). Replaces --device.
-    #[arg(long, conflicts_with = "device")]
-    devices: Option<DeviceList>,
+    #[command(flatten)]
+    devices: DevicesArgs,
     /// Region features converted by `lxmert-features convert`; every image must be in it.
     #[arg(long)]
     features: Option<PathBuf>,
@@ -92,29 +87,13 @@ struct Pretrain {
     config: PretrainLxmertConfig,
     paths: RunPaths,
     show_progress: bool,
-    log_every: usize,
+    feed: Feed,
 }
 
-impl BackendTask for Pretrain {
+impl ReplicatedTask for Pretrain {
     type Output = Result<(), PretrainError>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        self.run_on_replicas::<B>(vec![device])
-    }
-
-    fn run_replicated<B: AutodiffBackend>(
-        self,
-        devices: Vec<B::Device>,
-    ) -> Result<Self::Output, DeviceError> {
-        Ok(self.run_on_replicas::<B>(devices))
-    }
-}
-
-impl Pretrain {
-    fn run_on_replicas<B: AutodiffBackend>(
-        self,
-        devices: Vec<B::Device>,
-    ) -> Result<(), PretrainError> {
+    fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         if devices.len() > 1 {
             eprintln!("data parallel: {} replicas", devices.len());
         }
@@ -123,7 +102,7 @@ impl Pretrain {
             &self.paths,
             &devices,
             self.show_progress,
-            self.log_every,
+            self.feed,
         )?;
         if let Some(last) = result.history.last() {
             let metrics: Vec<String> = last
@@ -184,10 +163,7 @@ fn main() -> ExitCode {
         config,
         paths: args.data.paths(args.out),
         show_progress: !args.quiet,
-        log_every: args.budget.log_every(),
+        feed: args.budget.feed(),
     };
-    let devices = args
-        .devices
-        .map_or_else(|| vec![args.device], |list| list.0);
-    exit_status(run_on_devices(&devices, task))
+    exit_status(run_on_devices(&args.devices.list(), Replicated(task)))
 }

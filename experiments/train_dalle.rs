@@ -4,13 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vislang::backend::{run_on, BackendTask, DeviceSpec};
+use vislang::backend::{run_on_devices, Replicated, ReplicatedTask};
 use vislang::cli::{
     absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+    DevicesArgs,
 };
 use vislang::models::dalle::AttentionLayout;
 use vislang::nn::AutodiffBackend;
 use vislang::train::dalle::{train_dalle, with_vqvae_fingerprint, DalleError, TrainDalleConfig};
+use vislang::train::engine::Feed;
 use vislang::train::vqvae::synthetic_set_of_run;
 use vislang::train::RunPaths;
 
@@ -44,9 +46,8 @@ struct Args {
     /// Where checkpoints, curves and samples are written.
     #[arg(long, default_value = "runs/dalle")]
     out: PathBuf,
-    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
+    #[command(flatten)]
+    devices: DevicesArgs,
     /// Text positions in the stream [default: 24 synthetic (its captions are short), 256 COCO
     /// (DALL-E)].
     #[arg(long, value_parser = vislang::cli::range::at_least_one)]
@@ -92,20 +93,23 @@ struct Train {
     config: TrainDalleConfig,
     paths: RunPaths,
     show_progress: bool,
-    log_every: usize,
+    feed: Feed,
 }
 
-impl BackendTask for Train {
+impl ReplicatedTask for Train {
     type Output = Result<(), DalleError>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        if devices.len() > 1 {
+            eprintln!("data parallel: {} replicas", devices.len());
+        }
         let config = with_vqvae_fingerprint(self.config)?;
         let result = train_dalle::<B>(
             &config,
             &self.paths,
-            &device,
+            &devices,
             self.show_progress,
-            self.log_every,
+            self.feed,
         )?;
         let last = &result.final_epoch;
         println!(
@@ -167,7 +171,7 @@ fn main() -> ExitCode {
         config,
         paths: args.data.paths(args.out),
         show_progress: !args.quiet,
-        log_every: args.budget.log_every(),
+        feed: args.budget.feed(),
     };
-    exit_status(run_on(args.device, task))
+    exit_status(run_on_devices(&args.devices.list(), Replicated(task)))
 }

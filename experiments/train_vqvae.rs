@@ -7,6 +7,7 @@ use clap::Parser;
 use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
 use vislang::nn::AutodiffBackend;
+use vislang::train::engine::Feed;
 use vislang::train::vqvae::{train_vqvae, TrainVqVaeConfig, VqVaeError};
 use vislang::train::RunPaths;
 
@@ -62,7 +63,7 @@ struct Train {
     config: TrainVqVaeConfig,
     paths: RunPaths,
     show_progress: bool,
-    log_every: usize,
+    feed: Feed,
 }
 
 impl BackendTask for Train {
@@ -74,7 +75,7 @@ impl BackendTask for Train {
             &self.paths,
             &device,
             self.show_progress,
-            self.log_every,
+            self.feed,
         )?;
         let last = &result.final_epoch;
         println!(
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
         config,
         paths: args.data.paths(args.out),
         show_progress: !args.quiet,
-        log_every: args.budget.log_every(),
+        feed: args.budget.feed(),
     };
     exit_status(run_on(args.device, task))
 }

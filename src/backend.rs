@@ -87,7 +87,7 @@ pub enum DeviceError {
     CudaNotCompiled(DeviceSpec),
     #[error("--devices names no device, or devices of different kinds ({0}); name one kind, e.g. cpu,cpu or cuda:0,cuda:1")]
     Mixed(String),
-    #[error("this command trains on one device; --devices with several is for pretrain-lxmert")]
+    #[error("this command trains on one device; --devices with several is for pretrain-lxmert and train-dalle")]
     NotReplicated,
     #[error("--device {0} asks for Burn's wgpu backend, but this binary was built without it. Rebuild with `cargo build --release --features wgpu` (a GPU with Vulkan, Metal or DirectX 12; without a GPU, `apt-get install mesa-vulkan-drivers` and --device wgpu:cpu)")]
     WgpuNotCompiled(DeviceSpec),
@@ -108,6 +108,30 @@ pub trait BackendTask: Sized {
             Ok([device]) => Ok(self.run::<B>(device)),
             Err(_) => Err(DeviceError::NotReplicated),
         }
+    }
+}
+
+/// Work that trains on one device or on several of one backend at once (data parallel).
+pub trait ReplicatedTask: Sized {
+    type Output;
+    fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// A [`ReplicatedTask`] as a [`BackendTask`], for [`run_on_devices`].
+pub struct Replicated<T>(pub T);
+
+impl<T: ReplicatedTask> BackendTask for Replicated<T> {
+    type Output = T::Output;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        self.0.run_on_replicas::<B>(vec![device])
+    }
+
+    fn run_replicated<B: AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Result<Self::Output, DeviceError> {
+        Ok(self.0.run_on_replicas::<B>(devices))
     }
 }
 

@@ -15,7 +15,8 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use vislang::nn::{Backend, Precision};
 use vislang::train::engine::{
-    seeded_init, train, train_on, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
+    seeded_init, train, train_on, EpochEvaluation, Feed, Losses, RunDisplay, StepOutput,
+    TrainingTask,
 };
 use vislang::train::{Budget, RunDir, TrainError};
 
@@ -90,15 +91,24 @@ impl TrainingTask<B> for Regression {
         false
     }
 
-    fn loss(
+    type Batch = (Vec<usize>, burn::backend::flex::FlexDevice);
+
+    fn batch(
         &self,
-        model: &Linear<B>,
         indices: &[usize],
         _rng: &mut StdRng,
         device: &burn::backend::flex::FlexDevice,
+    ) -> Result<Self::Batch, TrainError> {
+        Ok((indices.to_vec(), *device))
+    }
+
+    fn loss(
+        &self,
+        model: &Linear<B>,
+        (indices, device): Self::Batch,
     ) -> Result<StepOutput<B, ()>, TrainError> {
         let step = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut loss = self.mse(model, indices, device);
+        let mut loss = self.mse(model, &indices, &device);
         if self.nan_at_step == Some(step) {
             loss = loss * f32::NAN;
         }
@@ -143,6 +153,10 @@ fn budget() -> Budget {
 }
 
 fn run(task: &Regression, dir: &Path) -> Result<Vec<f64>, TrainError> {
+    run_fed(task, dir, 2)
+}
+
+fn run_fed(task: &Regression, dir: &Path, loader_threads: usize) -> Result<Vec<f64>, TrainError> {
     let device = Default::default();
     let run_dir = RunDir::claim(dir, &budget(), &[])?;
     let model = seeded_init::<B, _>(7, &device, || LinearConfig::new(4, 1).init(&device));
@@ -150,7 +164,10 @@ fn run(task: &Regression, dir: &Path) -> Result<Vec<f64>, TrainError> {
     let display = RunDisplay {
         name: "regression".into(),
         progress: &progress,
-        log_every: 3,
+        feed: Feed {
+            log_every: 3,
+            loader_threads,
+        },
     };
     let trained = train(task, model, &budget(), &run_dir, &display, &device)?;
     run_dir.finish(&serde_json::json!({ "epochs": trained.history.len() }))?;
@@ -190,6 +207,32 @@ fn learns_and_logs_every_step() {
         .collect();
     left.sort();
     assert_eq!(left, ["config.json", "metrics.jsonl", "result.json"]);
+}
+
+#[test]
+fn the_batch_loader_does_not_change_the_run() {
+    // Batches made on 1 or 3 loader threads ahead of the step are the same batches, in the
+    // same order: the same weights' held-out losses and the same logged step losses.
+    let step_losses = |dir: &Path| -> Vec<f64> {
+        lines(&dir.join("metrics.jsonl"))
+            .iter()
+            .filter(|m| m["kind"] == "step")
+            .map(|m| m["losses"]["mse"].as_f64().unwrap())
+            .collect()
+    };
+    let (one, three) = (common::tempdir(), common::tempdir());
+    let held_out_one = run_fed(&Regression::new(None, None), one.path(), 1).unwrap();
+    let held_out_three = run_fed(&Regression::new(None, None), three.path(), 3).unwrap();
+    assert_eq!(held_out_one, held_out_three);
+    assert_eq!(step_losses(one.path()), step_losses(three.path()));
+    // Each epoch logs the time it waited for batches.
+    for m in lines(&one.path().join("metrics.jsonl")) {
+        if m["kind"] == "eval" {
+            let wait = m["data_wait_seconds"].as_f64().expect("data_wait_seconds");
+            let train = m["train_seconds"].as_f64().unwrap();
+            assert!((0.0..=train).contains(&wait), "{m}");
+        }
+    }
 }
 
 #[test]
@@ -308,7 +351,10 @@ fn train_replicas(dir: &Path, replicas: usize, epochs: usize) -> (Vec<f32>, Vec<
     let display = RunDisplay {
         name: format!("regression x{replicas}"),
         progress: &progress,
-        log_every: 1,
+        feed: Feed {
+            log_every: 1,
+            loader_threads: 1,
+        },
     };
     let devices = vec![device; replicas];
     let trained = train_on(

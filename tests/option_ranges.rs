@@ -57,7 +57,7 @@ const NOT_NUMERIC: [&str; 22] = [
 
 /// Counts where 0 means nothing sensible (options where 0 means "off", such as --top-k and
 /// --grad-clip, are documented as such in `--help`).
-const ZERO_REFUSED: [&str; 28] = [
+const ZERO_REFUSED: [&str; 31] = [
     "--epochs",
     "--batch-size",
     "--lr",
@@ -65,7 +65,10 @@ const ZERO_REFUSED: [&str; 28] = [
     "--max-eval-images",
     "--synthetic-train",
     "--synthetic-val",
+    "--synthetic-image-size",
     "--log-every",
+    "--loader-threads",
+    "--growth-images",
     "--image-size",
     "--jobs",
     "--pretraining-epochs",
@@ -282,6 +285,25 @@ fn a_precision_or_device_this_build_cannot_run_is_refused_before_writing_anythin
         stderr.contains("--precision") && stderr.contains("f32, bf16, f16"),
         "{stderr}"
     );
+    // Data parallel needs devices of one kind, and --devices replaces --device.
+    for binary in [
+        env!("CARGO_BIN_EXE_pretrain-lxmert"),
+        env!("CARGO_BIN_EXE_train-dalle"),
+    ] {
+        let (code, stderr) = run_in(dir.path(), binary, &["--devices", "cpu,wgpu:cpu"]);
+        assert!(code.is_some_and(|c| c != 0), "{stderr}");
+        assert!(
+            stderr.contains("cpu") && stderr.contains("wgpu"),
+            "{stderr}"
+        );
+        let (code, stderr) = run_in(
+            dir.path(),
+            binary,
+            &["--devices", "cpu,cpu", "--device", "cpu"],
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("--device"), "{stderr}");
+    }
     #[cfg(not(feature = "wgpu"))]
     for (binary, args) in [
         (

@@ -8,9 +8,11 @@ use std::process::ExitCode;
 mod lxmert;
 pub use lxmert::{LayerCounts, LxmertArgs, ReleasedLxmert};
 
+use crate::backend::{DeviceList, DeviceSpec};
 use crate::data::{CaptionLanguage, CaptionSource, SyntheticCocoConfig};
 use crate::models::dalle::SamplingConfig;
 use crate::nn::Precision;
+use crate::train::engine::Feed;
 use crate::train::{Budget, RunPaths};
 
 /// The dataset options every experiment takes.
@@ -42,6 +44,10 @@ pub struct DataArgs {
     /// Synthetic set: held-out images [default: 500].
     #[arg(long, value_parser = crate::cli::range::at_least_one)]
     pub synthetic_val: Option<usize>,
+    /// Synthetic set: side of its JPEGs in pixels [default: 96]; 560 has COCO's pixel count
+    /// (a typical COCO image is 640 x 480). Models read them at their own --image-size.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=4096))]
+    pub synthetic_image_size: Option<u32>,
 }
 
 impl DataArgs {
@@ -63,10 +69,11 @@ impl DataArgs {
         self.coco_root = self.coco_root.take().map(absolute);
     }
 
-    /// Applies `--synthetic-train` and `--synthetic-val`.
+    /// Applies `--synthetic-train`, `--synthetic-val` and `--synthetic-image-size`.
     pub fn apply_to(&self, synthetic: &mut SyntheticCocoConfig) {
         synthetic.n_train = self.synthetic_train.unwrap_or(synthetic.n_train);
         synthetic.n_val = self.synthetic_val.unwrap_or(synthetic.n_val);
+        synthetic.image_size = self.synthetic_image_size.unwrap_or(synthetic.image_size);
     }
 }
 
@@ -139,6 +146,28 @@ pub fn exit_status<E: Display, F: Display>(outcome: Result<Result<(), E>, F>) ->
     ExitCode::FAILURE
 }
 
+/// `--device`, or `--devices` for data parallel training.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DevicesArgs {
+    /// cpu, cuda[:N] or wgpu[:N|:cpu] (cuda and wgpu need a build with --features cuda or wgpu).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Data parallel: one replica per device, each taking a shard of every batch, gradients
+    /// summed by Burn's collective engine (e.g. cuda:0,cuda:1; cpu,cpu runs replicas on
+    /// threads). Replaces --device.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<DeviceList>,
+}
+
+impl DevicesArgs {
+    /// The devices to train on: `--devices`, else `--device` alone.
+    pub fn list(&self) -> Vec<DeviceSpec> {
+        self.devices
+            .as_ref()
+            .map_or_else(|| vec![self.device], |list| list.0.clone())
+    }
+}
+
 /// The training budget's options, the same in every training binary. Unset options keep the
 /// preset's value; [`parse_with_presets`] writes each binary's preset values into `--help`.
 #[derive(clap::Args, Debug, Clone)]
@@ -169,6 +198,12 @@ pub struct BudgetArgs {
     /// read is one device synchronisation).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_every: u64,
+    /// Threads making batches ahead of each step (pixels from the image cache, caption
+    /// choice, masking) into a bounded queue; each epoch logs how long training waited for
+    /// them. One keeps a CPU run fed (the step itself needs the cores); a GPU consuming
+    /// thousands of images/s wants more (see the README's data growth table).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub loader_threads: u64,
 }
 
 impl BudgetArgs {
@@ -185,8 +220,12 @@ impl BudgetArgs {
         budget.precision = self.precision;
     }
 
-    pub fn log_every(&self) -> usize {
-        self.log_every as usize
+    /// How the engine reads losses and gets batches.
+    pub fn feed(&self) -> Feed {
+        Feed {
+            log_every: self.log_every as usize,
+            loader_threads: self.loader_threads as usize,
+        }
     }
 }
 

@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
 use super::engine::{
-    seeded_init, train, EpochEvaluation, Losses, RunDisplay, StepOutput, TrainingTask,
+    seeded_init, train, EpochEvaluation, Feed, Losses, RunDisplay, StepOutput, TrainingTask,
 };
 use super::metrics::{mean_average_precision, micro_f1};
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
 use super::TrainError;
-use crate::data::{ClassificationSplit, SpecialIds};
+use crate::data::{ClassificationBatch, ClassificationSplit, SpecialIds};
 use crate::io::checkpoint::{load_safetensors, save_safetensors, write_atomic};
 use crate::models::classifier::{Modality, MultiLabelClassifier, SingleStreamClassifierConfig};
 use crate::models::lxmert::hf::load_lxmert;
@@ -206,18 +206,26 @@ where
         self.dropout
     }
 
-    fn loss(
+    type Batch = ClassificationBatch<B>;
+
+    fn batch(
         &self,
-        model: &M,
         indices: &[usize],
         rng: &mut StdRng,
         device: &B::Device,
-    ) -> Result<StepOutput<B, ()>, TrainError> {
+    ) -> Result<ClassificationBatch<B>, TrainError> {
         // Each image has several captions; a step sees a random one of each.
         let captions: Vec<usize> = indices.iter().map(|_| rng.random_range(0..64)).collect();
-        let batch = self
+        Ok(self
             .train
-            .batch::<B>(indices, &captions, self.special, device);
+            .batch::<B>(indices, &captions, self.special, device))
+    }
+
+    fn loss(
+        &self,
+        model: &M,
+        batch: ClassificationBatch<B>,
+    ) -> Result<StepOutput<B, ()>, TrainError> {
         let loss = bce_with_logits(model.classify(batch.images, batch.text), batch.labels);
         Ok(StepOutput {
             losses: Losses {
@@ -273,7 +281,7 @@ pub struct RunSpec<'a> {
     pub dir: PathBuf,
     /// Where progress bars and epoch summaries are drawn.
     pub progress: &'a MultiProgress,
-    pub log_every: usize,
+    pub feed: Feed,
 }
 
 /// Trains one classifier (resuming if its directory holds a partial run) and evaluates it.
@@ -350,7 +358,7 @@ where
     let display = RunDisplay {
         name: format!("{} seed {}", spec.kind.name(), spec.budget.seed),
         progress: spec.progress,
-        log_every: spec.log_every,
+        feed: spec.feed,
     };
     let trained = train(&task, model, &spec.budget, run_dir, &display, device)?;
     let last = trained.last().eval.clone();

@@ -12,6 +12,7 @@ use super::classify_report::write_report;
 pub use super::classify_report::{
     joint_margin, pretraining_gain, results_table, ClassifyReport, ModelSummary,
 };
+use super::engine::Feed;
 use super::lxmert_pretrain::{fill_lxmert, pretrain_on, PretrainResult, PretrainingImages};
 use super::memory::MemoryNeed;
 use super::metrics::MeanStd;
@@ -32,8 +33,8 @@ pub struct Schedule {
     /// runs in parallel share the backend's random generator and are not bit-reproducible.
     pub jobs: usize,
     pub show_progress: bool,
-    /// Steps between reads of the training loss (see `engine::RunDisplay::log_every`).
-    pub log_every: usize,
+    /// Loss reads and batch loading (see [`Feed`]).
+    pub feed: Feed,
 }
 
 /// The LXMERT classifier under `config`, with the data's vocabulary, labels and sizes.
@@ -201,7 +202,7 @@ pub fn run_classify<B: AutodiffBackend>(
                     &pretraining_dir,
                     std::slice::from_ref(device),
                     &progress,
-                    schedule.log_every,
+                    schedule.feed,
                 )?)
             };
             let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
@@ -250,7 +251,7 @@ pub fn run_classify<B: AutodiffBackend>(
                         .join("runs")
                         .join(format!("{}-seed{seed}", kind.name())),
                     progress: &progress,
-                    log_every: schedule.log_every,
+                    feed: schedule.feed,
                 })
                 .collect();
             let (lxmert_pretraining, mut runs) = run_in_parallel(

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::nn::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ pub use super::dalle_evaluation::{evaluate_dalle, DalleEvaluation};
 use super::dalle_evaluation::{
     write_loss_curve, write_samples, SAMPLES_PER_CAPTION, SHOWN_CAPTIONS,
 };
-use super::engine::{seeded_init, train, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::engine::{seeded_init, train_on, Feed, Losses, RunDisplay, StepOutput, TrainingTask};
 use super::memory::MemoryNeed;
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
@@ -174,21 +175,30 @@ impl<B: AutodiffBackend> TrainingTask<B> for DalleTask<'_, B::InnerBackend> {
         self.dropout
     }
 
-    fn loss(
+    type Batch = (Tensor<B, 2, Int>, Tensor<B, 2, Int>);
+
+    /// Text ids and image codes.
+    fn batch(
         &self,
-        model: &Dalle<B>,
         indices: &[usize],
         rng: &mut StdRng,
         device: &B::Device,
-    ) -> Result<StepOutput<B, ()>, TrainError> {
+    ) -> Result<Self::Batch, TrainError> {
         let captions: Vec<usize> = indices.iter().map(|_| rng.random_range(0..64)).collect();
         let null: Vec<bool> = indices
             .iter()
             .map(|_| rng.random_bool(self.caption_dropout))
             .collect();
-        let (text, codes) =
-            self.train
-                .batch::<B>(self.model_config, indices, &captions, &null, device);
+        Ok(self
+            .train
+            .batch::<B>(self.model_config, indices, &captions, &null, device))
+    }
+
+    fn loss(
+        &self,
+        model: &Dalle<B>,
+        (text, codes): Self::Batch,
+    ) -> Result<StepOutput<B, ()>, TrainError> {
         let loss = model.losses(text, codes);
         Ok(StepOutput {
             losses: Losses {
@@ -222,14 +232,15 @@ impl<B: AutodiffBackend> TrainingTask<B> for DalleTask<'_, B::InnerBackend> {
 }
 
 /// Trains the decoder (resuming a partial run in `paths.out_dir`) and writes its checkpoint,
-/// curves and sample grids.
+/// curves and sample grids. With several `devices`, data parallel: the first evaluates.
 pub fn train_dalle<B: AutodiffBackend>(
     config: &TrainDalleConfig,
     paths: &RunPaths,
-    device: &B::Device,
+    devices: &[B::Device],
     show_progress: bool,
-    log_every: usize,
+    feed: Feed,
 ) -> Result<DalleResult, DalleError> {
+    let device = &devices[0];
     config.training.validate()?;
     if config.model.text_len == 0 {
         return Err(DalleError::Config("--text-len must be at least 1".into()));
@@ -309,9 +320,9 @@ pub fn train_dalle<B: AutodiffBackend>(
             let display = RunDisplay {
                 name: "dalle".into(),
                 progress: &multi,
-                log_every,
+                feed,
             };
-            let trained = train(&task, model, budget, &run_dir, &display, device)?;
+            let trained = train_on(&task, model, budget, &run_dir, &display, devices)?;
             let train_tokens_per_second =
                 trained.samples_per_second(data.train.len()) * model_config.seq_len() as f64;
             save_safetensors(&trained.model, &paths.out_dir.join("dalle.safetensors"))?;

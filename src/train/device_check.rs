@@ -18,7 +18,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::classifier_run::ClassifierTask;
 use super::classify::{model_config, ClassifyConfig, PreparedData};
-use super::engine::{optimizer, step, EpochEvaluation, TrainingTask};
+use super::engine::{optimizer, step, step_batch, EpochEvaluation, TrainingTask};
 use super::mixed_precision::MixedPrecision;
 use super::vqvae::{prepare_vqvae_data, VqVaeData, VqVaeDataConfig};
 use super::workloads::{
@@ -205,12 +205,13 @@ fn train_steps<B: AutodiffBackend, T: TrainingTask<B>>(
         let indices: Vec<usize> = (0..budget.batch_size)
             .map(|i| (s * budget.batch_size + i) % n)
             .collect();
+        let batch = step_batch::<B, T>(task, &indices, s as u64, device)?;
         let (stepped, step_losses) = step::<B, T>(
             task,
             model,
             &mut optimizer,
             &mut mixed,
-            &indices,
+            batch,
             s as u64,
             budget.learning_rate,
             device,

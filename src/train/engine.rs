@@ -3,15 +3,17 @@
 //! the optimizer step, and how to evaluate; [`train`] owns everything else, top to bottom:
 //!
 //! 1. resume from the run directory's last committed epoch (or start fresh);
-//! 2. per epoch: shuffle with the epoch's seed, then per step draw the batch's random choices
-//!    from the step's own seed, take the loss, backward, clip, AdamW step with the
-//!    warm-up/cosine learning rate, and the task's post-step hook;
+//! 2. per epoch: shuffle with the epoch's seed; loader threads make each step's batch ahead
+//!    of it, its random choices drawn from the step's own seed ([`super::batch_loader`]);
+//!    per step take the loss, backward, clip, AdamW step with the warm-up/cosine learning
+//!    rate, and the task's post-step hook;
 //!    Under `--precision bf16|f16` the loss (and evaluation) runs inside
 //!    [`crate::nn::autocast`], and f16 losses are scaled ([`super::mixed_precision`]);
 //! 3. keep per-step losses on the device and read them every `log_every` steps (one sync),
 //!    appending them to `metrics.jsonl` and stopping at the first non-finite value;
 //! 4. evaluate on the held-out split, check the held-out metrics and the weights are finite,
-//!    log, and commit the epoch (weights, optimizer, then `state.json`).
+//!    log (with the time the loop waited for batches), and commit the epoch (weights,
+//!    optimizer, then `state.json`).
 //!
 //! [`train_on`] runs the same loop with one replica per device, each step's batch split
 //! between them and the gradients summed ([`super::data_parallel`]).
@@ -35,6 +37,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::batch_loader::BatchLoader;
 use super::budget::Budget;
 use super::data_parallel::{
     self, all_reduce_gradients, all_reduce_losses, shards, Peer, ShardStep,
@@ -67,14 +70,25 @@ pub trait TrainingTask<B: AutodiffBackend> {
     /// Whether a step draws from the backend's generator (dropout, re-seeding codes).
     fn uses_backend_random(&self) -> bool;
 
-    /// The loss of the examples at `indices`; `rng` is this step's own generator, for the
-    /// batch's random choices (caption choice, masking, caption dropout).
-    fn loss(
+    /// A step's examples as tensors on the device.
+    type Batch: Send;
+
+    /// The batch of the examples at `indices`; `rng` is this step's own generator, for the
+    /// batch's random choices (caption choice, masking, caption dropout). The engine calls it
+    /// ahead of the step on a loader thread ([`super::batch_loader`]), so it must not draw
+    /// from the backend's generator.
+    fn batch(
         &self,
-        model: &Self::Model,
         indices: &[usize],
         rng: &mut StdRng,
         device: &B::Device,
+    ) -> Result<Self::Batch, TrainError>;
+
+    /// The loss of a batch.
+    fn loss(
+        &self,
+        model: &Self::Model,
+        batch: Self::Batch,
     ) -> Result<StepOutput<B, Self::Aux>, TrainError>;
 
     /// Whether replicas on several devices can train this task, each on a shard of the
@@ -103,13 +117,31 @@ pub trait TrainingTask<B: AutodiffBackend> {
     }
 }
 
-/// How a run is shown; none of it changes results.
+/// How a run is shown and fed; none of it changes results.
 pub struct RunDisplay<'a> {
     /// Names the run in log lines and errors ("joint seed 0").
     pub name: String,
     pub progress: &'a MultiProgress,
+    pub feed: Feed,
+}
+
+/// How the loop reads losses and gets its batches; none of it changes results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feed {
     /// Per-step losses are read from the device (one sync) and logged every this many steps.
     pub log_every: usize,
+    /// Threads making batches ahead of the step ([`super::batch_loader`]).
+    pub loader_threads: usize,
+}
+
+impl Default for Feed {
+    /// Losses read every 50 steps; one loader thread (on a CPU the step needs the cores).
+    fn default() -> Self {
+        Self {
+            log_every: 50,
+            loader_threads: 1,
+        }
+    }
 }
 
 /// A finished training run: the trained model (without autodiff) and its epochs.
@@ -195,16 +227,33 @@ pub fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
         .init()
 }
 
-/// One optimisation step: loss (in the run's precision), backward, clipped AdamW step at `lr`,
-/// post-step hook. In f16 the loss is scaled, and a step whose gradients overflow is skipped
-/// (the model comes back unchanged). The training loop and the bench both time exactly this.
+/// The batch of the examples at `indices` for the step seeded `step_seed`: its random choices
+/// come from the step's own stream, so it is the same batch whichever thread makes it.
+pub fn step_batch<B, T>(
+    task: &T,
+    indices: &[usize],
+    step_seed: u64,
+    device: &B::Device,
+) -> Result<T::Batch, TrainError>
+where
+    B: AutodiffBackend,
+    T: TrainingTask<B>,
+{
+    let mut rng = StdRng::seed_from_u64(derived_seed(step_seed, STEP_STREAM, 0));
+    task.batch(indices, &mut rng, device)
+}
+
+/// One optimisation step on `batch` (made by [`step_batch`] from the same `step_seed`): loss
+/// (in the run's precision), backward, clipped AdamW step at `lr`, post-step hook. In f16 the
+/// loss is scaled, and a step whose gradients overflow is skipped (the model comes back
+/// unchanged). The training loop and the bench both time exactly this.
 #[allow(clippy::too_many_arguments)]
 pub fn step<B, T>(
     task: &T,
     model: T::Model,
     optimizer: &mut TrainingOptimizer<T::Model, B>,
     mixed: &mut MixedPrecision,
-    indices: &[usize],
+    batch: T::Batch,
     step_seed: u64,
     lr: f64,
     device: &B::Device,
@@ -214,7 +263,6 @@ where
     B: AutodiffBackend,
     T: TrainingTask<B>,
 {
-    let mut rng = StdRng::seed_from_u64(derived_seed(step_seed, STEP_STREAM, 0));
     let backend_seed = derived_seed(step_seed, BACKEND_STREAM, 0);
     let with_backend_random = |f: &mut dyn FnMut()| {
         if task.uses_backend_random() {
@@ -228,10 +276,10 @@ where
         }
     };
     let mut output = None;
+    let mut batch = Some(batch);
     with_backend_random(&mut || {
-        output = Some(autocast(mixed.precision, || {
-            task.loss(&model, indices, &mut rng, device)
-        }))
+        let batch = batch.take().expect("once");
+        output = Some(autocast(mixed.precision, || task.loss(&model, batch)))
     });
     let StepOutput { losses, aux } = output.expect("the closure ran")?;
     let mut detached = Losses {
@@ -309,12 +357,13 @@ impl<'t, B: AutodiffBackend, T: TrainingTask<B>> StepTimer<'t, B, T> {
             let indices: Vec<usize> = (0..self.batch_size)
                 .map(|i| (index * self.batch_size + i) % n)
                 .collect();
+            let batch = step_batch::<B, T>(self.task, &indices, index as u64, &self.device)?;
             let (stepped, losses) = step::<B, T>(
                 self.task,
                 model,
                 &mut self.optimizer,
                 &mut self.mixed,
-                &indices,
+                batch,
                 index as u64,
                 1e-4,
                 &self.device,
@@ -451,12 +500,13 @@ where
                         shard: ShardStep,
                         peer: Peer,
                         device: &B::Device| {
+        let batch = step_batch::<B, T>(task, &shard.indices, shard.step_seed, device)?;
         let (model, _) = step::<B, T>(
             task,
             model,
             &mut optimizer,
             &mut mixed,
-            &shard.indices,
+            batch,
             shard.step_seed,
             shard.lr,
             device,
@@ -502,11 +552,26 @@ where
             let mut pending = PendingSteps::default();
             let mut sums = LossSums::default();
             let mut lr = schedule.at(epoch * steps_per_epoch);
+            let step_seed_at = move |step_in_epoch: usize| {
+                let step_index = epoch * steps_per_epoch + step_in_epoch;
+                derived_seed(budget.seed, STEP_STREAM, step_index as u64)
+            };
+            // Replica 0's shard of every step, made ahead on the loader thread (replicas 1..
+            // make their own shards on their threads).
+            let threads = display.feed.loader_threads;
+            let mut loader = BatchLoader::spawn(scope, steps_per_epoch, threads, {
+                let order = order.clone();
+                move |step_in_epoch| {
+                    let indices = order.chunks(budget.batch_size).nth(step_in_epoch);
+                    let shard = shards(indices.expect("a step of the epoch"), replicas)[0];
+                    step_batch::<B, T>(task, shard, step_seed_at(step_in_epoch), device)
+                }
+            });
             for (step_in_epoch, indices) in order.chunks(budget.batch_size).enumerate() {
                 let step_index = epoch * steps_per_epoch + step_in_epoch;
                 lr = schedule.at(step_index);
                 let step_started = Instant::now();
-                let step_seed = derived_seed(budget.seed, STEP_STREAM, step_index as u64);
+                let step_seed = step_seed_at(step_in_epoch);
                 let shards = shards(indices, replicas);
                 let peer = match &helpers {
                     Some(helpers) => {
@@ -514,12 +579,13 @@ where
                     }
                     None => None,
                 };
+                let batch = loader.next_batch()?;
                 let (stepped, losses) = step::<B, T>(
                     task,
                     model,
                     &mut optimizer,
                     &mut mixed,
-                    shards[0],
+                    batch,
                     step_seed,
                     lr,
                     device,
@@ -532,7 +598,7 @@ where
                     lr,
                     step_started.elapsed().as_secs_f64(),
                 );
-                if pending.len() >= display.log_every.max(1) {
+                if pending.len() >= display.feed.log_every.max(1) {
                     pending
                         .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
                         .map_err(|e| run_dir.stopped(e))?;
@@ -543,32 +609,31 @@ where
                 .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
                 .map_err(|e| run_dir.stopped(e))?;
             let train_seconds = started.elapsed().as_secs_f64();
+            let data_wait_seconds = loader.waited().as_secs_f64();
+            drop(loader);
             bar.finish_and_clear();
             display.progress.remove(&bar);
 
             let valid = model.valid();
             let steps_done = (epoch + 1) * steps_per_epoch;
-            if let Some((path, value)) = first_non_finite_parameter(&valid) {
-                return Err(run_dir.stopped(TrainError::NonFinite {
+            let stop = |objective: String, value: f64| {
+                Err(run_dir.stopped(TrainError::NonFinite {
                     run: display.name.clone(),
                     epoch: epoch + 1,
                     step: steps_done,
-                    objective: format!("weight {path}"),
+                    objective,
                     value,
-                }));
+                }))
+            };
+            if let Some((path, value)) = first_non_finite_parameter(&valid) {
+                return stop(format!("weight {path}"), value);
             }
             let evaluation = autocast(budget.precision, || {
                 task.evaluate(&valid, epoch + 1, device)
             })?;
             for (name, value) in evaluation.metrics() {
                 if !value.is_finite() {
-                    return Err(run_dir.stopped(TrainError::NonFinite {
-                        run: display.name.clone(),
-                        epoch: epoch + 1,
-                        step: steps_done,
-                        objective: format!("held-out {name}"),
-                        value,
-                    }));
+                    return stop(format!("held-out {name}"), value);
                 }
             }
             let log = EpochLog {
@@ -578,6 +643,7 @@ where
                 train: sums.means(),
                 eval: evaluation,
                 train_seconds,
+                data_wait_seconds,
                 samples_per_second: n_train as f64 / train_seconds.max(1e-9),
             };
             progress::println(

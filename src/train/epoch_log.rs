@@ -72,6 +72,10 @@ pub struct EpochLog<E> {
     pub train: LossMeans,
     pub eval: E,
     pub train_seconds: f64,
+    /// Of `train_seconds`, the time the training loop waited for batches not yet made
+    /// ([`super::batch_loader`]). Logs written before it existed did not measure it.
+    #[serde(default)]
+    pub data_wait_seconds: f64,
     pub samples_per_second: f64,
 }
 
@@ -91,10 +95,11 @@ impl<E: EpochEvaluation> EpochLog<E> {
             .map(|(name, value)| format!("{name} {value:.4}"))
             .collect();
         format!(
-            "train {}; held-out {} ({:.1}s, {:.0} samples/s)",
+            "train {}; held-out {} ({:.1}s, {:.2}s waiting for data, {:.0} samples/s)",
             train.join(", "),
             eval.join(", "),
             self.train_seconds,
+            self.data_wait_seconds,
             self.samples_per_second
         )
     }

@@ -18,7 +18,7 @@ use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::engine::{seeded_init, train_on, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::engine::{seeded_init, train_on, Feed, Losses, RunDisplay, StepOutput, TrainingTask};
 pub use super::lxmert_pretrain_config::{
     budgets, fill_lxmert, lxmert_presets, PretrainLxmertConfig,
 };
@@ -126,7 +126,7 @@ impl<'a> PretrainTask<'a> {
         }
     }
 
-    fn batch<B: Backend>(
+    fn split_batch<B: Backend>(
         &self,
         split: &ClassificationSplit,
         indices: &[usize],
@@ -163,14 +163,22 @@ impl<B: AutodiffBackend> TrainingTask<B> for PretrainTask<'_> {
         self.config.model.dropout > 0.0
     }
 
-    fn loss(
+    type Batch = PretrainingBatch<B>;
+
+    fn batch(
         &self,
-        model: &LxmertPretraining<B>,
         indices: &[usize],
         rng: &mut StdRng,
         device: &B::Device,
+    ) -> Result<PretrainingBatch<B>, TrainError> {
+        self.split_batch::<B>(&self.data.train, indices, rng, device)
+    }
+
+    fn loss(
+        &self,
+        model: &LxmertPretraining<B>,
+        batch: PretrainingBatch<B>,
     ) -> Result<StepOutput<B, ()>, TrainError> {
-        let batch = self.batch::<B>(&self.data.train, indices, rng, device)?;
         let losses = model.losses(batch, self.config.objectives);
         let parts = ObjectiveLosses::NAMES
             .iter()
@@ -204,7 +212,7 @@ impl<B: AutodiffBackend> TrainingTask<B> for PretrainTask<'_> {
             val.len(),
             self.config.budget.batch_size,
             self.config.objectives,
-            |indices, rng| self.batch::<B::InnerBackend>(val, indices, rng, device),
+            |indices, rng| self.split_batch::<B::InnerBackend>(val, indices, rng, device),
         )
     }
 
@@ -222,7 +230,7 @@ pub fn pretrain_on<B: AutodiffBackend>(
     out_dir: &Path,
     devices: &[B::Device],
     multi: &MultiProgress,
-    log_every: usize,
+    feed: Feed,
 ) -> Result<PretrainResult, PretrainError> {
     let device = &devices[0];
     let run_dir = RunDir::new(out_dir)?;
@@ -267,7 +275,7 @@ pub fn pretrain_on<B: AutodiffBackend>(
     let display = RunDisplay {
         name: "lxmert pretraining".into(),
         progress: multi,
-        log_every,
+        feed,
     };
     let trained = train_on(&task, model, &config.budget, &run_dir, &display, devices)?;
     let result = PretrainResult {
@@ -300,7 +308,7 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
     paths: &RunPaths,
     devices: &[B::Device],
     show_progress: bool,
-    log_every: usize,
+    feed: Feed,
 ) -> Result<PretrainResult, PretrainError> {
     config.budget.validate()?;
     if config.features.is_none() {
@@ -380,15 +388,7 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
                 None => PretrainingImages::Pixels,
             };
             let multi = progress::multi(show_progress);
-            pretrain_on::<B>(
-                config,
-                &data,
-                images,
-                &paths.out_dir,
-                devices,
-                &multi,
-                log_every,
-            )
+            pretrain_on::<B>(config, &data, images, &paths.out_dir, devices, &multi, feed)
         },
     )
 }

@@ -11,7 +11,7 @@ use crate::io::checkpoint::{write_atomic, CheckpointError};
 /// `metrics.jsonl`: one JSON object per line, appended while a run trains, so a long run can
 /// be watched and plotted. Step lines: `{"kind":"step","epoch","step","lr","seconds",
 /// "losses":{...}}`; evaluation lines: `{"kind":"eval","epoch","step","train":{...},
-/// "eval":{...},"train_seconds"}`.
+/// "eval":{...},"train_seconds","data_wait_seconds"}`.
 pub struct MetricsLog {
     file: fs::File,
     path: PathBuf,
@@ -89,6 +89,7 @@ impl MetricsLog {
         self.write_line(serde_json::json!({
             "kind": "eval", "epoch": log.epoch, "step": log.steps, "lr": log.learning_rate,
             "train": log.train, "eval": eval, "train_seconds": log.train_seconds,
+            "data_wait_seconds": log.data_wait_seconds,
         }))
     }
 }

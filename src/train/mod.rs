@@ -1,6 +1,7 @@
 //! Training: one [`engine`] that every family is a task of, run directories, metrics,
 //! schedules, plots, and the experiments built on them.
 
+pub mod batch_loader;
 pub mod budget;
 pub mod classifier_run;
 pub mod classify;

@@ -207,6 +207,7 @@ pub fn history_table<E: super::run_dir::EpochEvaluation>(
     header.extend([
         "lr".to_string(),
         "seconds".to_string(),
+        "waiting for data (s)".to_string(),
         "samples/s".to_string(),
     ]);
     let rows = history
@@ -218,6 +219,7 @@ pub fn history_table<E: super::run_dir::EpochEvaluation>(
             row.extend([
                 format!("{:.2e}", h.learning_rate),
                 format!("{:.1}", h.train_seconds),
+                format!("{:.2}", h.data_wait_seconds),
                 format!("{:.0}", h.samples_per_second),
             ]);
             row

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
-use super::engine::{seeded_init, train, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::engine::{seeded_init, train, Feed, Losses, RunDisplay, StepOutput, TrainingTask};
 use super::memory::MemoryNeed;
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
@@ -271,14 +271,22 @@ impl<B: AutodiffBackend> TrainingTask<B> for VqVaeTask<'_> {
         true
     }
 
-    fn loss(
+    type Batch = Tensor<B, 4>;
+
+    fn batch(
         &self,
-        model: &VqVae<B>,
         indices: &[usize],
         _rng: &mut StdRng,
         device: &B::Device,
+    ) -> Result<Tensor<B, 4>, TrainError> {
+        Ok(self.data.train.batch::<B>(indices, device))
+    }
+
+    fn loss(
+        &self,
+        model: &VqVae<B>,
+        images: Tensor<B, 4>,
     ) -> Result<StepOutput<B, Self::Aux>, TrainError> {
-        let images = self.data.train.batch::<B>(indices, device);
         let output = model.forward(images.clone());
         let reconstruction = (output.reconstruction - images).powi_scalar(2).mean();
         Ok(StepOutput {
@@ -332,7 +340,7 @@ pub fn train_vqvae<B: AutodiffBackend>(
     paths: &RunPaths,
     device: &B::Device,
     show_progress: bool,
-    log_every: usize,
+    feed: Feed,
 ) -> Result<VqVaeResult, VqVaeError> {
     check_config(config)?;
     // Everything below writes into the run directory; a failure before the first epoch
@@ -359,7 +367,7 @@ pub fn train_vqvae<B: AutodiffBackend>(
             let display = RunDisplay {
                 name: "vqvae".into(),
                 progress: &multi,
-                log_every,
+                feed,
             };
             let trained = train(&task, model, budget, &run_dir, &display, device)?;
             let train_images_per_second = trained.samples_per_second(data.train.len());
