@@ -556,7 +556,7 @@ where
                 let step_index = epoch * steps_per_epoch + step_in_epoch;
                 derived_seed(budget.seed, STEP_STREAM, step_index as u64)
             };
-            // Replica 0's shard of every step, made ahead on the loader thread (replicas 1..
+            // Replica 0's shard of every step, made ahead on the loader threads (replicas 1..
             // make their own shards on their threads).
             let threads = display.feed.loader_threads;
             let mut loader = BatchLoader::spawn(scope, steps_per_epoch, threads, {
