@@ -57,7 +57,7 @@ const NOT_NUMERIC: [&str; 22] = [
 
 /// Counts where 0 means nothing sensible (options where 0 means "off", such as --top-k and
 /// --grad-clip, are documented as such in `--help`).
-const ZERO_REFUSED: [&str; 31] = [
+const ZERO_REFUSED: [&str; 30] = [
     "--epochs",
     "--batch-size",
     "--lr",
@@ -67,7 +67,6 @@ const ZERO_REFUSED: [&str; 31] = [
     "--synthetic-val",
     "--synthetic-image-size",
     "--log-every",
-    "--loader-threads",
     "--growth-images",
     "--image-size",
     "--jobs",

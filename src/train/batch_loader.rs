@@ -8,6 +8,9 @@
 //! the loop reads the queues in turn, so batches arrive in step order. Each batch is made from
 //! its step's own seed, so what a run computes does not depend on the loader (tests/engine.rs
 //! trains with one and two threads against the same run).
+//!
+//! With no threads, each batch is made on the loop's own thread when it is asked for: on a
+//! CPU whose cores the step's kernels already fill, a loader thread only competes with them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -21,27 +24,48 @@ use super::TrainError;
 /// as long as a step to make; more would only hold memory.
 pub const QUEUE_DEPTH: usize = 2;
 
+/// Where the batches come from.
+enum Source<'scope, Batch> {
+    /// One queue per loader thread, read in turn.
+    Queues(Vec<Receiver<Result<Batch, TrainError>>>),
+    /// Made on the loop's thread when asked for, up to this many steps.
+    Inline {
+        make: Box<dyn Fn(usize) -> Result<Batch, TrainError> + 'scope>,
+        steps: usize,
+    },
+}
+
 /// The receiving end: the steps' batches in order.
-pub struct BatchLoader<Batch> {
-    queues: Vec<Receiver<Result<Batch, TrainError>>>,
+pub struct BatchLoader<'scope, Batch> {
+    source: Source<'scope, Batch>,
     next_step: usize,
     waited: Duration,
 }
 
-impl<Batch: Send> BatchLoader<Batch> {
+impl<'scope, Batch: Send + 'scope> BatchLoader<'scope, Batch> {
     /// Starts `threads` threads in `scope` that make `make(0)`, `make(1)`, ..
     /// `make(steps - 1)` and queue them. They stop early when the loader is dropped, or after
-    /// the first error.
-    pub fn spawn<'scope, 'env, F>(
+    /// the first error. With `threads` 0 no thread starts: [`BatchLoader::next_batch`] makes
+    /// each batch itself.
+    pub fn spawn<'env, F>(
         scope: &'scope Scope<'scope, 'env>,
         steps: usize,
         threads: usize,
         make: F,
     ) -> Self
     where
-        Batch: 'scope,
         F: Fn(usize) -> Result<Batch, TrainError> + Send + Sync + 'scope,
     {
+        if threads == 0 {
+            return Self {
+                source: Source::Inline {
+                    make: Box::new(make),
+                    steps,
+                },
+                next_step: 0,
+                waited: Duration::ZERO,
+            };
+        }
         let make = Arc::new(make);
         let threads = threads.clamp(1, steps.max(1));
         let queues = (0..threads)
@@ -69,25 +93,32 @@ impl<Batch: Send> BatchLoader<Batch> {
             })
             .collect();
         Self {
-            queues,
+            source: Source::Queues(queues),
             next_step: 0,
             waited: Duration::ZERO,
         }
     }
 
-    /// The next step's batch, waiting for it if it is not made yet.
+    /// The next step's batch, waiting for it if it is not made yet (made here, without
+    /// loader threads).
     pub fn next_batch(&mut self) -> Result<Batch, TrainError> {
-        let queue = &self.queues[self.next_step % self.queues.len()];
+        let stopped =
+            || TrainError::Config("the batch loader stopped before the epoch's last step".into());
         let started = Instant::now();
-        let batch = queue.recv().map_err(|_| {
-            TrainError::Config("the batch loader stopped before the epoch's last step".into())
-        });
+        let batch = match &self.source {
+            Source::Queues(queues) => queues[self.next_step % queues.len()]
+                .recv()
+                .unwrap_or_else(|_| Err(stopped())),
+            Source::Inline { make, steps } if self.next_step < *steps => make(self.next_step),
+            Source::Inline { .. } => Err(stopped()),
+        };
         self.waited += started.elapsed();
         self.next_step += 1;
-        batch?
+        batch
     }
 
-    /// Time spent in [`BatchLoader::next_batch`] waiting for batches not yet made.
+    /// Time spent in [`BatchLoader::next_batch`] waiting for batches not yet made (all of
+    /// the batches' making, without loader threads).
     pub fn waited(&self) -> Duration {
         self.waited
     }
@@ -108,7 +139,7 @@ mod tests {
 
     #[test]
     fn batches_arrive_in_step_order() {
-        for threads in [1, 2, 3, 10] {
+        for threads in [0, 1, 2, 3, 10] {
             std::thread::scope(|scope| {
                 let mut loader = BatchLoader::spawn(scope, 7, threads, |step| Ok(step * step));
                 let got: Vec<usize> = (0..7).map(|_| loader.next_batch().unwrap()).collect();

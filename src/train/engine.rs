@@ -130,7 +130,8 @@ pub struct RunDisplay<'a> {
 pub struct Feed {
     /// Per-step losses are read from the device (one sync) and logged every this many steps.
     pub log_every: usize,
-    /// Threads making batches ahead of the step ([`super::batch_loader`]).
+    /// Threads making batches ahead of the step ([`super::batch_loader`]); 0 makes them in
+    /// the loop.
     pub loader_threads: usize,
 }
 
