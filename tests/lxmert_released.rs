@@ -297,6 +297,44 @@ fn pretraining_starts_from_a_released_folder_and_exports_back() {
     );
     let pooler = |m: &vislang::models::lxmert::Lxmert<B>| m.pooler.weight.val();
     assert_eq!(pooler(&trained).into_data(), pooler(&reloaded).into_data());
+    // The pixel model's patch encoder comes back from vislang's file beside the weights.
+    let stem = |m: &vislang::models::lxmert::Lxmert<B>| {
+        m.patch_encoder.as_ref().unwrap().stem1.weight.val()
+    };
+    assert_eq!(
+        stem(&trained).into_data(),
+        stem(&reloaded).into_data(),
+        "the trained patch encoder, exported and read back"
+    );
+    // A damaged patch-encoder file is an error naming it, not a fresh encoder.
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    std::fs::copy(
+        exported.join("model.safetensors"),
+        damaged.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        damaged.join("vislang-patch-encoder.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    let error = load_lxmert::<B>(
+        run_config.init::<B>(&device),
+        &damaged.join("model.safetensors"),
+    )
+    .err()
+    .expect("a damaged patch encoder file is refused")
+    .to_string();
+    assert!(
+        error.contains("vislang-patch-encoder.safetensors"),
+        "{error}"
+    );
+    let released = HfLxmertFiles::locate(Path::new(folder)).unwrap().weights;
+    let fresh = load_lxmert::<B>(run_config.init::<B>(&device), &released)
+        .unwrap()
+        .fresh;
+    assert_eq!(fresh, ["patch_encoder"], "no file beside: a fresh encoder");
 
     // Never overwritten.
     let error = fails(export_run(&run_dir, &exported));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::{read_artifact_json, ArtifactError};
 use crate::data::TextTokenizer;
 use crate::io::checkpoint::{load_safetensors, save_safetensors, write_atomic};
-use crate::models::lxmert::hf::{export_pretraining, load_lxmert_pretraining};
+use crate::models::lxmert::hf::{export_pretraining, load_lxmert_pretraining, PATCH_ENCODER_FILE};
 use crate::models::lxmert::hf_folder::{HfLxmertConfig, HfLxmertFiles};
 use crate::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig};
 use crate::nn::{Backend, HfWeightsError};
@@ -137,10 +137,7 @@ fn write_folder<B: Backend>(
             )?;
         }
         if let Some(patch_encoder) = &model.lxmert.patch_encoder {
-            save_safetensors(
-                patch_encoder,
-                &staging.join("vislang-patch-encoder.safetensors"),
-            )?;
+            save_safetensors(patch_encoder, &staging.join(PATCH_ENCODER_FILE))?;
             left_out.push("object_head (predicts patch colours, not region features)".into());
         }
         Ok::<_, ArtifactError>(left_out)

@@ -12,7 +12,12 @@ use crate::nn::{Backend, HfExport, HfTensors};
 
 use super::model::{CrossModalityLayer, Lxmert};
 use super::pretraining::{LxmertPretraining, MaskedObjectHead};
+use crate::io::checkpoint::{load_safetensors, CheckpointError};
 use crate::nn::{HfWeights, HfWeightsError, TransformerEncoder};
+
+/// vislang's own file beside an exported pixel model's Hugging Face weights: its patch
+/// encoder, which Hugging Face's LXMERT has no place for (written by `export-lxmert`).
+pub const PATCH_ENCODER_FILE: &str = "vislang-patch-encoder.safetensors";
 
 /// The prefix of the encoder in `LxmertForPreTraining` checkpoints.
 const PRETRAINING_PREFIX: &str = "lxmert.";
@@ -67,7 +72,7 @@ pub fn load_lxmert<B: Backend>(
     if prefixed {
         weights.set_prefix(PRETRAINING_PREFIX);
     }
-    let fresh = patch_encoder_fresh(&model);
+    let (model, fresh) = load_patch_encoder(model, path)?;
     let model = walk_lxmert(&mut weights, model);
     weights.skip(POSITION_IDS);
     let skipped = weights.finish(if prefixed { &HEAD_PREFIXES } else { &[] })?;
@@ -89,7 +94,8 @@ pub fn load_lxmert_pretraining<B: Backend>(
     path: &Path,
 ) -> Result<HfLoad<LxmertPretraining<B>>, HfWeightsError> {
     let mut weights = HfWeights::open(path)?;
-    let mut fresh = patch_encoder_fresh(&model.lxmert);
+    let mut fresh;
+    (model.lxmert, fresh) = load_patch_encoder(model.lxmert, path)?;
     if !weights.names().any(|n| n.starts_with(PRETRAINING_PREFIX)) {
         // An `LxmertModel` file: the encoder only.
         model.lxmert = walk_lxmert(&mut weights, model.lxmert);
@@ -130,14 +136,30 @@ pub fn load_lxmert_pretraining<B: Backend>(
     })
 }
 
-/// `["patch_encoder"]` when the model reads pixels: its patch encoder is vislang's own.
-fn patch_encoder_fresh<B: Backend>(model: &Lxmert<B>) -> Vec<String> {
-    model
-        .patch_encoder
-        .as_ref()
-        .map(|_| "patch_encoder".to_string())
-        .into_iter()
-        .collect()
+/// The patch encoder of a model that reads pixels, from [`PATCH_ENCODER_FILE`] beside the
+/// weights file `path` when a vislang export put it there; otherwise it keeps its
+/// initialisation and is named in the returned list of fresh parts.
+fn load_patch_encoder<B: Backend>(
+    mut model: Lxmert<B>,
+    path: &Path,
+) -> Result<(Lxmert<B>, Vec<String>), HfWeightsError> {
+    let Some(encoder) = model.patch_encoder.take() else {
+        return Ok((model, Vec::new()));
+    };
+    let file = path.with_file_name(PATCH_ENCODER_FILE);
+    if !file.is_file() {
+        model.patch_encoder = Some(encoder);
+        return Ok((model, vec!["patch_encoder".to_string()]));
+    }
+    let encoder = load_safetensors(encoder, &file).map_err(|e| match e {
+        CheckpointError::Mismatch { path, details } => HfWeightsError::Mismatch { path, details },
+        other => HfWeightsError::Format {
+            path: file.clone(),
+            message: other.to_string(),
+        },
+    })?;
+    model.patch_encoder = Some(encoder);
+    Ok((model, Vec::new()))
 }
 
 /// The decoder is tied to the word embeddings; a file may store the copy or leave it out, but
