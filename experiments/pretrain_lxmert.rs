@@ -64,6 +64,11 @@ struct Args {
     /// Switch off cross-modality matching.
     #[arg(long)]
     no_matching: bool,
+    /// Add an image-text contrastive objective on the two unimodal encoders (vislang's
+    /// addition, ALBEF's "align before fuse"); see the README for the two-stage recipe that
+    /// makes matching learn.
+    #[arg(long)]
+    contrastive: bool,
     /// Chance that a token of a word naming an object category is chosen for masked LM, in
     /// [0, 1] (other tokens: BERT's 0.15); 0 is BERT's uniform choice [default: 0].
     #[arg(long, value_parser = vislang::cli::range::probability)]
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
     config.objectives.masked_language = !args.no_masked_lm;
     config.objectives.masked_objects = !args.no_masked_objects;
     config.objectives.matching = !args.no_matching;
+    config.objectives.contrastive = args.contrastive;
     config.masking.object_word_rate = args
         .object_word_rate
         .unwrap_or(config.masking.object_word_rate);

@@ -300,6 +300,7 @@ mod pretraining {
             PatchEncoderConfig::new(16, 8, 16).with_stem_channels(4),
         ));
         vislang::models::lxmert::LxmertPretrainingConfig::new(config, PATCH_TARGET_WIDTH)
+            .with_contrastive(true)
             .init(&device)
     }
 
@@ -349,15 +350,17 @@ mod pretraining {
     #[test]
     fn switched_off_objectives_contribute_nothing() {
         let model = pixel_model();
-        let all = model.losses(pixel_batch([1, 0], true), Objectives::ALL);
+        let all = model.losses(pixel_batch([1, 0], true), Objectives::LXMERT);
         assert!(
             all.masked_language.is_some() && all.object_feature.is_some() && all.matching.is_some()
         );
         assert!(all.object_label.is_none(), "pixels have no detector labels");
+        assert!(all.contrastive.is_none(), "not one of LXMERT's objectives");
         let only_matching = Objectives {
             masked_language: false,
             masked_objects: false,
             matching: true,
+            contrastive: false,
         };
         let losses = model.losses(pixel_batch([1, 0], true), only_matching);
         assert!(losses.masked_language.is_none() && losses.object_feature.is_none());
@@ -366,11 +369,87 @@ mod pretraining {
         assert_eq!(total, matching);
     }
 
+    /// The contrastive loss is ALBEF's symmetric InfoNCE over cosine similarities / 0.07,
+    /// counted on matched pairs only: recomputed here by hand from the model's own unimodal
+    /// summaries and projection weights, in f64.
+    #[test]
+    fn contrastive_loss_is_infonce_over_matched_pairs() {
+        let model = pixel_model();
+        let only = Objectives {
+            masked_language: false,
+            masked_objects: false,
+            matching: false,
+            contrastive: true,
+        };
+        let batch = pixel_batch([1, 0], true);
+        let losses = model.losses(batch.clone(), only);
+        let got: f32 = losses.contrastive.unwrap().into_scalar();
+
+        let regions = match batch.vision {
+            PretrainingVision::Pixels(images) => model.lxmert.regions_of(images),
+            PretrainingVision::Regions(_) => unreachable!(),
+        };
+        let [b, n, d] = regions.features.dims();
+        let masked = batch.region_masked.unsqueeze_dim::<3>(2).expand([b, n, d]);
+        let regions = vislang::models::lxmert::VisualRegions {
+            features: regions.features.mask_fill(masked, 0.0),
+            ..regions
+        };
+        let output = model.lxmert.forward(batch.text, regions);
+        let rows = |t: Tensor<B, 2>| -> Vec<Vec<f64>> {
+            let [r, c] = t.dims();
+            let v: Vec<f32> = t.into_data().to_vec().unwrap();
+            (0..r)
+                .map(|i| (0..c).map(|j| v[i * c + j] as f64).collect())
+                .collect()
+        };
+        let project = |layer: &burn::nn::Linear<B>, x: Tensor<B, 2>| {
+            let w = rows(layer.weight.val()); // [in, out]
+            let bias: Vec<f32> = layer
+                .bias
+                .as_ref()
+                .unwrap()
+                .val()
+                .into_data()
+                .to_vec()
+                .unwrap();
+            rows(x)
+                .into_iter()
+                .map(|x| {
+                    let y: Vec<f64> = (0..bias.len())
+                        .map(|o| bias[o] as f64 + (0..x.len()).map(|i| x[i] * w[i][o]).sum::<f64>())
+                        .collect();
+                    let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    y.into_iter().map(|v| v / norm).collect::<Vec<f64>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let head = model.contrastive_head.as_ref().unwrap();
+        let text = project(&head.text, output.text_summary);
+        let image = project(&head.image, output.image_summary);
+        let sim = |i: usize, j: usize| -> f64 {
+            (0..text[i].len())
+                .map(|k| text[i][k] * image[j][k])
+                .sum::<f64>()
+                / 0.07
+        };
+        // Pair 0 is matched, pair 1 swapped: only caption 0 -> images and image 0 -> captions.
+        let nll = |own: f64, all: [f64; 2]| all.iter().map(|s| s.exp()).sum::<f64>().ln() - own;
+        let text_to_image = nll(sim(0, 0), [sim(0, 0), sim(0, 1)]);
+        let image_to_text = nll(sim(0, 0), [sim(0, 0), sim(1, 0)]);
+        let expected = (text_to_image + image_to_text) / 2.0;
+        assert!(
+            (got as f64 - expected).abs() < 1e-4,
+            "contrastive loss {got}, by hand {expected}"
+        );
+        assert_eq!(losses.total.into_scalar(), got);
+    }
+
     /// With every weight 0 the masked losses are 0 (nothing to predict), not NaN.
     #[test]
     fn zero_weights_give_zero_masked_losses() {
         let model = pixel_model();
-        let losses = model.losses(pixel_batch([0, 0], false), Objectives::ALL);
+        let losses = model.losses(pixel_batch([0, 0], false), Objectives::LXMERT);
         let mlm: f32 = losses.masked_language.unwrap().into_scalar();
         let feature: f32 = losses.object_feature.unwrap().into_scalar();
         assert_eq!((mlm, feature), (0.0, 0.0));

@@ -130,6 +130,12 @@ fn write_folder<B: Backend>(
         )?;
         tokenizer.save(&staging.join("tokenizer.json"))?;
         let mut left_out = Vec::new();
+        if model.contrastive_head.is_some() {
+            left_out.push(
+                "contrastive_head (vislang's addition; LxmertForPreTraining has no place for it)"
+                    .to_string(),
+            );
+        }
         if let Some(tokens) = tokenizer.tokens_by_id() {
             write_atomic(
                 &staging.join("vocab.txt"),

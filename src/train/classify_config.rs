@@ -67,7 +67,7 @@ impl ClassifyConfig {
             training: Budget::new(8, 32, 1e-3),
             lxmert: LxmertSetup {
                 model: lxmert_presets::small(),
-                objectives: Objectives::ALL,
+                objectives: Objectives::LXMERT,
                 masking: MaskingConfig::default(),
                 pretraining: budgets::synthetic(),
                 encoder: None,

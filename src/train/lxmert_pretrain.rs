@@ -188,6 +188,7 @@ impl<B: AutodiffBackend> TrainingTask<B> for PretrainTask<'_> {
                 losses.object_label,
                 losses.object_attribute,
                 losses.matching,
+                losses.contrastive,
             ])
             .filter_map(|(name, value)| value.map(|v| (*name, v)))
             .collect();

@@ -109,7 +109,7 @@ impl PretrainLxmertConfig {
             features: None,
             model: lxmert_presets::small(),
             weights: None,
-            objectives: Objectives::ALL,
+            objectives: Objectives::LXMERT,
             masking: MaskingConfig::default(),
             budget: budgets::synthetic(),
         }
@@ -124,7 +124,8 @@ impl PretrainLxmertConfig {
         config
     }
 
-    /// The pretraining model for `data` (and `features` when set).
+    /// The pretraining model for `data` (and `features` when set), with contrastive
+    /// projections when that objective is on.
     pub fn model_config(
         &self,
         vocab_size: usize,
@@ -133,7 +134,7 @@ impl PretrainLxmertConfig {
         n_attribute_labels: Option<usize>,
     ) -> LxmertPretrainingConfig {
         let max_text_len = self.data.max_text_len;
-        match features {
+        let config = match features {
             None => LxmertPretrainingConfig::new(
                 fill_lxmert(
                     &self.model,
@@ -158,6 +159,7 @@ impl PretrainLxmertConfig {
             )
             .with_n_object_labels(n_object_labels)
             .with_n_attribute_labels(n_attribute_labels),
-        }
+        };
+        config.with_contrastive(self.objectives.contrastive)
     }
 }

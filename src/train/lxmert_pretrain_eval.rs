@@ -22,32 +22,37 @@ pub struct ObjectiveLosses {
     pub object_label: Option<f64>,
     pub object_attribute: Option<f64>,
     pub matching: Option<f64>,
+    /// Absent from results written before the objective existed.
+    #[serde(default)]
+    pub contrastive: Option<f64>,
     pub total: f64,
 }
 
 impl ObjectiveLosses {
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "masked LM",
         "object feature",
         "object label",
         "object attribute",
         "matching",
+        "contrastive",
     ];
 
-    pub fn parts(&self) -> [Option<f64>; 5] {
+    pub fn parts(&self) -> [Option<f64>; 6] {
         [
             self.masked_language,
             self.object_feature,
             self.object_label,
             self.object_attribute,
             self.matching,
+            self.contrastive,
         ]
     }
 }
 
 /// Sums of each objective's loss over the steps of a pass, kept on the device.
 struct LossSums<B: Backend> {
-    parts: [Option<Tensor<B, 1>>; 5],
+    parts: [Option<Tensor<B, 1>>; 6],
     total: Option<Tensor<B, 1>>,
     steps: usize,
 }
@@ -68,6 +73,7 @@ impl<B: Backend> LossSums<B> {
             &losses.object_label,
             &losses.object_attribute,
             &losses.matching,
+            &losses.contrastive,
         ];
         let add = |sum: Option<Tensor<B, 1>>, value: Tensor<B, 1>| match sum {
             Some(sum) => sum + value,
@@ -85,13 +91,14 @@ impl<B: Backend> LossSums<B> {
     fn means(self) -> ObjectiveLosses {
         let n = self.steps.max(1) as f64;
         let mean = |t: Option<Tensor<B, 1>>| t.map(|t| t.into_scalar().elem::<f64>() / n);
-        let [a, b, c, d, e] = self.parts;
+        let [a, b, c, d, e, f] = self.parts;
         ObjectiveLosses {
             masked_language: mean(a),
             object_feature: mean(b),
             object_label: mean(c),
             object_attribute: mean(d),
             matching: mean(e),
+            contrastive: mean(f),
             total: mean(self.total).unwrap_or(0.0),
         }
     }
@@ -167,7 +174,7 @@ pub(super) fn write_curves(
     out_dir: &Path,
     history: &[EpochLog<PretrainEvaluation>],
 ) -> Result<(), CheckpointError> {
-    type Pick = fn(&EpochLog<PretrainEvaluation>) -> [Option<f64>; 5];
+    type Pick = fn(&EpochLog<PretrainEvaluation>) -> [Option<f64>; 6];
     let splits: [(&str, &str, Pick); 2] = [
         ("curve-loss.png", "training", |h| {
             ObjectiveLosses::NAMES.map(|name| h.train.get(name))

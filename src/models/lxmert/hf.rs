@@ -102,6 +102,7 @@ pub fn load_lxmert_pretraining<B: Backend>(
         weights.skip(POSITION_IDS);
         let skipped = weights.finish(&[])?;
         fresh.extend(["language_head", "object_head", "matching_head"].map(String::from));
+        fresh.extend(contrastive_fresh(&model));
         return Ok(HfLoad {
             model,
             skipped,
@@ -128,12 +129,22 @@ pub fn load_lxmert_pretraining<B: Backend>(
         fresh.push("object_head".into());
     }
     model = walk_heads(&mut weights, model, object_head_fits);
+    fresh.extend(contrastive_fresh(&model));
     skipped.extend(weights.finish(&["answer_head."])?);
     Ok(HfLoad {
         model,
         skipped,
         fresh,
     })
+}
+
+/// `["contrastive_head"]` when the model has one: Hugging Face's LXMERT has no contrastive
+/// projections (vislang's addition).
+fn contrastive_fresh<B: Backend>(model: &LxmertPretraining<B>) -> Option<String> {
+    model
+        .contrastive_head
+        .as_ref()
+        .map(|_| "contrastive_head".to_string())
 }
 
 /// The patch encoder of a model that reads pixels, from [`PATCH_ENCODER_FILE`] beside the

@@ -13,7 +13,7 @@ pub use model::{
     VisualRegions,
 };
 pub use pretraining::{
-    patch_colour_targets, LxmertPretraining, LxmertPretrainingConfig, MaskedLanguageHead,
-    MaskedObjectHead, Objectives, PretrainingBatch, PretrainingLosses, PretrainingVision,
-    PATCH_TARGET_WIDTH,
+    patch_colour_targets, ContrastiveHead, LxmertPretraining, LxmertPretrainingConfig,
+    MaskedLanguageHead, MaskedObjectHead, Objectives, PretrainingBatch, PretrainingLosses,
+    PretrainingVision, CONTRASTIVE_TEMPERATURE, PATCH_TARGET_WIDTH,
 };

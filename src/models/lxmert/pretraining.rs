@@ -22,17 +22,24 @@ pub struct Objectives {
     pub masked_language: bool,
     pub masked_objects: bool,
     pub matching: bool,
+    /// Image-text contrastive alignment of the two unimodal encoders ("align before fuse",
+    /// ALBEF, Li et al. 2021, <https://arxiv.org/abs/2107.07651>): not one of LXMERT's own
+    /// objectives; configs written before it existed read as off.
+    #[serde(default)]
+    pub contrastive: bool,
 }
 
 impl Objectives {
-    pub const ALL: Objectives = Objectives {
+    /// LXMERT's own three objectives (the contrastive one off).
+    pub const LXMERT: Objectives = Objectives {
         masked_language: true,
         masked_objects: true,
         matching: true,
+        contrastive: false,
     };
 
     pub fn any(&self) -> bool {
-        self.masked_language || self.masked_objects || self.matching
+        self.masked_language || self.masked_objects || self.matching || self.contrastive
     }
 }
 
@@ -50,6 +57,10 @@ pub struct LxmertPretrainingConfig {
     /// Detector attribute classes (400); `None`: no attribute loss.
     #[config(default = "None")]
     pub n_attribute_labels: Option<usize>,
+    /// Projections for the image-text contrastive objective ([`Objectives::contrastive`]);
+    /// configs written before it existed read as without.
+    #[config(default = false)]
+    pub contrastive: bool,
 }
 
 /// Regression target width of a pixel patch: the mean colour of each of its four quadrants.
@@ -82,7 +93,44 @@ impl LxmertPretrainingConfig {
                     .map(|n| LinearConfig::new(d, n).init(device)),
             },
             matching_head: LinearConfig::new(d, 2).init(device),
+            contrastive_head: self.contrastive.then(|| ContrastiveHead {
+                text: LinearConfig::new(d, d).init(device),
+                image: LinearConfig::new(d, d).init(device),
+            }),
         }
+    }
+}
+
+/// Temperature of the contrastive objective's softmax over cosine similarities (ALBEF's
+/// initial value; fixed, so a run has no learnable scale to blow up).
+pub const CONTRASTIVE_TEMPERATURE: f64 = 0.07;
+
+/// Projections of the unimodal summaries into the space where the contrastive objective
+/// compares them (ALBEF's `vision_proj` / `text_proj`).
+#[derive(Module, Debug)]
+pub struct ContrastiveHead<B: Backend> {
+    pub text: Linear<B>,
+    pub image: Linear<B>,
+}
+
+impl<B: Backend> ContrastiveHead<B> {
+    /// Cosine similarities of every caption with every image, divided by the temperature.
+    ///
+    /// # Shapes
+    /// - `text_summary`, `image_summary`: `[batch, d_model]`
+    /// - returns: `[batch (captions), batch (images)]`
+    pub fn similarities(
+        &self,
+        text_summary: Tensor<B, 2>,
+        image_summary: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let unit = |x: Tensor<B, 2>| {
+            let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-6);
+            x / norm
+        };
+        let text = unit(linear(&self.text, text_summary));
+        let image = unit(linear(&self.image, image_summary));
+        text.matmul(image.transpose()) / CONTRASTIVE_TEMPERATURE
     }
 }
 
@@ -145,6 +193,7 @@ pub struct PretrainingLosses<B: Backend> {
     pub object_label: Option<Tensor<B, 1>>,
     pub object_attribute: Option<Tensor<B, 1>>,
     pub matching: Option<Tensor<B, 1>>,
+    pub contrastive: Option<Tensor<B, 1>>,
     /// `[1]` the number of pairs the matching head classifies correctly (not a loss).
     pub matching_correct: Option<Tensor<B, 1>>,
     /// The sum of the losses.
@@ -159,6 +208,9 @@ pub struct LxmertPretraining<B: Backend> {
     pub object_head: MaskedObjectHead<B>,
     /// Cross-modality matching on the pooled output (Hugging Face: `cls.seq_relationship`).
     pub matching_head: Linear<B>,
+    /// vislang's addition (not in Hugging Face's checkpoints), present when the config asks
+    /// for it: see [`Objectives::contrastive`].
+    pub contrastive_head: Option<ContrastiveHead<B>>,
 }
 
 /// The regression target of each patch of a pixel grid: the mean colour of its four
@@ -279,6 +331,23 @@ impl<B: Backend> LxmertPretraining<B> {
         }
 
         let device = batch.matched.device();
+        // Each matched pair's caption against every image of the batch, and each matched
+        // image against every caption (swapped ones included, as extra negatives).
+        let head = self
+            .contrastive_head
+            .as_ref()
+            .filter(|_| objectives.contrastive);
+        let contrastive = head.map(|head| {
+            let similarities =
+                head.similarities(output.text_summary.clone(), output.image_summary.clone());
+            let n = similarities.dims()[0];
+            let own = Tensor::<B, 1, Int>::arange(0..n as i64, &device);
+            let weights = batch.matched.clone().float();
+            let text_to_image =
+                weighted_cross_entropy(similarities.clone(), own.clone(), weights.clone());
+            let image_to_text = weighted_cross_entropy(similarities.transpose(), own, weights);
+            (text_to_image + image_to_text) / 2.0
+        });
         let (matching, matching_correct) = if objectives.matching {
             let logits = self.matching_logits(output.pooled);
             let n = logits.dims()[0];
@@ -301,6 +370,7 @@ impl<B: Backend> LxmertPretraining<B> {
             &object_label,
             &object_attribute,
             &matching,
+            &contrastive,
         ];
         let total = parts
             .into_iter()
@@ -314,6 +384,7 @@ impl<B: Backend> LxmertPretraining<B> {
             object_label,
             object_attribute,
             matching,
+            contrastive,
             matching_correct,
             total,
         }
