@@ -395,7 +395,11 @@ mod pretraining {
             features: regions.features.mask_fill(masked, 0.0),
             ..regions
         };
-        let output = model.lxmert.forward(batch.text, regions);
+        let summaries = model
+            .lxmert
+            .forward_with_summaries(batch.text, regions)
+            .summaries
+            .unwrap();
         let rows = |t: Tensor<B, 2>| -> Vec<Vec<f64>> {
             let [r, c] = t.dims();
             let v: Vec<f32> = t.into_data().to_vec().unwrap();
@@ -425,8 +429,8 @@ mod pretraining {
                 .collect::<Vec<_>>()
         };
         let head = model.contrastive_head.as_ref().unwrap();
-        let text = project(&head.text, output.text_summary);
-        let image = project(&head.image, output.image_summary);
+        let text = project(&head.text, summaries.text);
+        let image = project(&head.image, summaries.image);
         let sim = |i: usize, j: usize| -> f64 {
             (0..text[i].len())
                 .map(|k| text[i][k] * image[j][k])

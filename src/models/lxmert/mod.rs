@@ -10,7 +10,7 @@ mod pretraining;
 pub use classifier::{LxmertClassifier, LxmertClassifierConfig};
 pub use model::{
     CrossAttentionBlock, CrossModalityLayer, Lxmert, LxmertConfig, LxmertOutput, LxmertText,
-    VisualRegions,
+    UnimodalSummaries, VisualRegions,
 };
 pub use pretraining::{
     patch_colour_targets, ContrastiveHead, LxmertPretraining, LxmertPretrainingConfig,

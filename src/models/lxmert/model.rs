@@ -264,15 +264,22 @@ pub struct LxmertOutput<B: Backend> {
     pub vision: Tensor<B, 3>,
     /// `[batch, d_model]`: `tanh(W h_[CLS] + b)`.
     pub pooled: Tensor<B, 2>,
-    /// `[batch, d_model]`: `[CLS]` after the language encoder, before any cross-attention
-    /// (what the image-text contrastive objective aligns).
-    pub text_summary: Tensor<B, 2>,
+    /// Only from [`Lxmert::forward_with_summaries`].
+    pub summaries: Option<UnimodalSummaries<B>>,
+}
+
+/// Each stream summarised before any cross-attention: what the image-text contrastive
+/// objective aligns.
+#[derive(Debug, Clone)]
+pub struct UnimodalSummaries<B: Backend> {
+    /// `[batch, d_model]`: `[CLS]` after the language encoder.
+    pub text: Tensor<B, 2>,
     /// `[batch, d_model]`: the per-feature maximum over the real regions after the
-    /// object-relationship encoder, before any cross-attention. A maximum, not a mean: the
-    /// two to four object regions of a synthetic image are a few of 16, and their mean is
-    /// swamped by the background (measured: a contrastive loss on mean-pooled regions
-    /// stayed near chance where the maximum learned).
-    pub image_summary: Tensor<B, 2>,
+    /// object-relationship encoder. A maximum, not a mean: the two to four object regions of
+    /// a synthetic image are a few of 16, and their mean is swamped by the background
+    /// (measured: a contrastive loss on mean-pooled regions stayed near chance where the
+    /// maximum learned).
+    pub image: Tensor<B, 2>,
 }
 
 /// See the module documentation.
@@ -311,6 +318,28 @@ impl<B: Backend> Lxmert<B> {
     /// - returns: language `[batch, seq, d_model]`, vision `[batch, regions, d_model]`, pooled
     ///   `[batch, d_model]`
     pub fn forward(&self, text: LxmertText<B>, regions: VisualRegions<B>) -> LxmertOutput<B> {
+        self.encode(text, regions, false)
+    }
+
+    /// [`Lxmert::forward`], also returning [`UnimodalSummaries`] (kept out of the plain
+    /// forward, which every classifier and pretraining step runs).
+    ///
+    /// # Shapes
+    /// As [`Lxmert::forward`]; each summary is `[batch, d_model]`.
+    pub fn forward_with_summaries(
+        &self,
+        text: LxmertText<B>,
+        regions: VisualRegions<B>,
+    ) -> LxmertOutput<B> {
+        self.encode(text, regions, true)
+    }
+
+    fn encode(
+        &self,
+        text: LxmertText<B>,
+        regions: VisualRegions<B>,
+        summarise: bool,
+    ) -> LxmertOutput<B> {
         let [batch, seq] = text.tokens.dims();
         let device = text.tokens.device();
         let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
@@ -331,8 +360,10 @@ impl<B: Backend> Lxmert<B> {
         let mut language = self.language_encoder.forward(language, &language_mask);
         let mut vision = self.object_encoder.forward(vision, &vision_mask);
         let d_model = language.dims()[2];
-        let text_summary = language.clone().narrow(1, 0, 1).reshape([batch, d_model]);
-        let image_summary = masked_max(vision.clone(), region_padding);
+        let summaries = summarise.then(|| UnimodalSummaries {
+            text: language.clone().narrow(1, 0, 1).reshape([batch, d_model]),
+            image: masked_max(vision.clone(), region_padding),
+        });
         for layer in &self.cross_layers {
             (language, vision) = layer.forward(language, vision, &language_mask, &vision_mask);
         }
@@ -342,8 +373,7 @@ impl<B: Backend> Lxmert<B> {
             language,
             vision,
             pooled,
-            text_summary,
-            image_summary,
+            summaries,
         }
     }
 }

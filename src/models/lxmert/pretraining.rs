@@ -117,7 +117,7 @@ impl<B: Backend> ContrastiveHead<B> {
     /// Cosine similarities of every caption with every image, divided by the temperature.
     ///
     /// # Shapes
-    /// - `text_summary`, `image_summary`: `[batch, d_model]`
+    /// - `text_summary`, `image_summary`: `[batch, d_model]` ([`super::UnimodalSummaries`])
     /// - returns: `[batch (captions), batch (images)]`
     pub fn similarities(
         &self,
@@ -289,7 +289,14 @@ impl<B: Backend> LxmertPretraining<B> {
             features: regions.features.mask_fill(masked, 0.0),
             ..regions
         };
-        let output = self.lxmert.forward(batch.text, regions);
+        let head = self
+            .contrastive_head
+            .as_ref()
+            .filter(|_| objectives.contrastive);
+        let output = match head {
+            Some(_) => self.lxmert.forward_with_summaries(batch.text, regions),
+            None => self.lxmert.forward(batch.text, regions),
+        };
 
         let masked_language = objectives.masked_language.then(|| {
             let logits = self.language_logits(output.language.clone());
@@ -333,13 +340,8 @@ impl<B: Backend> LxmertPretraining<B> {
         let device = batch.matched.device();
         // Each matched pair's caption against every image of the batch, and each matched
         // image against every caption (swapped ones included, as extra negatives).
-        let head = self
-            .contrastive_head
-            .as_ref()
-            .filter(|_| objectives.contrastive);
-        let contrastive = head.map(|head| {
-            let similarities =
-                head.similarities(output.text_summary.clone(), output.image_summary.clone());
+        let contrastive = head.zip(output.summaries).map(|(head, summaries)| {
+            let similarities = head.similarities(summaries.text, summaries.image);
             let n = similarities.dims()[0];
             let own = Tensor::<B, 1, Int>::arange(0..n as i64, &device);
             let weights = batch.matched.clone().float();
