@@ -3,10 +3,13 @@
 //! logits and KV-cached greedy generation ([`vislang::train::device_check`]).
 //!
 //! ```text
-//! # CI, without a GPU (Mesa's software Vulkan; apt-get install mesa-vulkan-drivers):
-//! cargo run --release --features wgpu --example device_parity -- --device wgpu:cpu
+//! # CI, without a GPU (Mesa's software Vulkan; apt-get install mesa-vulkan-drivers), without
+//! # autotune (compiling every candidate kernel on software Vulkan is most of the time):
+//! cargo run --release --features wgpu-untuned --example device_parity -- --device wgpu:cpu
 //! # f16 mixed precision on the device against the f32 CPU run:
-//! cargo run --release --features wgpu --example device_parity -- --device wgpu:cpu --precision f16
+//! cargo run --release --features wgpu-untuned --example device_parity -- --device wgpu:cpu --precision f16
+//! # a user with a GPU, autotuned:
+//! cargo run --release --features wgpu --example device_parity -- --device wgpu
 //! # a user with an NVIDIA GPU:
 //! cargo run --release --features cuda --example device_parity -- --device cuda
 //! ```
@@ -93,8 +96,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Which kernels ran: with autotune the fastest candidate per shape, without it CubeCL's
+    // default (the `wgpu-untuned` build CI uses; a CUDA build is always autotuned).
+    let kernels = if cfg!(any(feature = "wgpu", feature = "cuda")) {
+        "autotuned"
+    } else {
+        "default kernels"
+    };
     println!(
-        "## --device {} ({}) against cpu (Flex, f32): {} steps of batch {} per family, {seconds:.0} s",
+        "## --device {} ({}, {kernels}) against cpu (Flex, f32): {} steps of batch {} per family, {seconds:.0} s",
         args.device,
         args.precision.name(),
         args.steps,

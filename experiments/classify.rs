@@ -14,6 +14,7 @@ use vislang::train::classify::{
     joint_margin, pretraining_gain, results_table, run_classify, ClassifierKind, ClassifyConfig,
     Schedule,
 };
+use vislang::train::lxmert_pretrain::PretrainStage;
 use vislang::train::RunPaths;
 
 /// Trains image-only, text-only and joint single-stream classifiers ([CLS] img [SEP] text [SEP])
@@ -43,18 +44,24 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Which models to train: the single-stream classifier on image-only, text-only or joint
-    /// input, and LXMERT from scratch and fine-tuned after pretraining (masked LM, masked
-    /// patches, image-text matching) on the training split.
+    /// input, and LXMERT from scratch and fine-tuned after pretraining (--pretraining-stages)
+    /// on the training split.
     #[arg(long, alias = "modalities", value_enum, value_delimiter = ',', default_values_t = ClassifierKind::ALL.to_vec())]
     models: Vec<ClassifierKind>,
-    /// Pretraining epochs before the lxmert-pretrained row [default: 6 synthetic, 20 COCO].
+    /// The pretraining before the lxmert-pretrained row, stage after stage, each
+    /// OBJECTIVES:EPOCHS with objectives from masked-lm, masked-objects, matching,
+    /// contrastive joined by + (lxmert: the first three) [default:
+    /// contrastive:10,matching+contrastive:10 synthetic, lxmert:20 COCO].
+    #[arg(long, value_delimiter = ',', value_name = "STAGES")]
+    pretraining_stages: Option<Vec<PretrainStage>>,
+    /// Epochs of every pretraining stage (a shorter or longer run of the same stages).
     #[arg(long, value_parser = vislang::cli::range::at_least_one)]
     pretraining_epochs: Option<usize>,
     /// Fine-tune the lxmert-pretrained row from this finished `pretrain-lxmert --out`
     /// directory instead of pretraining here. Its model size, image size and caption length
     /// must be this experiment's; its tokenizer.json becomes the experiment's tokenizer
     /// unless --tokenizer names one (which must then have the same vocabulary).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["pretraining_epochs", "lxmert_weights"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["pretraining_stages", "pretraining_epochs", "lxmert_weights"])]
     lxmert_encoder: Option<PathBuf>,
     /// Seeds; every model is trained once per seed [default: 0,1,2].
     #[arg(long, value_delimiter = ',')]
@@ -115,10 +122,18 @@ fn main() -> ExitCode {
         None => ClassifyConfig::synthetic(),
     };
     config.models = args.models.clone();
-    let p = &mut config.lxmert.pretraining;
-    p.epochs = args.pretraining_epochs.unwrap_or(p.epochs);
+    let setup = &mut config.lxmert;
+    if let Some(stages) = args.pretraining_stages {
+        setup.stages = stages;
+    }
+    if let Some(epochs) = args.pretraining_epochs {
+        setup
+            .stages
+            .iter_mut()
+            .for_each(|stage| stage.epochs = epochs);
+    }
     // The lxmert-pretrained row's pretraining runs in the same precision as every row.
-    p.precision = args.budget.precision;
+    setup.pretraining.precision = args.budget.precision;
     if let Some(seeds) = args.seeds {
         config.seeds = seeds;
     }

@@ -13,29 +13,35 @@ use vislang::nn::AutodiffBackend;
 use vislang::train::engine::EpochEvaluation;
 use vislang::train::engine::Feed;
 use vislang::train::lxmert_pretrain::{
-    budgets, pretrain_lxmert, PretrainError, PretrainLxmertConfig,
+    budgets, pretrain_lxmert, stages_text, PretrainError, PretrainLxmertConfig, PretrainStage,
 };
 use vislang::train::RunPaths;
 
 /// Pretrains LXMERT (language encoder, object-relationship encoder, cross-modality encoder
-/// with one cross-attention used in both directions) with masked language modelling (15% of
-/// tokens: 80% [MASK], 10% random, 10% kept), masked object prediction (15% of regions) and
-/// cross-modality matching (half the captions swapped for another image's).
+/// with one cross-attention used in both directions) in stages, each with its own objectives
+/// and learning-rate schedule, each starting from the encoder of the one before: masked
+/// language modelling (15% of tokens: 80% [MASK], 10% random, 10% kept), masked object
+/// prediction (15% of regions), cross-modality matching (half the captions swapped for another
+/// image's), and vislang's image-text contrastive alignment of the two unimodal encoders
+/// (ALBEF's "align before fuse").
 ///
 /// With no arguments it pretrains a small model (2/1/1 layers, 64 wide) on raw pixels of the
-/// built-in synthetic COCO-format set in a few minutes on a CPU: masked patches regress their
-/// quadrant colours. --features reads detector regions from a file made by `lxmert-features
-/// convert` (LXMERT's TSV release) instead; masked regions then regress their features and
-/// classify their detector object and attribute labels. --coco-root selects the base model
-/// (9/5/5 layers, 768 wide) for a GPU; --lxmert-layers/-width/-heads/-ffn size it, and
-/// --lxmert-weights starts from released weights (e.g. unc-nlp/lxmert-base-uncased's
-/// pytorch_model.bin), which `export-lxmert` writes back in Hugging Face's layout.
+/// built-in synthetic COCO-format set in a few minutes on a CPU: contrastive alone for 10
+/// epochs, then matching + contrastive for 10 (LXMERT's own three objectives leave matching at
+/// chance there; see the README). Masked patches regress their quadrant colours. --features
+/// reads detector regions from a file made by `lxmert-features convert` (LXMERT's TSV
+/// release) instead; masked regions then regress their features and classify their detector
+/// object and attribute labels. --coco-root selects the base model (9/5/5 layers, 768 wide)
+/// and LXMERT's own recipe (its three objectives, 20 epochs) for a GPU;
+/// --lxmert-layers/-width/-heads/-ffn size it, and --lxmert-weights starts from released
+/// weights (e.g. unc-nlp/lxmert-base-uncased's pytorch_model.bin), which `export-lxmert`
+/// writes back in Hugging Face's layout.
 ///
 /// --out receives config.json, tokenizer.json, per-epoch checkpoints (an interrupted run
-/// resumes when the same command is repeated), curve-loss.png (training), curve-val-loss.png
-/// (held-out), curve-matching-accuracy.png,
-/// and when done lxmert.safetensors + lxmert-config.json (the encoder), pretraining.safetensors
-/// (with heads) and result.json.
+/// resumes when the same command is repeated; with several stages each has its own
+/// stage-<k>/ directory), curve-loss.png (training), curve-val-loss.png (held-out),
+/// curve-matching-accuracy.png, and when done lxmert.safetensors + lxmert-config.json (the
+/// encoder), pretraining.safetensors (with heads) and result.json.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -55,20 +61,12 @@ struct Args {
     /// Region features converted by `lxmert-features convert`; every image must be in it.
     #[arg(long)]
     features: Option<PathBuf>,
-    /// Switch off masked language modelling.
-    #[arg(long)]
-    no_masked_lm: bool,
-    /// Switch off masked object prediction.
-    #[arg(long)]
-    no_masked_objects: bool,
-    /// Switch off cross-modality matching.
-    #[arg(long)]
-    no_matching: bool,
-    /// Add an image-text contrastive objective on the two unimodal encoders (vislang's
-    /// addition, ALBEF's "align before fuse"); see the README for the two-stage recipe that
-    /// makes matching learn.
-    #[arg(long)]
-    contrastive: bool,
+    /// The stages, run one after another, each OBJECTIVES:EPOCHS with objectives from
+    /// masked-lm, masked-objects, matching, contrastive joined by + (lxmert: the first three)
+    /// [default: contrastive:10,matching+contrastive:10 synthetic, lxmert:20 COCO]. --epochs
+    /// sets every stage's epochs.
+    #[arg(long, value_delimiter = ',', value_name = "STAGES")]
+    stages: Option<Vec<PretrainStage>>,
     /// Chance that a token of a word naming an object category is chosen for masked LM, in
     /// [0, 1] (other tokens: BERT's 0.15); 0 is BERT's uniform choice [default: 0].
     #[arg(long, value_parser = vislang::cli::range::probability)]
@@ -142,10 +140,15 @@ fn main() -> ExitCode {
         None => PretrainLxmertConfig::synthetic(),
     };
     config.features = args.features;
-    config.objectives.masked_language = !args.no_masked_lm;
-    config.objectives.masked_objects = !args.no_masked_objects;
-    config.objectives.matching = !args.no_matching;
-    config.objectives.contrastive = args.contrastive;
+    if let Some(stages) = args.stages {
+        config.stages = stages;
+    }
+    if let Some(epochs) = args.budget.epochs {
+        config
+            .stages
+            .iter_mut()
+            .for_each(|stage| stage.epochs = epochs);
+    }
     config.masking.object_word_rate = args
         .object_word_rate
         .unwrap_or(config.masking.object_word_rate);
@@ -165,6 +168,10 @@ fn main() -> ExitCode {
     d.captions = or_exit(args.captions.source(args.data.coco_root.as_deref()));
     args.data.apply_to(&mut d.synthetic);
 
+    eprintln!(
+        "stages: {}",
+        stages_text(&config.stages).replace(',', ", then ")
+    );
     let task = Pretrain {
         config,
         paths: args.data.paths(args.out),

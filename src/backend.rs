@@ -208,12 +208,13 @@ pub fn run_on<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, De
     }
 }
 
-/// The wgpu backend vislang runs on: f32 floats, i32 integers, fused and autotuned.
-#[cfg(feature = "wgpu")]
+/// The wgpu backend vislang runs on: f32 floats, i32 integers, fused, and autotuned with the
+/// `wgpu` feature (not with `wgpu-untuned`).
+#[cfg(any(feature = "wgpu", feature = "wgpu-untuned"))]
 pub type WgpuBackend = burn::backend::Wgpu;
 
 /// The wgpu device behind an adapter choice.
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "wgpu-untuned"))]
 pub fn wgpu_device(adapter: WgpuAdapter) -> burn::backend::wgpu::WgpuDevice {
     use burn::backend::wgpu::WgpuDevice;
     match adapter {
@@ -223,7 +224,7 @@ pub fn wgpu_device(adapter: WgpuAdapter) -> burn::backend::wgpu::WgpuDevice {
     }
 }
 
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "wgpu-untuned"))]
 fn run_on_wgpu<T: BackendTask>(
     adapter: WgpuAdapter,
     task: T,
@@ -232,7 +233,7 @@ fn run_on_wgpu<T: BackendTask>(
     Ok(task.run::<Autodiff<WgpuBackend>>(wgpu_device(adapter)))
 }
 
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(any(feature = "wgpu", feature = "wgpu-untuned")))]
 fn run_on_wgpu<T: BackendTask>(
     _: WgpuAdapter,
     _: T,

@@ -102,12 +102,17 @@ fn trains_all_five_models_and_writes_results_and_charts() {
     assert_eq!((png.width(), png.height()), (800, 500));
     let report = results(&out);
     assert_eq!(report["summary"].as_array().unwrap().len(), 5);
+    // `--pretraining-epochs 1`: one epoch in each of the default's two stages.
     assert_eq!(
         report["lxmert_pretraining"]["history"]
             .as_array()
             .unwrap()
             .len(),
-        1
+        2
+    );
+    assert_eq!(
+        report["lxmert_pretraining"]["stages"],
+        serde_json::json!(["contrastive:1", "matching+contrastive:1"])
     );
 
     // The pretrained row really starts from the pretraining: with its encoder file damaged,

@@ -31,11 +31,25 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// Names in `dir` that a finished run must not leave: checkpoints, temporaries, state.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.contains("epoch") || name.ends_with(".tmp") || name == "state.json")
+        .collect()
+}
+
 #[test]
 fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
     let dir = common::tempdir();
     let reference = dir.path().join("reference");
-    let output = run(pretrain(dir.path(), "reference", 96, &["--epochs", "2"]));
+    let output = run(pretrain(
+        dir.path(),
+        "reference",
+        96,
+        &["--stages", "lxmert:2"],
+    ));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("matching accuracy"), "{stdout}");
     for file in [
@@ -52,12 +66,15 @@ fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
     ] {
         assert!(reference.join(file).exists(), "{file} missing");
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&reference)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .filter(|name| name.contains("epoch") || name.ends_with(".tmp") || name == "state.json")
-        .collect();
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    assert!(
+        !reference.join("stage-1").exists(),
+        "one stage trains in --out itself"
+    );
+    assert!(
+        leftovers(&reference).is_empty(),
+        "{:?}",
+        leftovers(&reference)
+    );
     let result = json(&reference.join("result.json"));
     let last = &result["history"][1];
     for objective in ["masked_language", "object_feature", "matching"] {
@@ -73,14 +90,101 @@ fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
         last["eval"]["losses"]["object_label"].is_null(),
         "pixels have no detector labels"
     );
+    assert!(
+        last["eval"]["losses"]["contrastive"].is_null(),
+        "not asked for"
+    );
 
-    // The same run, killed once epoch 1 is committed and started again, ends identically.
-    let tokenizer = reference.join("tokenizer.json");
+    // Another config in the same directory is refused rather than mixed in.
+    let error = fails(pretrain(
+        dir.path(),
+        "reference",
+        96,
+        &["--stages", "lxmert:3"],
+    ));
+    assert!(error.contains("different config"), "{error}");
+}
+
+#[test]
+fn default_stages_align_then_match_and_resume_identically() {
+    let dir = common::tempdir();
+    let staged = dir.path().join("staged");
+    let output = run(pretrain(dir.path(), "staged", 96, &["--epochs", "2"]));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("stages: contrastive:2, then matching+contrastive:2"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for stage in ["stage-1", "stage-2"] {
+        let stage_dir = staged.join(stage);
+        for file in ["lxmert.safetensors", "result.json", "curve-loss.png"] {
+            assert!(stage_dir.join(file).exists(), "{stage}/{file} missing");
+        }
+        assert!(
+            leftovers(&stage_dir).is_empty(),
+            "{:?}",
+            leftovers(&stage_dir)
+        );
+    }
+    // The run's encoder is the last stage's, byte for byte.
+    for file in ["lxmert.safetensors", "pretraining-config.json"] {
+        assert_eq!(
+            std::fs::read(staged.join(file)).unwrap(),
+            std::fs::read(staged.join("stage-2").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let result = json(&staged.join("result.json"));
+    assert_eq!(
+        result["stages"],
+        serde_json::json!(["contrastive:2", "matching+contrastive:2"])
+    );
+    let history = result["history"].as_array().unwrap();
+    let epochs: Vec<u64> = history
+        .iter()
+        .map(|h| h["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        epochs,
+        [1, 2, 3, 4],
+        "epochs numbered on through the stages"
+    );
+    let losses = |epoch: usize| &history[epoch]["eval"]["losses"];
+    assert!(
+        losses(0)["matching"].is_null(),
+        "stage 1 is contrastive alone"
+    );
+    assert!(losses(0)["contrastive"].as_f64().unwrap().is_finite());
+    for objective in ["matching", "contrastive"] {
+        assert!(
+            losses(3)[objective].as_f64().unwrap().is_finite(),
+            "{objective}"
+        );
+    }
+    assert!(losses(3)["masked_language"].is_null());
+    // Stage 2 starts from stage 1's encoder: a run of stage 2 alone (the same seed, so the
+    // same fresh model and batches) would compute exactly the same first epoch otherwise.
+    run(pretrain(
+        dir.path(),
+        "stage-2-alone",
+        96,
+        &["--stages", "matching+contrastive:2"],
+    ));
+    let alone = json(&dir.path().join("stage-2-alone/result.json"));
+    assert_ne!(
+        alone["history"][0]["eval"]["losses"], history[2]["eval"]["losses"],
+        "stage 2 started from a fresh encoder"
+    );
+
+    // Killed once stage 2 has committed an epoch and started again, the run resumes inside
+    // stage 2 (stage 1's encoder read back from disk) and ends identically.
+    let tokenizer = staged.join("tokenizer.json");
     let args = ["--epochs", "2", "--tokenizer", tokenizer.to_str().unwrap()];
     let interrupted = dir.path().join("interrupted");
     common::kill_once_exists(
         pretrain(dir.path(), "interrupted", 96, &args),
-        &interrupted.join("state.json"),
+        &interrupted.join("stage-2").join("state.json"),
     );
     assert!(
         !interrupted.join("result.json").exists(),
@@ -92,7 +196,7 @@ fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
         "did not resume"
     );
     let resumed = json(&interrupted.join("result.json"));
-    for epoch in 0..2 {
+    for epoch in 0..4 {
         assert_eq!(
             resumed["history"][epoch]["eval"],
             result["history"][epoch]["eval"],
@@ -100,10 +204,6 @@ fn pixel_pretraining_writes_its_outputs_and_resumes_identically() {
             epoch + 1
         );
     }
-
-    // Another config in the same directory is refused rather than mixed in.
-    let error = fails(pretrain(dir.path(), "reference", 96, &["--epochs", "3"]));
-    assert!(error.contains("different config"), "{error}");
 }
 
 #[test]
@@ -139,7 +239,12 @@ fn region_features_from_tsv_pretrain_with_detector_labels() {
         dir.path(),
         "regions",
         96,
-        &["--epochs", "1", "--features", converted.to_str().unwrap()],
+        &[
+            "--stages",
+            "lxmert:1",
+            "--features",
+            converted.to_str().unwrap(),
+        ],
     ));
     let result = json(&dir.path().join("regions/result.json"));
     let val = &result["history"][0]["eval"]["losses"];
@@ -241,13 +346,22 @@ fn classify_fine_tunes_an_encoder_pretrained_by_pretrain_lxmert() {
 #[test]
 fn bad_settings_get_clear_errors() {
     let dir = common::tempdir();
-    let error = fails(pretrain(
-        dir.path(),
-        "none",
-        48,
-        &["--no-masked-lm", "--no-masked-objects", "--no-matching"],
-    ));
-    assert!(error.contains("every objective is switched off"), "{error}");
+    for (stages, expected) in [
+        ("bogus:1", "unknown objective 'bogus'"),
+        ("matching+:1", "unknown objective ''"),
+        (
+            "contrastive:0",
+            "'0' in 'contrastive:0' is not a number of epochs",
+        ),
+        ("contrastive", "'contrastive' is not OBJECTIVES:EPOCHS"),
+    ] {
+        let error = fails(pretrain(dir.path(), "none", 48, &["--stages", stages]));
+        assert!(error.contains(expected), "{stages}: {error}");
+        assert!(
+            !dir.path().join("none").exists(),
+            "{stages}: wrote before refusing"
+        );
+    }
     let error = fails(pretrain(
         dir.path(),
         "missing",

@@ -30,7 +30,7 @@ const BINARIES: [(&str, &[&str]); 11] = [
 ];
 
 /// Value placeholders of options that are not numbers (paths, names, lists of names).
-const NOT_NUMERIC: [&str; 22] = [
+const NOT_NUMERIC: [&str; 23] = [
     "COCO_ROOT",
     "DATA_DIR",
     "CACHE_DIR",
@@ -53,6 +53,7 @@ const NOT_NUMERIC: [&str; 22] = [
     "LXMERT_WEIGHTS",
     "DEVICES",
     "RUN",
+    "STAGES",
 ];
 
 /// Counts where 0 means nothing sensible (options where 0 means "off", such as --top-k and
@@ -303,7 +304,7 @@ fn a_precision_or_device_this_build_cannot_run_is_refused_before_writing_anythin
         assert_eq!(code, Some(2), "{stderr}");
         assert!(stderr.contains("--device"), "{stderr}");
     }
-    #[cfg(not(feature = "wgpu"))]
+    #[cfg(not(any(feature = "wgpu", feature = "wgpu-untuned")))]
     for (binary, args) in [
         (
             env!("CARGO_BIN_EXE_train-vqvae"),

@@ -329,5 +329,5 @@ impl<T> AutodiffBackend for T where
 impl Backend for burn::backend::NdArray {}
 #[cfg(feature = "cuda")]
 impl Backend for burn_cuda::Cuda {}
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "wgpu-untuned"))]
 impl Backend for burn::backend::Wgpu {}

@@ -42,8 +42,8 @@ pub enum ClassifierKind {
     Joint,
     /// LXMERT (two streams, cross-attention), from scratch.
     Lxmert,
-    /// LXMERT fine-tuned from its pretraining (masked LM, masked objects, matching) on the
-    /// training split.
+    /// LXMERT fine-tuned from its pretraining on the training split (its stages:
+    /// [`super::lxmert_pretrain::PretrainStage`]).
     LxmertPretrained,
 }
 

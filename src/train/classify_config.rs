@@ -6,21 +6,25 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
 use super::classifier_run::ClassifierKind;
-use super::lxmert_pretrain::{budgets, lxmert_presets, PretrainError, PretrainLxmertConfig};
+use super::lxmert_pretrain::{
+    budgets, lxmert_presets, stage_presets, PretrainError, PretrainLxmertConfig, PretrainStage,
+};
 use super::TrainError;
 use crate::data::lxmert_pretraining::MaskingConfig;
 use crate::data::{DataConfig, DataError, LoadError, PrepareError, SyntheticError, TokenizerError};
 use crate::io::checkpoint::CheckpointError;
 use crate::models::classifier::{Modality, SingleStreamClassifierConfig};
-use crate::models::lxmert::{LxmertConfig, Objectives};
+use crate::models::lxmert::LxmertConfig;
 
 /// The LXMERT rows: the model size and the pretraining that precedes `lxmert-pretrained`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LxmertSetup {
     /// The encoder; data-derived fields are filled in per run (see [`lxmert_config`]).
     pub model: LxmertConfig,
-    pub objectives: Objectives,
+    /// The pretraining's stages (see [`PretrainStage`]).
+    pub stages: Vec<PretrainStage>,
     pub masking: MaskingConfig,
+    /// The pretraining's budget; its `epochs` is replaced by each stage's.
     pub pretraining: Budget,
     /// A finished `pretrain-lxmert --out` directory that `lxmert-pretrained` starts from,
     /// instead of pretraining with `pretraining` here.
@@ -67,7 +71,7 @@ impl ClassifyConfig {
             training: Budget::new(8, 32, 1e-3),
             lxmert: LxmertSetup {
                 model: lxmert_presets::small(),
-                objectives: Objectives::LXMERT,
+                stages: stage_presets::synthetic(),
                 masking: MaskingConfig::default(),
                 pretraining: budgets::synthetic(),
                 encoder: None,
@@ -85,7 +89,7 @@ impl ClassifyConfig {
             features: None,
             model: self.lxmert.model.clone(),
             weights: None,
-            objectives: self.lxmert.objectives,
+            stages: self.lxmert.stages.clone(),
             masking: self.lxmert.masking,
             budget: self.lxmert.pretraining.clone(),
         }
@@ -109,6 +113,7 @@ impl ClassifyConfig {
         config.training.learning_rate = 3e-4;
         config.lxmert.model = lxmert_presets::base();
         config.lxmert.pretraining = budgets::coco();
+        config.lxmert.stages = stage_presets::coco();
         config
     }
 }

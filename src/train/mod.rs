@@ -19,6 +19,8 @@ pub mod gradients;
 pub mod lxmert_pretrain;
 mod lxmert_pretrain_config;
 mod lxmert_pretrain_eval;
+mod lxmert_pretrain_stages;
+mod lxmert_pretrain_task;
 pub mod memory;
 pub mod metrics;
 mod metrics_log;
