@@ -50,14 +50,14 @@ struct Args {
 }
 
 /// Warms up, then steps until `seconds` have passed; prints examples/s.
-fn repeat<T: TrainingTask<Train>>(
+fn repeat<T: TrainingTask<Train> + Sync>(
     task: &T,
     model: T::Model,
     budget: &Budget,
     seconds: f64,
 ) -> Result<(), String> {
     let device = Default::default();
-    let mut timer = StepTimer::new(task, model, budget, &device);
+    let mut timer = StepTimer::new(task, model, budget, &device).map_err(|e| e.to_string())?;
     let step_error = |e: vislang::train::TrainError| e.to_string();
     timer.examples_per_second(3).map_err(step_error)?;
     let started = Instant::now();

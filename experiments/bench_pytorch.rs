@@ -336,7 +336,7 @@ pub fn run<Train: AutodiffBackend>(
         json["grad_clip"] = json!(training.grad_clip);
         let (task, mut budget) = classifier_task(data, batch);
         budget.precision = precision;
-        let mut timer = StepTimer::new(&task, model, &budget, device);
+        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
         timer.examples_per_second(3).map_err(|e| e.to_string())?;
         let row = compare(&setup, "classifier", json, params, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
@@ -368,7 +368,7 @@ pub fn run<Train: AutodiffBackend>(
             precision,
             ..pretraining.budget.clone()
         };
-        let mut timer = StepTimer::new(&task, model, &budget, device);
+        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
         timer.examples_per_second(3).map_err(|e| e.to_string())?;
         let row = compare(&setup, "lxmert", json, params, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
@@ -388,7 +388,7 @@ pub fn run<Train: AutodiffBackend>(
         json["grad_clip"] = json!(preset.training.grad_clip);
         let (task, mut budget) = vqvae_task(vqvae_data, batch, Path::new("unused"));
         budget.precision = precision;
-        let mut timer = StepTimer::new(&task, model, &budget, device);
+        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
         timer.examples_per_second(3).map_err(|e| e.to_string())?;
         let row = compare(&setup, "vqvae", json, params, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
@@ -414,7 +414,7 @@ pub fn run<Train: AutodiffBackend>(
             precision,
             ..workload.budget.clone()
         };
-        let mut timer = StepTimer::new(&task, model, &budget, device);
+        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
         timer.examples_per_second(2).map_err(|e| e.to_string())?;
         let row = compare(&setup, "dalle", json, params, steps, &mut |n| {
             timer.examples_per_second(n).expect("bench step")

@@ -14,10 +14,12 @@ use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use vislang::nn::{Backend, Precision};
+use vislang::train::data_parallel::first_difference;
 use vislang::train::engine::{
-    seeded_init, train, train_on, EpochEvaluation, Feed, Losses, RunDisplay, StepOutput,
+    seeded_init, train, train_on, EpochEvaluation, Feed, Losses, RunDisplay, StepOutput, StepTimer,
     TrainingTask,
 };
+use vislang::train::workloads::DalleWorkload;
 use vislang::train::{Budget, RunDir, TrainError};
 
 type B = Autodiff<Flex>;
@@ -167,6 +169,7 @@ fn run_fed(task: &Regression, dir: &Path, loader_threads: usize) -> Result<Vec<f
         feed: Feed {
             log_every: 3,
             loader_threads,
+            ..Feed::default()
         },
     };
     let trained = train(task, model, &budget(), &run_dir, &display, &device)?;
@@ -237,6 +240,35 @@ fn the_batch_loader_does_not_change_the_run() {
                 assert!((0.0..=train).contains(&wait), "{m}");
             }
         }
+    }
+}
+
+#[test]
+fn compute_threads_do_not_change_the_weights() {
+    // A real model whose matrix products and row kernels are large enough to be split across
+    // threads (the bench's DALL-E decoder, 16 sequences of 88 positions): 1, 2 and 3 compute
+    // threads take three steps to the same bits.
+    let device = Default::default();
+    let workload = DalleWorkload::new(24, 16);
+    let task = workload.task::<Flex>();
+    let init = || seeded_init::<B, _>(3, &device, || workload.config.init(&device));
+    let stepped = |threads: usize| {
+        let timer = StepTimer::new(&task, init(), &workload.budget, &device).unwrap();
+        let mut timer = timer.with_threads(threads).unwrap();
+        timer.examples_per_second(3).unwrap();
+        timer.into_model()
+    };
+    let one = stepped(1);
+    assert!(
+        first_difference(&one, &init()).is_some(),
+        "the steps moved the weights"
+    );
+    for threads in [2, 3] {
+        assert_eq!(
+            first_difference(&one, &stepped(threads)),
+            None,
+            "{threads} threads"
+        );
     }
 }
 
@@ -359,6 +391,7 @@ fn train_replicas(dir: &Path, replicas: usize, epochs: usize) -> (Vec<f32>, Vec<
         feed: Feed {
             log_every: 1,
             loader_threads: 1,
+            ..Feed::default()
         },
     };
     let devices = vec![device; replicas];

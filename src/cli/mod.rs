@@ -205,6 +205,11 @@ pub struct BudgetArgs {
     /// batch inside the training loop.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub loader_threads: u64,
+    /// Threads each training run's tensor ops run on, in a pool of the run's own (0: one per
+    /// core; in `classify`, the cores shared out between the runs trained at once). Does not
+    /// change results.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub threads: u64,
 }
 
 impl BudgetArgs {
@@ -226,6 +231,7 @@ impl BudgetArgs {
         Feed {
             log_every: self.log_every as usize,
             loader_threads: self.loader_threads as usize,
+            compute_threads: self.threads as usize,
         }
     }
 }

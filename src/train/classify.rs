@@ -12,6 +12,7 @@ use super::classify_report::write_report;
 pub use super::classify_report::{
     joint_margin, pretraining_gain, results_table, ClassifyReport, ModelSummary,
 };
+use super::compute_threads::cores;
 use super::engine::Feed;
 use super::lxmert_pretrain::{fill_lxmert, pretrain_on, PretrainResult, PretrainingImages};
 use super::memory::MemoryNeed;
@@ -33,8 +34,20 @@ pub struct Schedule {
     /// runs in parallel share the backend's random generator and are not bit-reproducible.
     pub jobs: usize,
     pub show_progress: bool,
-    /// Loss reads and batch loading (see [`Feed`]).
+    /// Loss reads, batch loading and compute threads (see [`Feed`]).
     pub feed: Feed,
+}
+
+impl Schedule {
+    /// What each run is fed with: with `compute_threads` 0, the cores shared out between the
+    /// `jobs` runs trained at once (at least one thread each).
+    pub fn run_feed(&self) -> Feed {
+        let mut feed = self.feed;
+        if feed.compute_threads == 0 {
+            feed.compute_threads = (cores() / self.jobs.max(1)).max(1);
+        }
+        feed
+    }
 }
 
 /// The LXMERT classifier under `config`, with the data's vocabulary, labels and sizes.
@@ -202,7 +215,7 @@ pub fn run_classify<B: AutodiffBackend>(
                     &pretraining_dir,
                     std::slice::from_ref(device),
                     &progress,
-                    schedule.feed,
+                    schedule.run_feed(),
                 )?)
             };
             let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
@@ -251,7 +264,7 @@ pub fn run_classify<B: AutodiffBackend>(
                         .join("runs")
                         .join(format!("{}-seed{seed}", kind.name())),
                     progress: &progress,
-                    feed: schedule.feed,
+                    feed: schedule.run_feed(),
                 })
                 .collect();
             let (lxmert_pretraining, mut runs) = run_in_parallel(

@@ -39,6 +39,7 @@ use rand::SeedableRng;
 
 use super::batch_loader::BatchLoader;
 use super::budget::Budget;
+use super::compute_threads::ComputeThreads;
 use super::data_parallel::{
     self, all_reduce_gradients, all_reduce_losses, shards, Peer, ShardStep,
 };
@@ -133,14 +134,18 @@ pub struct Feed {
     /// Threads making batches ahead of the step ([`super::batch_loader`]); 0 makes them in
     /// the loop.
     pub loader_threads: usize,
+    /// Threads the step's tensor ops run on ([`ComputeThreads`]); 0: one per core.
+    pub compute_threads: usize,
 }
 
 impl Default for Feed {
-    /// Losses read every 50 steps; one loader thread (on a CPU the step needs the cores).
+    /// Losses read every 50 steps; one loader thread (on a CPU the step needs the cores);
+    /// compute on every core.
     fn default() -> Self {
         Self {
             log_every: 50,
             loader_threads: 1,
+            compute_threads: 0,
         }
     }
 }
@@ -331,12 +336,19 @@ pub struct StepTimer<'t, B: AutodiffBackend, T: TrainingTask<B>> {
     batch_size: usize,
     steps_taken: usize,
     device: B::Device,
+    /// The pool [`train`] would compute on, one thread per core.
+    threads: std::sync::Arc<ComputeThreads>,
 }
 
 impl<'t, B: AutodiffBackend, T: TrainingTask<B>> StepTimer<'t, B, T> {
     /// A timer over `task`, starting from `model` with the optimizer `budget` describes.
-    pub fn new(task: &'t T, model: T::Model, budget: &Budget, device: &B::Device) -> Self {
-        Self {
+    pub fn new(
+        task: &'t T,
+        model: T::Model,
+        budget: &Budget,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        Ok(Self {
             task,
             model: Some(model),
             optimizer: optimizer::<B, T::Model>(budget),
@@ -344,12 +356,33 @@ impl<'t, B: AutodiffBackend, T: TrainingTask<B>> StepTimer<'t, B, T> {
             batch_size: budget.batch_size,
             steps_taken: 0,
             device: device.clone(),
-        }
+            threads: std::sync::Arc::new(ComputeThreads::new(Feed::default().compute_threads)?),
+        })
+    }
+
+    /// Computes on a pool of `threads` threads (0: one per core) instead of one per core.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, TrainError> {
+        self.threads = std::sync::Arc::new(ComputeThreads::new(threads)?);
+        Ok(self)
+    }
+
+    /// The model as the steps so far have left it.
+    pub fn into_model(self) -> T::Model {
+        self.model.expect("a model between measurements")
     }
 
     /// Examples per second of the next `steps` steps. Call it once untimed first: the first
     /// steps absorb allocation, kernel compilation and autotuning.
-    pub fn examples_per_second(&mut self, steps: usize) -> Result<f64, TrainError> {
+    pub fn examples_per_second(&mut self, steps: usize) -> Result<f64, TrainError>
+    where
+        T: Sync,
+        T::Model: Send,
+    {
+        let threads = self.threads.clone();
+        threads.run(|| self.timed_steps(steps))
+    }
+
+    fn timed_steps(&mut self, steps: usize) -> Result<f64, TrainError> {
         let n = self.task.n_train().max(1);
         let started = Instant::now();
         let mut model = self.model.take().expect("a model between measurements");
@@ -394,9 +427,10 @@ pub fn examples_per_second<B, T>(
 ) -> Result<f64, TrainError>
 where
     B: AutodiffBackend,
-    T: TrainingTask<B>,
+    T: TrainingTask<B> + Sync,
+    T::Model: Send,
 {
-    let mut timer = StepTimer::new(task, model, budget, device);
+    let mut timer = StepTimer::new(task, model, budget, device)?;
     timer.examples_per_second(warmup)?;
     timer.examples_per_second(steps)
 }
@@ -429,7 +463,25 @@ where
 
 /// [`train`] with one replica of the model per device in `devices`, each taking a shard of
 /// every batch (see [`super::data_parallel`]); the first device evaluates and checkpoints.
+/// The loop runs on a compute pool of its own ([`ComputeThreads`], `display.feed`).
 pub fn train_on<B, T>(
+    task: &T,
+    model: T::Model,
+    budget: &Budget,
+    run_dir: &RunDir,
+    display: &RunDisplay,
+    devices: &[B::Device],
+) -> Result<TrainedOf<B, T>, TrainError>
+where
+    B: AutodiffBackend,
+    T: TrainingTask<B> + Sync,
+    T::Model: Send,
+{
+    let threads = ComputeThreads::new(display.feed.compute_threads)?;
+    threads.run(|| train_loop(task, model, budget, run_dir, display, devices))
+}
+
+fn train_loop<B, T>(
     task: &T,
     model: T::Model,
     budget: &Budget,

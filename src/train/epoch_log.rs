@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Held-out numbers of one epoch, in the order they are shown. Each must be finite.
-pub trait EpochEvaluation: Clone + Serialize + DeserializeOwned {
+pub trait EpochEvaluation: Clone + Send + Serialize + DeserializeOwned {
     fn metrics(&self) -> Vec<(&'static str, f64)>;
 
     /// The metrics that move continuously with the model's outputs (losses, PSNR), as

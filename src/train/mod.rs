@@ -7,6 +7,7 @@ pub mod classifier_run;
 pub mod classify;
 mod classify_config;
 mod classify_report;
+pub mod compute_threads;
 mod config_diff;
 pub mod dalle;
 mod dalle_data;
