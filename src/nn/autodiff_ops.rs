@@ -88,6 +88,25 @@ impl<B: Backend> Backward<B, 1> for Gelu {
 }
 
 #[derive(Debug)]
+struct LayerNorm;
+
+impl<B: Backend> Backward<B, 3> for LayerNorm {
+    /// The input, the scale and epsilon (the shift does not enter the gradients).
+    type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, gamma, epsilon) = ops.state;
+        let gradients = B::layer_norm_backward(x, gamma, grad, epsilon);
+        for (node, gradient) in ops.parents.into_iter().zip(gradients) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, gradient);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 struct CrossEntropy;
 
 /// The logits, each row's statistics (max and log-sum) and the targets.
@@ -308,6 +327,35 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 prep.finish(x.primitive, output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::gelu_exact(x.primitive)),
+        }
+    }
+
+    fn layer_norm_fused(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        match LayerNorm
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::layer_norm_fused(
+                    x.primitive.clone(),
+                    gamma.primitive.clone(),
+                    beta.primitive,
+                    epsilon,
+                );
+                prep.finish((x.primitive, gamma.primitive, epsilon), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::layer_norm_fused(
+                x.primitive,
+                gamma.primitive,
+                beta.primitive,
+                epsilon,
+            )),
         }
     }
 

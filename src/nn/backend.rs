@@ -19,6 +19,8 @@
 //!   by [`Backend::swap_middle_dims`].
 //! - [`Backend::gelu_exact`]: `x·Φ(x)` as one node (burn's autodiff records it as one too, but
 //!   Flex evaluates it with a scalar `erf` per element).
+//! - [`Backend::layer_norm_fused`]: layer normalisation as one node whose backward is one pass
+//!   per row; burn's autodiff records it as about nine ops.
 //! - [`Backend::cross_entropy`]: `−log softmax(logits)[target]` per row as one node that keeps
 //!   each row's max and log-sum, with the backward `softmax − onehot`; burn records
 //!   log-softmax and gather as six.
@@ -157,6 +159,34 @@ pub trait Backend: burn::tensor::backend::Backend {
         generic::conv2d_columns_backward::<Self>(columns, geometry)
     }
 
+    /// Layer normalisation over the last dimension, `(x − mean) / sqrt(var + ε) · γ + β` with
+    /// the biased variance (PyTorch's `nn.LayerNorm`).
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d]`; `gamma`, `beta`: `[d]`
+    /// - returns: the shape of `x`
+    fn layer_norm_fused(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, gamma, Some(beta), epsilon)
+    }
+
+    /// The gradients of [`Self::layer_norm_fused`] at `x` for the output's gradient `grad`:
+    /// `(dx, dγ, dβ)`. With `x̂ = (x − mean) · r`, `r = 1 / sqrt(var + ε)` and `g = grad ⊙ γ`
+    /// per row, `dx = r · (g − mean(g) − x̂ · mean(g ⊙ x̂))`; `dγ` sums `grad ⊙ x̂` and `dβ`
+    /// sums `grad` over the rows.
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        generic::layer_norm_backward::<Self>(x, gamma, grad, epsilon)
+    }
+
     /// Per-row cross-entropy `−log softmax(logits)[i, targets[i]]`.
     ///
     /// # Shapes
@@ -275,6 +305,35 @@ pub(crate) mod generic {
             [0, 1].map(|d| (g.input[d] + 2 * g.padding[d] - g.kernel[d]) % g.stride[d]);
         let options = ConvTransposeOptions::new(g.stride, g.padding, padding_out, [1, 1], 1);
         B::conv_transpose2d(columns, primitive(identity), None, options)
+    }
+
+    pub fn layer_norm_backward<B: Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        epsilon: f64,
+    ) -> [FloatTensor<B>; 3] {
+        let shape = x.shape();
+        let d = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / d.max(1);
+        let x = float::<B, 2>(x).reshape([rows, d]);
+        let grad = float::<B, 2>(grad).reshape([rows, d]);
+        let gamma = float::<B, 1>(gamma).reshape([1, d]);
+        let centered = x.clone() - x.mean_dim(1);
+        let variance = centered.clone().square().mean_dim(1);
+        let std = (variance + epsilon).sqrt();
+        let normalized = centered / std.clone();
+        let d_beta = grad.clone().sum_dim(0).reshape([d]);
+        let d_gamma = (grad.clone() * normalized.clone()).sum_dim(0).reshape([d]);
+        let scaled = grad * gamma;
+        let mean_scaled = scaled.clone().mean_dim(1);
+        let mean_projection = (scaled.clone() * normalized.clone()).mean_dim(1);
+        let d_x = (scaled - mean_scaled - normalized * mean_projection) / std;
+        [
+            B::float_reshape(primitive(d_x), shape),
+            primitive(d_gamma),
+            primitive(d_beta),
+        ]
     }
 
     pub fn cross_entropy_forward<B: Backend>(

@@ -1,6 +1,6 @@
 //! Row and element kernels for the CPU backend (Flex), on plain `f32` slices: exact GELU and
-//! its derivative, softmax of attention scores plus a bias and its backward, and row-wise
-//! cross-entropy and its backward.
+//! its derivative, softmax of attention scores plus a bias and its backward, row-wise
+//! cross-entropy and its backward, and layer normalisation's backward.
 //!
 //! Why: Flex computes GELU with a scalar libm `erf` per element (forward and backward were
 //! 15% of the classifier's training step), adds a `[1, 1, s, s]` or `[b, 1, 1, s]` attention
@@ -376,6 +376,99 @@ pub fn cross_entropy_backward(
             out,
         )
     });
+}
+
+/// Over rows of `x` (each `gamma.len()` long): `dx` as [`layer_norm_backward`] says, and the
+/// rows' contributions to `dγ` and `dβ` added to `sums` (`[dγ, dβ]`, `2 · d` long).
+#[inline(always)]
+fn layer_norm_backward_body(
+    x: &[f32],
+    grad: &[f32],
+    gamma: &[f32],
+    epsilon: f32,
+    dx: &mut [f32],
+    sums: &mut [f32],
+) {
+    let d = gamma.len();
+    let inverse_d = 1.0 / d as f32;
+    let (d_gamma, d_beta) = sums.split_at_mut(d);
+    let rows = x.chunks_exact(d).zip(grad.chunks_exact(d));
+    for ((x, grad), dx) in rows.zip(dx.chunks_exact_mut(d)) {
+        let mean = x.iter().fold(0.0, |s, &v| s + v) * inverse_d;
+        let variance = x.iter().fold(0.0, |s, &v| s + (v - mean) * (v - mean)) * inverse_d;
+        let inverse_std = 1.0 / (variance + epsilon).sqrt();
+        // dx holds x̂ until the row's two means are known.
+        let (mut sum_scaled, mut sum_projection) = (0.0, 0.0);
+        for i in 0..d {
+            let normalized = (x[i] - mean) * inverse_std;
+            let scaled = grad[i] * gamma[i];
+            sum_scaled += scaled;
+            sum_projection += scaled * normalized;
+            d_gamma[i] += grad[i] * normalized;
+            d_beta[i] += grad[i];
+            dx[i] = normalized;
+        }
+        let (mean_scaled, mean_projection) = (sum_scaled * inverse_d, sum_projection * inverse_d);
+        for i in 0..d {
+            dx[i] = inverse_std * (grad[i] * gamma[i] - mean_scaled - dx[i] * mean_projection);
+        }
+    }
+}
+
+fn layer_norm_backward_chunk(
+    x: &[f32],
+    grad: &[f32],
+    gamma: &[f32],
+    epsilon: f32,
+    dx: &mut [f32],
+    sums: &mut [f32],
+) {
+    vectorised!(layer_norm_backward_body(
+        x: &[f32],
+        grad: &[f32],
+        gamma: &[f32],
+        epsilon: f32,
+        dx: &mut [f32],
+        sums: &mut [f32],
+    ))
+}
+
+/// Layer normalisation's backward over rows of `d = gamma.len()`: with `x̂ = (x − mean) · r`,
+/// `r = 1 / sqrt(var + ε)` and `g = grad ⊙ γ`, `dx = r · (g − mean(g) − x̂ · mean(g ⊙ x̂))`
+/// per row; `dγ = Σ grad ⊙ x̂` and `dβ = Σ grad` over the rows, written to `d_gamma_beta`
+/// (`[dγ, dβ]`). Row blocks of a fixed size run in parallel and their sums are added in
+/// block order, so the result does not depend on the number of threads.
+pub fn layer_norm_backward(
+    x: &[f32],
+    grad: &[f32],
+    gamma: &[f32],
+    epsilon: f32,
+    dx: &mut [f32],
+    d_gamma_beta: &mut [f32],
+) {
+    let d = gamma.len();
+    let per_task = (CHUNK / d.max(1)).max(1) * d;
+    let block = |task: usize, dx: &mut [f32]| {
+        let rows = task * per_task..task * per_task + dx.len();
+        let mut sums = vec![0.0; 2 * d];
+        let (x, grad) = (&x[rows.clone()], &grad[rows]);
+        layer_norm_backward_chunk(x, grad, gamma, epsilon, dx, &mut sums);
+        sums
+    };
+    let blocks: Vec<Vec<f32>> = if dx.len() <= per_task {
+        vec![block(0, dx)]
+    } else {
+        dx.par_chunks_mut(per_task)
+            .enumerate()
+            .map(|(task, dx)| block(task, dx))
+            .collect()
+    };
+    d_gamma_beta.fill(0.0);
+    for sums in blocks {
+        for (total, part) in d_gamma_beta.iter_mut().zip(sums) {
+            *total += part;
+        }
+    }
 }
 
 /// A 2-D convolution's geometry: input `[channels, height, width]` per image, square-free

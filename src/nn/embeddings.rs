@@ -5,9 +5,10 @@ use crate::nn::Backend;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
-    Linear, LinearConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
+
+use super::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Int, Tensor};
 
 /// Configuration of [`TextEmbeddings`].

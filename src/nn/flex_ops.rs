@@ -157,6 +157,36 @@ impl Backend for Flex {
         from_vec(out, x.shape())
     }
 
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        let shape = x.shape();
+        let d = last_dim(&shape);
+        let fits = gamma.shape().num_elements() == d && grad.shape() == shape && d > 0;
+        if !is_f32(&x) || !is_f32(&gamma) || !is_f32(&grad) || !fits {
+            return generic::layer_norm_backward::<Self>(x, gamma, grad, epsilon);
+        }
+        let mut d_x = vec![0.0; shape.num_elements()];
+        let mut d_gamma_beta = vec![0.0; 2 * d];
+        cpu_kernels::layer_norm_backward(
+            &values(&x),
+            &values(&grad),
+            &values(&gamma),
+            epsilon as f32,
+            &mut d_x,
+            &mut d_gamma_beta,
+        );
+        let d_beta = d_gamma_beta.split_off(d);
+        [
+            from_vec(d_x, shape),
+            from_vec(d_gamma_beta, Shape::new([d])),
+            from_vec(d_beta, Shape::new([d])),
+        ]
+    }
+
     fn cross_entropy_forward(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use crate::nn::Backend;
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, Linear};
+
+use super::LayerNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_store::pytorch::PytorchReader;
 use burn_store::TensorSnapshot;
@@ -74,9 +76,7 @@ pub trait HfTensors {
     /// `nn.LayerNorm` at `name` (`name.weight`, `name.bias`).
     fn layer_norm<B: Backend>(&mut self, name: &str, mut norm: LayerNorm<B>) -> LayerNorm<B> {
         norm.gamma = self.param(&format!("{name}.weight"), norm.gamma);
-        norm.beta = norm
-            .beta
-            .map(|beta| self.param(&format!("{name}.bias"), beta));
+        norm.beta = self.param(&format!("{name}.bias"), norm.beta);
         norm
     }
 

@@ -9,6 +9,7 @@ pub mod feed_forward;
 mod flex_ops;
 pub mod hf_export;
 pub mod hf_weights;
+pub mod layer_norm;
 pub mod losses;
 pub mod ops;
 pub mod patch_encoder;
@@ -23,6 +24,7 @@ pub use embeddings::{
 pub use feed_forward::{FeedForward, FeedForwardConfig};
 pub use hf_export::HfExport;
 pub use hf_weights::{HfTensors, HfWeights, HfWeightsError};
+pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use losses::{weighted_cross_entropy, weighted_smooth_l1};
 pub use ops::{cross_entropy, gelu};
 pub use patch_encoder::{PatchEncoder, PatchEncoderConfig, PatchRegions};

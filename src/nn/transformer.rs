@@ -3,9 +3,10 @@
 //! as in GPT-2 (<https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf>).
 
 use crate::nn::Backend;
+use crate::nn::{LayerNorm, LayerNormConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 

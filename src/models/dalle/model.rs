@@ -18,10 +18,11 @@
 
 use crate::nn::precision::linear;
 use crate::nn::Backend;
+use crate::nn::{LayerNorm, LayerNormConfig};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::LinearConfig;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::tensor::activation::log_softmax;
 use std::ops::Range;
 

@@ -20,9 +20,10 @@
 
 use crate::nn::precision::linear;
 use crate::nn::Backend;
+use crate::nn::{LayerNorm, LayerNormConfig};
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::tanh;
 use burn::tensor::{Bool, Int, Tensor};
 

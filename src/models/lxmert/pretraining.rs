@@ -6,9 +6,10 @@
 use crate::nn::gelu;
 use crate::nn::precision::linear;
 use crate::nn::Backend;
+use crate::nn::{LayerNorm, LayerNormConfig};
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
