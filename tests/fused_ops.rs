@@ -186,12 +186,17 @@ fn conv_matches_burns<B: Backend>() {
     use vislang::nn::backend::ConvGeometry;
     use vislang::nn::ops::conv2d_as_gemm;
     // (channels in, out, input [h, w], kernel, stride, padding): the patch encoder's stems
-    // and patchify convolution, and odd sizes that leave a stride remainder.
+    // and patchify convolution, odd sizes that leave a stride remainder, stride 1 (the
+    // VQ-VAE's 3x3 convolutions), and a kernel wider than the image, whose outer columns
+    // read only padding.
     let cases = [
         (3, 16, [24, 24], [3, 3], [2, 2], [1, 1]),
         (16, 16, [12, 12], [3, 3], [2, 2], [1, 1]),
         (16, 8, [6, 6], [3, 3], [3, 3], [0, 0]),
         (2, 5, [11, 10], [3, 2], [2, 3], [1, 2]),
+        (4, 6, [7, 9], [3, 3], [1, 1], [1, 1]),
+        (3, 4, [6, 5], [5, 5], [1, 1], [2, 2]),
+        (2, 3, [2, 2], [5, 5], [1, 1], [2, 2]),
     ];
     for (seed, (c_in, c_out, input, kernel, stride, padding)) in cases.into_iter().enumerate() {
         let seed = 10 * seed as u64;

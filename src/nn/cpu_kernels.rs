@@ -493,8 +493,7 @@ impl ConvGeometry {
         self.channels * self.kernel[0] * self.kernel[1]
     }
 
-    /// For column row `(ky, kx)` and output row `oy`, the input row it reads (if inside), and
-    /// for each output column the input column (if inside).
+    /// For column row `(ky, ·)` and output row `oy`, the input row it reads (if inside).
     #[inline(always)]
     fn input_row(&self, ky: usize, oy: usize) -> Option<usize> {
         (oy * self.stride[0] + ky)
@@ -502,11 +501,19 @@ impl ConvGeometry {
             .filter(|&iy| iy < self.input[0])
     }
 
+    /// For kernel column `kx`: the output columns `ox` whose input column
+    /// `ox · stride + kx − padding` lies inside the image, and the input column of the first.
+    /// The others read the zero padding.
     #[inline(always)]
-    fn input_col(&self, kx: usize, ox: usize) -> Option<usize> {
-        (ox * self.stride[1] + kx)
-            .checked_sub(self.padding[1])
-            .filter(|&ix| ix < self.input[1])
+    fn inside_columns(&self, kx: usize) -> (std::ops::Range<usize>, usize) {
+        let (stride, padding, width) = (self.stride[1], self.padding[1], self.input[1]);
+        let first = padding.saturating_sub(kx).div_ceil(stride);
+        let end = (width + padding)
+            .saturating_sub(kx)
+            .div_ceil(stride)
+            .min(self.output()[1]);
+        let end = end.max(first);
+        (first..end, (first * stride + kx).saturating_sub(padding))
     }
 }
 
@@ -517,20 +524,31 @@ fn image_to_columns(image: &[f32], g: &ConvGeometry, columns: &mut [f32]) {
     let [oh, ow] = g.output();
     let [h, w] = g.input;
     let [kh, kw] = g.kernel;
+    let stride = g.stride[1];
     for c in 0..g.channels {
         let plane = &image[c * h * w..(c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = (c * kh + ky) * kw + kx;
                 let out = &mut columns[row * oh * ow..(row + 1) * oh * ow];
+                // Whole runs instead of a bounds check per entry: zeros where the kernel
+                // reads the padding, then a copy (stride 1) or a strided read.
+                let (inside, first) = g.inside_columns(kx);
                 for oy in 0..oh {
                     let out = &mut out[oy * ow..(oy + 1) * ow];
-                    match g.input_row(ky, oy) {
-                        None => out.fill(0.0),
-                        Some(iy) => {
-                            for (ox, o) in out.iter_mut().enumerate() {
-                                *o = g.input_col(kx, ox).map_or(0.0, |ix| plane[iy * w + ix]);
-                            }
+                    let Some(iy) = g.input_row(ky, oy).filter(|_| !inside.is_empty()) else {
+                        out.fill(0.0);
+                        continue;
+                    };
+                    out[..inside.start].fill(0.0);
+                    out[inside.end..].fill(0.0);
+                    let source = &plane[iy * w + first..(iy + 1) * w];
+                    let out = &mut out[inside.clone()];
+                    if stride == 1 {
+                        out.copy_from_slice(&source[..out.len()]);
+                    } else {
+                        for (o, &v) in out.iter_mut().zip(source.iter().step_by(stride)) {
+                            *o = v;
                         }
                     }
                 }
@@ -545,6 +563,7 @@ fn columns_to_image(columns: &[f32], g: &ConvGeometry, image: &mut [f32]) {
     let [oh, ow] = g.output();
     let [h, w] = g.input;
     let [kh, kw] = g.kernel;
+    let stride = g.stride[1];
     image.fill(0.0);
     for c in 0..g.channels {
         let plane = &mut image[c * h * w..(c + 1) * h * w];
@@ -552,14 +571,18 @@ fn columns_to_image(columns: &[f32], g: &ConvGeometry, image: &mut [f32]) {
             for kx in 0..kw {
                 let row = (c * kh + ky) * kw + kx;
                 let column = &columns[row * oh * ow..(row + 1) * oh * ow];
+                let (inside, first) = g.inside_columns(kx);
+                if inside.is_empty() {
+                    continue;
+                }
                 for oy in 0..oh {
                     let Some(iy) = g.input_row(ky, oy) else {
                         continue;
                     };
-                    for (ox, &v) in column[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                        if let Some(ix) = g.input_col(kx, ox) {
-                            plane[iy * w + ix] += v;
-                        }
+                    let values = &column[oy * ow + inside.start..oy * ow + inside.end];
+                    let target = &mut plane[iy * w + first..(iy + 1) * w];
+                    for (t, &v) in target.iter_mut().step_by(stride).zip(values) {
+                        *t += v;
                     }
                 }
             }
