@@ -378,17 +378,37 @@ pub fn cross_entropy_backward(
     });
 }
 
-/// Over rows of `x` (each `gamma.len()` long): `dx` as [`layer_norm_backward`] says, and the
-/// rows' contributions to `dγ` and `dβ` added to `sums` (`[dγ, dβ]`, `2 · d` long).
+/// What layer normalisation's backward reads: its input and the output's gradient (rows of
+/// `gamma.len()`), the scale and epsilon.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNormRows<'a> {
+    pub x: &'a [f32],
+    pub grad: &'a [f32],
+    pub gamma: &'a [f32],
+    pub epsilon: f32,
+}
+
+impl<'a> LayerNormRows<'a> {
+    /// The same, for the entries `range` of `x` and `grad` (whole rows).
+    fn entries(&self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            x: &self.x[range.clone()],
+            grad: &self.grad[range],
+            ..*self
+        }
+    }
+}
+
+/// Over `rows`: `dx` as [`layer_norm_backward`] says, and the rows' contributions to `dγ` and
+/// `dβ` added to `sums` (`[dγ, dβ]`, `2 · d` long).
 #[inline(always)]
-fn layer_norm_backward_body(
-    x: &[f32],
-    grad: &[f32],
-    gamma: &[f32],
-    epsilon: f32,
-    dx: &mut [f32],
-    sums: &mut [f32],
-) {
+fn layer_norm_backward_body(rows: &LayerNormRows, dx: &mut [f32], sums: &mut [f32]) {
+    let LayerNormRows {
+        x,
+        grad,
+        gamma,
+        epsilon,
+    } = *rows;
     let d = gamma.len();
     let inverse_d = 1.0 / d as f32;
     let (d_gamma, d_beta) = sums.split_at_mut(d);
@@ -415,21 +435,11 @@ fn layer_norm_backward_body(
     }
 }
 
-fn layer_norm_backward_chunk(
-    x: &[f32],
-    grad: &[f32],
-    gamma: &[f32],
-    epsilon: f32,
-    dx: &mut [f32],
-    sums: &mut [f32],
-) {
+fn layer_norm_backward_chunk(rows: &LayerNormRows, dx: &mut [f32], sums: &mut [f32]) {
     vectorised!(layer_norm_backward_body(
-        x: &[f32],
-        grad: &[f32],
-        gamma: &[f32],
-        epsilon: f32,
+        rows: &LayerNormRows,
         dx: &mut [f32],
-        sums: &mut [f32],
+        sums: &mut [f32]
     ))
 }
 
@@ -438,21 +448,13 @@ fn layer_norm_backward_chunk(
 /// per row; `dγ = Σ grad ⊙ x̂` and `dβ = Σ grad` over the rows, written to `d_gamma_beta`
 /// (`[dγ, dβ]`). Row blocks of a fixed size run in parallel and their sums are added in
 /// block order, so the result does not depend on the number of threads.
-pub fn layer_norm_backward(
-    x: &[f32],
-    grad: &[f32],
-    gamma: &[f32],
-    epsilon: f32,
-    dx: &mut [f32],
-    d_gamma_beta: &mut [f32],
-) {
-    let d = gamma.len();
+pub fn layer_norm_backward(input: &LayerNormRows, dx: &mut [f32], d_gamma_beta: &mut [f32]) {
+    let d = input.gamma.len();
     let per_task = (CHUNK / d.max(1)).max(1) * d;
     let block = |task: usize, dx: &mut [f32]| {
-        let rows = task * per_task..task * per_task + dx.len();
+        let start = task * per_task;
         let mut sums = vec![0.0; 2 * d];
-        let (x, grad) = (&x[rows.clone()], &grad[rows]);
-        layer_norm_backward_chunk(x, grad, gamma, epsilon, dx, &mut sums);
+        layer_norm_backward_chunk(&input.entries(start..start + dx.len()), dx, &mut sums);
         sums
     };
     let blocks: Vec<Vec<f32>> = if dx.len() <= per_task {

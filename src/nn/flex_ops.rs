@@ -10,7 +10,7 @@ use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
 use super::backend::generic;
-use super::cpu_kernels::{self, BiasRows, ConvGeometry};
+use super::cpu_kernels::{self, BiasRows, ConvGeometry, LayerNormRows};
 use super::Backend;
 
 fn is_f32(tensor: &FlexTensor) -> bool {
@@ -171,14 +171,14 @@ impl Backend for Flex {
         }
         let mut d_x = vec![0.0; shape.num_elements()];
         let mut d_gamma_beta = vec![0.0; 2 * d];
-        cpu_kernels::layer_norm_backward(
-            &values(&x),
-            &values(&grad),
-            &values(&gamma),
-            epsilon as f32,
-            &mut d_x,
-            &mut d_gamma_beta,
-        );
+        let (x, grad, gamma) = (values(&x), values(&grad), values(&gamma));
+        let rows = LayerNormRows {
+            x: &x,
+            grad: &grad,
+            gamma: &gamma,
+            epsilon: epsilon as f32,
+        };
+        cpu_kernels::layer_norm_backward(&rows, &mut d_x, &mut d_gamma_beta);
         let d_beta = d_gamma_beta.split_off(d);
         [
             from_vec(d_x, shape),

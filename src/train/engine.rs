@@ -478,264 +478,251 @@ where
     T::Model: Send,
 {
     let threads = ComputeThreads::new(display.feed.compute_threads)?;
-    threads.run(|| train_loop(task, model, budget, run_dir, display, devices))
-}
-
-fn train_loop<B, T>(
-    task: &T,
-    model: T::Model,
-    budget: &Budget,
-    run_dir: &RunDir,
-    display: &RunDisplay,
-    devices: &[B::Device],
-) -> Result<TrainedOf<B, T>, TrainError>
-where
-    B: AutodiffBackend,
-    T: TrainingTask<B> + Sync,
-    T::Model: Send,
-{
-    let device = &devices[0];
-    if devices.len() > 1 && !task.supports_data_parallel() {
-        return Err(TrainError::Config(format!(
+    threads.run(|| {
+        let device = &devices[0];
+        if devices.len() > 1 && !task.supports_data_parallel() {
+            return Err(TrainError::Config(format!(
             "{} cannot train on several devices: its post-step update reads one shard's statistics",
             display.name
         )));
-    }
-    budget.validate()?;
-    budget
-        .precision
-        .check_supported::<B>(device)
-        .map_err(TrainError::Config)?;
-    let n_train = task.n_train();
-    if n_train == 0 {
-        return Err(TrainError::Config(format!(
-            "{}: no training examples",
-            display.name
-        )));
-    }
-    let n_params = model.num_params();
-    let (mut model, mut optimizer, state) =
-        run_dir.resume::<B, _, _, T::Evaluation>(model, optimizer::<B, _>(budget), device)?;
-    let RunState {
-        epochs_done,
-        mut history,
-        loss_scaler,
-    } = state;
-    let mut mixed = MixedPrecision::new(budget.precision);
-    if mixed.scaler.is_some() && loss_scaler.is_some() {
-        mixed.scaler = loss_scaler; // continue at the scale the run had reached
-    }
-    if epochs_done > budget.epochs {
-        return Err(TrainError::Config(format!(
-            "{} already holds {epochs_done} epochs, more than the {} asked for",
-            run_dir.path().display(),
-            budget.epochs
-        )));
-    }
-    let steps_per_epoch = n_train.div_ceil(budget.batch_size);
-    let schedule = WarmupCosine::new(
-        budget.learning_rate,
-        steps_per_epoch * budget.epochs,
-        budget.warmup_fraction,
-        budget.final_lr_ratio,
-    );
-    let mut metrics = MetricsLog::open(run_dir.path(), epochs_done * steps_per_epoch)?;
-    if epochs_done > 0 {
-        progress::println(
-            display.progress,
-            &format!("[{}] resuming after epoch {epochs_done}", display.name),
-        );
-    }
-
-    // Replicas 1.. of a data-parallel run: copies of the resumed model (read through their
-    // values, so no copy initialises itself anew) and optimizer, each taking `step`.
-    let replica_step = |(model, mut optimizer, mut mixed): Replica<B, T>,
-                        shard: ShardStep,
-                        peer: Peer,
-                        device: &B::Device| {
-        let batch = step_batch::<B, T>(task, &shard.indices, shard.step_seed, device)?;
-        let (model, _) = step::<B, T>(
-            task,
-            model,
-            &mut optimizer,
-            &mut mixed,
-            batch,
-            shard.step_seed,
-            shard.lr,
-            device,
-            Some(peer),
-        )?;
-        Ok((model, optimizer, mixed))
-    };
-    let mut replica_states = Vec::new();
-    for device in &devices[1..] {
-        let copy = copy_weights::<B, B, _, _>(&model, model.clone().fork(device))?;
-        replica_states.push((copy, optimizer.clone(), mixed.clone()));
-    }
-    std::thread::scope(|scope| {
-        let helpers = match replica_states.is_empty() {
-            true => None,
-            false => Some(data_parallel::start::<B::InnerBackend, _, _>(
-                scope,
-                devices,
-                replica_states,
-                &replica_step,
-            )?),
-        };
-        let replicas = helpers.as_ref().map_or(1, |h| h.replicas());
-        if replicas > 1 && budget.batch_size < replicas {
+        }
+        budget.validate()?;
+        budget
+            .precision
+            .check_supported::<B>(device)
+            .map_err(TrainError::Config)?;
+        let n_train = task.n_train();
+        if n_train == 0 {
             return Err(TrainError::Config(format!(
-                "--batch-size {} is smaller than the {replicas} devices: each needs a shard",
-                budget.batch_size
+                "{}: no training examples",
+                display.name
             )));
         }
-        for epoch in epochs_done..budget.epochs {
-            let mut order: Vec<usize> = (0..n_train).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(derived_seed(
-                budget.seed,
-                SHUFFLE_STREAM,
-                epoch as u64,
+        let n_params = model.num_params();
+        let (mut model, mut optimizer, state) =
+            run_dir.resume::<B, _, _, T::Evaluation>(model, optimizer::<B, _>(budget), device)?;
+        let RunState {
+            epochs_done,
+            mut history,
+            loss_scaler,
+        } = state;
+        let mut mixed = MixedPrecision::new(budget.precision);
+        if mixed.scaler.is_some() && loss_scaler.is_some() {
+            mixed.scaler = loss_scaler; // continue at the scale the run had reached
+        }
+        if epochs_done > budget.epochs {
+            return Err(TrainError::Config(format!(
+                "{} already holds {epochs_done} epochs, more than the {} asked for",
+                run_dir.path().display(),
+                budget.epochs
             )));
-            let bar = progress::bar_in(
-                display.progress,
-                steps_per_epoch as u64,
-                &format!("{} epoch {}/{}", display.name, epoch + 1, budget.epochs),
-            );
-            let started = Instant::now();
-            let mut pending = PendingSteps::default();
-            let mut sums = LossSums::default();
-            let mut lr = schedule.at(epoch * steps_per_epoch);
-            let step_seed_at = move |step_in_epoch: usize| {
-                let step_index = epoch * steps_per_epoch + step_in_epoch;
-                derived_seed(budget.seed, STEP_STREAM, step_index as u64)
-            };
-            // Replica 0's shard of every step, made ahead on the loader threads (replicas 1..
-            // make their own shards on their threads).
-            let threads = display.feed.loader_threads;
-            let mut loader = BatchLoader::spawn(scope, steps_per_epoch, threads, {
-                let order = order.clone();
-                move |step_in_epoch| {
-                    let indices = order.chunks(budget.batch_size).nth(step_in_epoch);
-                    let shard = shards(indices.expect("a step of the epoch"), replicas)[0];
-                    step_batch::<B, T>(task, shard, step_seed_at(step_in_epoch), device)
-                }
-            });
-            for (step_in_epoch, indices) in order.chunks(budget.batch_size).enumerate() {
-                let step_index = epoch * steps_per_epoch + step_in_epoch;
-                lr = schedule.at(step_index);
-                let step_started = Instant::now();
-                let step_seed = step_seed_at(step_in_epoch);
-                let shards = shards(indices, replicas);
-                let peer = match &helpers {
-                    Some(helpers) => {
-                        Some(helpers.dispatch(&shards, indices.len(), step_seed, lr)?)
-                    }
-                    None => None,
-                };
-                let batch = loader.next_batch()?;
-                let (stepped, losses) = step::<B, T>(
-                    task,
-                    model,
-                    &mut optimizer,
-                    &mut mixed,
-                    batch,
-                    step_seed,
-                    lr,
-                    device,
-                    peer,
-                )?;
-                model = stepped;
-                pending.push(
-                    losses,
-                    step_index + 1,
-                    lr,
-                    step_started.elapsed().as_secs_f64(),
-                );
-                if pending.len() >= display.feed.log_every.max(1) {
-                    pending
-                        .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
-                        .map_err(|e| run_dir.stopped(e))?;
-                }
-                bar.inc(1);
-            }
-            pending
-                .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
-                .map_err(|e| run_dir.stopped(e))?;
-            let train_seconds = started.elapsed().as_secs_f64();
-            let data_wait_seconds = loader.waited().as_secs_f64();
-            drop(loader);
-            bar.finish_and_clear();
-            display.progress.remove(&bar);
-
-            let valid = model.valid();
-            let steps_done = (epoch + 1) * steps_per_epoch;
-            let stop = |objective: String, value: f64| {
-                Err(run_dir.stopped(TrainError::NonFinite {
-                    run: display.name.clone(),
-                    epoch: epoch + 1,
-                    step: steps_done,
-                    objective,
-                    value,
-                }))
-            };
-            if let Some((path, value)) = first_non_finite_parameter(&valid) {
-                return stop(format!("weight {path}"), value);
-            }
-            let evaluation = autocast(budget.precision, || {
-                task.evaluate(&valid, epoch + 1, device)
-            })?;
-            for (name, value) in evaluation.metrics() {
-                if !value.is_finite() {
-                    return stop(format!("held-out {name}"), value);
-                }
-            }
-            let log = EpochLog {
-                epoch: epoch + 1,
-                steps: steps_done,
-                learning_rate: lr,
-                train: sums.means(),
-                eval: evaluation,
-                train_seconds,
-                data_wait_seconds,
-                samples_per_second: n_train as f64 / train_seconds.max(1e-9),
-            };
+        }
+        let steps_per_epoch = n_train.div_ceil(budget.batch_size);
+        let schedule = WarmupCosine::new(
+            budget.learning_rate,
+            steps_per_epoch * budget.epochs,
+            budget.warmup_fraction,
+            budget.final_lr_ratio,
+        );
+        let mut metrics = MetricsLog::open(run_dir.path(), epochs_done * steps_per_epoch)?;
+        if epochs_done > 0 {
             progress::println(
                 display.progress,
-                &format!(
-                    "[{}] epoch {}/{}: {}",
-                    display.name,
-                    log.epoch,
-                    budget.epochs,
-                    log.summary()
-                ),
+                &format!("[{}] resuming after epoch {epochs_done}", display.name),
             );
-            metrics.evaluation(&log)?;
-            history.push(log);
-            task.charts(&history)?;
-            run_dir.commit::<B, _, _, _>(
-                &model,
-                &optimizer,
-                &RunState {
-                    epochs_done: epoch + 1,
-                    history: history.clone(),
-                    loss_scaler: mixed.scaler.clone(),
-                },
-            )?;
         }
-        if let Some(helpers) = helpers {
-            for (k, (replica, _, _)) in helpers.finish::<B::InnerBackend>()?.iter().enumerate() {
-                if let Some(path) = data_parallel::first_difference(&model, replica) {
-                    return Err(TrainError::Config(format!(
+
+        // Replicas 1.. of a data-parallel run: copies of the resumed model (read through their
+        // values, so no copy initialises itself anew) and optimizer, each taking `step`.
+        let replica_step = |(model, mut optimizer, mut mixed): Replica<B, T>,
+                            shard: ShardStep,
+                            peer: Peer,
+                            device: &B::Device| {
+            let batch = step_batch::<B, T>(task, &shard.indices, shard.step_seed, device)?;
+            let (model, _) = step::<B, T>(
+                task,
+                model,
+                &mut optimizer,
+                &mut mixed,
+                batch,
+                shard.step_seed,
+                shard.lr,
+                device,
+                Some(peer),
+            )?;
+            Ok((model, optimizer, mixed))
+        };
+        let mut replica_states = Vec::new();
+        for device in &devices[1..] {
+            let copy = copy_weights::<B, B, _, _>(&model, model.clone().fork(device))?;
+            replica_states.push((copy, optimizer.clone(), mixed.clone()));
+        }
+        std::thread::scope(|scope| {
+            let helpers = match replica_states.is_empty() {
+                true => None,
+                false => Some(data_parallel::start::<B::InnerBackend, _, _>(
+                    scope,
+                    devices,
+                    replica_states,
+                    &replica_step,
+                )?),
+            };
+            let replicas = helpers.as_ref().map_or(1, |h| h.replicas());
+            if replicas > 1 && budget.batch_size < replicas {
+                return Err(TrainError::Config(format!(
+                    "--batch-size {} is smaller than the {replicas} devices: each needs a shard",
+                    budget.batch_size
+                )));
+            }
+            for epoch in epochs_done..budget.epochs {
+                let mut order: Vec<usize> = (0..n_train).collect();
+                order.shuffle(&mut StdRng::seed_from_u64(derived_seed(
+                    budget.seed,
+                    SHUFFLE_STREAM,
+                    epoch as u64,
+                )));
+                let bar = progress::bar_in(
+                    display.progress,
+                    steps_per_epoch as u64,
+                    &format!("{} epoch {}/{}", display.name, epoch + 1, budget.epochs),
+                );
+                let started = Instant::now();
+                let mut pending = PendingSteps::default();
+                let mut sums = LossSums::default();
+                let mut lr = schedule.at(epoch * steps_per_epoch);
+                let step_seed_at = move |step_in_epoch: usize| {
+                    let step_index = epoch * steps_per_epoch + step_in_epoch;
+                    derived_seed(budget.seed, STEP_STREAM, step_index as u64)
+                };
+                // Replica 0's shard of every step, made ahead on the loader threads (replicas 1..
+                // make their own shards on their threads).
+                let threads = display.feed.loader_threads;
+                let mut loader = BatchLoader::spawn(scope, steps_per_epoch, threads, {
+                    let order = order.clone();
+                    move |step_in_epoch| {
+                        let indices = order.chunks(budget.batch_size).nth(step_in_epoch);
+                        let shard = shards(indices.expect("a step of the epoch"), replicas)[0];
+                        step_batch::<B, T>(task, shard, step_seed_at(step_in_epoch), device)
+                    }
+                });
+                for (step_in_epoch, indices) in order.chunks(budget.batch_size).enumerate() {
+                    let step_index = epoch * steps_per_epoch + step_in_epoch;
+                    lr = schedule.at(step_index);
+                    let step_started = Instant::now();
+                    let step_seed = step_seed_at(step_in_epoch);
+                    let shards = shards(indices, replicas);
+                    let peer = match &helpers {
+                        Some(helpers) => {
+                            Some(helpers.dispatch(&shards, indices.len(), step_seed, lr)?)
+                        }
+                        None => None,
+                    };
+                    let batch = loader.next_batch()?;
+                    let (stepped, losses) = step::<B, T>(
+                        task,
+                        model,
+                        &mut optimizer,
+                        &mut mixed,
+                        batch,
+                        step_seed,
+                        lr,
+                        device,
+                        peer,
+                    )?;
+                    model = stepped;
+                    pending.push(
+                        losses,
+                        step_index + 1,
+                        lr,
+                        step_started.elapsed().as_secs_f64(),
+                    );
+                    if pending.len() >= display.feed.log_every.max(1) {
+                        pending
+                            .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
+                            .map_err(|e| run_dir.stopped(e))?;
+                    }
+                    bar.inc(1);
+                }
+                pending
+                    .flush(&mut sums, &mut metrics, &display.name, epoch + 1)
+                    .map_err(|e| run_dir.stopped(e))?;
+                let train_seconds = started.elapsed().as_secs_f64();
+                let data_wait_seconds = loader.waited().as_secs_f64();
+                drop(loader);
+                bar.finish_and_clear();
+                display.progress.remove(&bar);
+
+                let valid = model.valid();
+                let steps_done = (epoch + 1) * steps_per_epoch;
+                let stop = |objective: String, value: f64| {
+                    Err(run_dir.stopped(TrainError::NonFinite {
+                        run: display.name.clone(),
+                        epoch: epoch + 1,
+                        step: steps_done,
+                        objective,
+                        value,
+                    }))
+                };
+                if let Some((path, value)) = first_non_finite_parameter(&valid) {
+                    return stop(format!("weight {path}"), value);
+                }
+                let evaluation = autocast(budget.precision, || {
+                    task.evaluate(&valid, epoch + 1, device)
+                })?;
+                for (name, value) in evaluation.metrics() {
+                    if !value.is_finite() {
+                        return stop(format!("held-out {name}"), value);
+                    }
+                }
+                let log = EpochLog {
+                    epoch: epoch + 1,
+                    steps: steps_done,
+                    learning_rate: lr,
+                    train: sums.means(),
+                    eval: evaluation,
+                    train_seconds,
+                    data_wait_seconds,
+                    samples_per_second: n_train as f64 / train_seconds.max(1e-9),
+                };
+                progress::println(
+                    display.progress,
+                    &format!(
+                        "[{}] epoch {}/{}: {}",
+                        display.name,
+                        log.epoch,
+                        budget.epochs,
+                        log.summary()
+                    ),
+                );
+                metrics.evaluation(&log)?;
+                history.push(log);
+                task.charts(&history)?;
+                run_dir.commit::<B, _, _, _>(
+                    &model,
+                    &optimizer,
+                    &RunState {
+                        epochs_done: epoch + 1,
+                        history: history.clone(),
+                        loss_scaler: mixed.scaler.clone(),
+                    },
+                )?;
+            }
+            if let Some(helpers) = helpers {
+                for (k, (replica, _, _)) in helpers.finish::<B::InnerBackend>()?.iter().enumerate()
+                {
+                    if let Some(path) = data_parallel::first_difference(&model, replica) {
+                        return Err(TrainError::Config(format!(
                         "data-parallel replica {} ended with other weights than replica 0 ({path})",
                         k + 1
                     )));
+                    }
                 }
             }
-        }
-        Ok(Trained {
-            model: model.valid(),
-            history,
-            n_params,
+            Ok(Trained {
+                model: model.valid(),
+                history,
+                n_params,
+            })
         })
     })
 }
