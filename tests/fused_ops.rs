@@ -1,11 +1,13 @@
 //! The fused ops (`vislang::nn::Backend`) against burn's unfused versions: values and
 //! gradients, on Flex (one-pass CPU kernels) and NdArray (the generic versions), within 1e-5
-//! (sums over many rows: within 1e-5 of their largest entry); layer normalisation against f64.
+//! (sums over many rows: within 1e-5 of their largest entry); layer normalisation and the
+//! attention node (Flex: the block kernel) against f64.
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::Param;
 use burn::tensor::activation::{gelu as burn_gelu, log_softmax, softmax};
 use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};
+use vislang::nn::backend::AttentionInputs;
 use vislang::nn::{cross_entropy, gelu, Backend};
 
 fn random<B: Backend, const D: usize>(shape: [usize; D], scale: f64, seed: u64) -> Tensor<B, D> {
@@ -413,5 +415,270 @@ fn layer_norm_node_matches_f64_on_both_cpu_backends() {
     for shape in [[3, 37, 96], [4, 100, 96], [2, 5, 768]] {
         layer_norm_matches_f64::<Flex>(shape);
         layer_norm_matches_f64::<NdArray>(shape);
+    }
+}
+
+/// A deterministic pseudo-random vector in `[-scale, scale)`.
+fn uniform(len: usize, scale: f64, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Whether example `b`'s query `i` may not see key `j`.
+type MaskRule = fn(usize, usize, usize) -> bool;
+
+/// One attention call's sizes and mask, `[problems = batch·heads]` rows of `seq_q` queries.
+struct AttentionCase {
+    name: &'static str,
+    batch: usize,
+    heads: usize,
+    seq_q: usize,
+    seq_k: usize,
+    d_key: usize,
+    d_value: usize,
+    /// `(shape, is the pair masked)` of a `[batch | 1, 1, seq_q | 1, seq_k]` bias.
+    mask: Option<([usize; 4], MaskRule)>,
+}
+
+impl AttentionCase {
+    fn bias(&self) -> Option<(Vec<f64>, [usize; 4])> {
+        let (shape, masked) = self.mask?;
+        let mut values = Vec::new();
+        for b in 0..shape[0] {
+            for i in 0..shape[2] {
+                for j in 0..shape[3] {
+                    values.push(if masked(b, i, j) { -1e9 } else { 0.0 });
+                }
+            }
+        }
+        Some((values, shape))
+    }
+
+    /// The bias entry of problem `(b, ·)`, query `i`, key `j`.
+    fn bias_at(&self, bias: &Option<(Vec<f64>, [usize; 4])>, b: usize, i: usize, j: usize) -> f64 {
+        match bias {
+            None => 0.0,
+            Some((values, [bb, _, bq, bk])) => {
+                let (b, i) = (if *bb == 1 { 0 } else { b }, if *bq == 1 { 0 } else { i });
+                values[(b * bq + i) * bk + j]
+            }
+        }
+    }
+}
+
+/// Output and `(dq, dk, dv)` of `Σ softmax(q kᵀ · s + bias) v ⊙ w` in f64.
+fn attention_f64(
+    case: &AttentionCase,
+    [q, k, v, w]: [&[f64]; 4],
+    bias: &Option<(Vec<f64>, [usize; 4])>,
+) -> [Vec<f64>; 4] {
+    let (sq, sk, dk, dv) = (case.seq_q, case.seq_k, case.d_key, case.d_value);
+    let scale = 1.0 / (dk as f64).sqrt();
+    let problems = case.batch * case.heads;
+    let mut out = vec![0.0; problems * sq * dv];
+    let (mut gq, mut gk, mut gv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    for p in 0..problems {
+        let b = p / case.heads;
+        let (q, k, v) = (&q[p * sq * dk..], &k[p * sk * dk..], &v[p * sk * dv..]);
+        for i in 0..sq {
+            let scores: Vec<f64> = (0..sk)
+                .map(|j| {
+                    let dot: f64 = (0..dk).map(|c| q[i * dk + c] * k[j * dk + c]).sum();
+                    dot * scale + case.bias_at(bias, b, i, j)
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = exps.iter().sum();
+            let probs: Vec<f64> = exps.iter().map(|e| e / total).collect();
+            let w = &w[(p * sq + i) * dv..][..dv];
+            let grad_p: Vec<f64> = (0..sk)
+                .map(|j| (0..dv).map(|c| w[c] * v[j * dv + c]).sum())
+                .collect();
+            let dot: f64 = (0..sk).map(|j| grad_p[j] * probs[j]).sum();
+            for j in 0..sk {
+                let grad_score = probs[j] * (grad_p[j] - dot) * scale;
+                for c in 0..dv {
+                    out[(p * sq + i) * dv + c] += probs[j] * v[j * dv + c];
+                    gv[(p * sk + j) * dv + c] += probs[j] * w[c];
+                }
+                for c in 0..dk {
+                    gq[(p * sq + i) * dk + c] += grad_score * k[j * dk + c];
+                    gk[(p * sk + j) * dk + c] += grad_score * q[i * dk + c];
+                }
+            }
+        }
+    }
+    [out, gq, gk, gv]
+}
+
+/// The attention node's output and gradients on backend `B` for the case's inputs.
+fn attention_node<B: Backend>(
+    case: &AttentionCase,
+    [q, k, v, w]: [&[f64]; 4],
+    bias: &Option<(Vec<f64>, [usize; 4])>,
+) -> [Vec<f64>; 4] {
+    type A<B> = Autodiff<B>;
+    let device = Default::default();
+    let tensor = |values: &[f64], shape: [usize; 4]| {
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        Tensor::<A<B>, 4>::from_data(TensorData::new(values, shape), &device)
+    };
+    let (b, h, sq, sk) = (case.batch, case.heads, case.seq_q, case.seq_k);
+    let q = tensor(q, [b, h, sq, case.d_key]).require_grad();
+    let k = tensor(k, [b, h, sk, case.d_key]).require_grad();
+    let v = tensor(v, [b, h, sk, case.d_value]).require_grad();
+    let w = tensor(w, [b, h, sq, case.d_value]);
+    let bias = bias.as_ref().map(|(values, shape)| tensor(values, *shape));
+    let inputs = AttentionInputs {
+        query: q.clone().into_primitive().tensor(),
+        key: k.clone().into_primitive().tensor(),
+        value: v.clone().into_primitive().tensor(),
+        bias: bias.map(|bias| bias.into_primitive().tensor()),
+        scale: 1.0 / (case.d_key as f64).sqrt(),
+    };
+    let out =
+        Tensor::<A<B>, 4>::from_primitive(TensorPrimitive::Float(A::<B>::fused_attention(inputs)));
+    let grads = (out.clone() * w).sum().backward();
+    [
+        floats(out.inner()),
+        floats(q.grad(&grads).unwrap()),
+        floats(k.grad(&grads).unwrap()),
+        floats(v.grad(&grads).unwrap()),
+    ]
+}
+
+fn attention_inputs(case: &AttentionCase) -> [Vec<f64>; 4] {
+    let problems = case.batch * case.heads;
+    [
+        uniform(problems * case.seq_q * case.d_key, 2.0, 1),
+        uniform(problems * case.seq_k * case.d_key, 2.0, 2),
+        uniform(problems * case.seq_k * case.d_value, 1.0, 3),
+        uniform(problems * case.seq_q * case.d_value, 1.0, 4),
+    ]
+}
+
+fn attention_cases() -> Vec<AttentionCase> {
+    let case = |name, seq_q, seq_k, d_value, mask| AttentionCase {
+        name,
+        batch: 2,
+        heads: 3,
+        seq_q,
+        seq_k,
+        d_key: 8,
+        d_value,
+        mask,
+    };
+    vec![
+        case("no mask", 70, 70, 8, None),
+        // 70 rows: blocks of 32, 32 and 6, each seeing a longer prefix.
+        case("causal", 70, 70, 8, Some(([1, 1, 70, 70], |_, i, j| j > i))),
+        case(
+            "causal, d_value 5",
+            70,
+            70,
+            5,
+            Some(([1, 1, 70, 70], |_, i, j| j > i)),
+        ),
+        // A band: later blocks' first visible key is past 0.
+        case(
+            "band",
+            70,
+            70,
+            8,
+            Some(([1, 1, 70, 70], |_, i, j| j > i || j + 12 < i)),
+        ),
+        case(
+            "padding",
+            70,
+            70,
+            8,
+            Some(([2, 1, 1, 70], |b, _, j| b == 1 && j >= 50)),
+        ),
+        case(
+            "padding and causal",
+            70,
+            70,
+            8,
+            Some(([2, 1, 70, 70], |b, i, j| j > i || (b == 0 && j % 3 == 1))),
+        ),
+        // Cross-attention, and a decoding step's few queries over a longer cache.
+        case(
+            "cross pattern",
+            5,
+            70,
+            8,
+            Some(([1, 1, 5, 70], |_, i, j| (i + j) % 4 == 0)),
+        ),
+        case(
+            "cached step",
+            1,
+            40,
+            8,
+            Some(([1, 1, 1, 40], |_, _, j| j > 37)),
+        ),
+    ]
+}
+
+fn block_attention_matches_f64<B: Backend>() {
+    for case in attention_cases() {
+        let inputs = attention_inputs(&case);
+        let inputs = [&inputs[0][..], &inputs[1], &inputs[2], &inputs[3]];
+        let bias = case.bias();
+        let reference = attention_f64(&case, inputs, &bias);
+        let node = attention_node::<B>(&case, inputs, &bias);
+        for (what, (node, reference)) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(node.iter().zip(&reference))
+        {
+            let diff = largest_difference(node, reference);
+            assert!(
+                diff < 1e-5,
+                "{}, {}: {what} differs from f64 by {diff}",
+                B::name(&Default::default()),
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_node_matches_f64_on_both_cpu_backends() {
+    block_attention_matches_f64::<Flex>();
+    block_attention_matches_f64::<NdArray>();
+}
+
+/// A query that sees no key at all attends uniformly on both backends (burn's softmax of equal
+/// scores), rather than the block kernel skipping its row.
+#[test]
+fn attention_rows_that_see_no_key_agree_between_cpu_backends() {
+    let case = AttentionCase {
+        name: "all keys of the second example padded",
+        batch: 2,
+        heads: 2,
+        seq_q: 40,
+        seq_k: 40,
+        d_key: 8,
+        d_value: 8,
+        mask: Some(([2, 1, 40, 40], |b, i, j| b == 1 || j > i)),
+    };
+    let inputs = attention_inputs(&case);
+    let inputs = [&inputs[0][..], &inputs[1], &inputs[2], &inputs[3]];
+    let bias = case.bias();
+    let flex = attention_node::<Flex>(&case, inputs, &bias);
+    let ndarray = attention_node::<NdArray>(&case, inputs, &bias);
+    for (what, (a, b)) in ["output", "dq", "dk", "dv"]
+        .iter()
+        .zip(flex.iter().zip(&ndarray))
+    {
+        let diff = largest_difference(a, b);
+        assert!(diff < 1e-5, "{}: {what} differs by {diff}", case.name);
     }
 }

@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 
-use super::backend::Backend;
+use super::backend::{AttentionInputs, Backend};
 use super::ops::swap_middle_dims;
 use super::precision::linear;
 
@@ -60,6 +60,8 @@ pub struct MultiHeadAttention<B: Backend> {
 /// Added to the scores of masked query/key pairs: exp() of it is exactly 0 in f32, and two of
 /// them still add up to a finite number.
 const MASKED: f32 = -1e9;
+// The CPU kernel skips keys whose bias is at most HIDDEN; masked pairs must be among them.
+const _: () = assert!(MASKED <= super::cpu_kernels::HIDDEN);
 
 /// Which query/key pairs may not attend to each other, as the additive bias the fused
 /// attention op takes: 0 where a pair is visible, [`MASKED`] where it is not.
@@ -213,14 +215,14 @@ impl<B: Backend> MultiHeadAttention<B> {
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 4> {
         let scale = 1.0 / (q.dims()[3] as f64).sqrt();
-        let bias = mask.bias.clone().map(|bias| bias.into_primitive().tensor());
-        Tensor::from_primitive(TensorPrimitive::Float(B::fused_attention(
-            q.into_primitive().tensor(),
-            k.into_primitive().tensor(),
-            v.into_primitive().tensor(),
-            bias,
+        let inputs = AttentionInputs {
+            query: q.into_primitive().tensor(),
+            key: k.into_primitive().tensor(),
+            value: v.into_primitive().tensor(),
+            bias: mask.bias.clone().map(|bias| bias.into_primitive().tensor()),
             scale,
-        )))
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(B::fused_attention(inputs)))
     }
 
     /// Number of heads.

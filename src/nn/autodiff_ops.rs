@@ -9,65 +9,35 @@ use burn::backend::Autodiff;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::TensorMetadata;
 
-use super::backend::{generic, ConvGeometry};
+use super::backend::{generic, AttentionInputs, AttentionSaved, ConvGeometry};
 use super::Backend;
-
-/// `P = softmax(q kᵀ · scale + bias)` on a plain backend.
-fn probabilities<B: Backend>(
-    query: FloatTensor<B>,
-    key: FloatTensor<B>,
-    bias: Option<FloatTensor<B>>,
-    scale: f64,
-) -> FloatTensor<B> {
-    let scores = B::float_matmul(
-        B::float_mul_scalar(query, scale.into()),
-        B::float_transpose(key),
-    );
-    B::softmax_with_bias(scores, bias)
-}
 
 #[derive(Debug)]
 struct FusedAttention;
 
-/// What the backward pass needs: the inputs and the probabilities.
+/// What the backward pass needs: the inputs, and what the backend's forward saved.
 #[derive(Debug, Clone)]
 struct AttentionState<B: burn::tensor::backend::Backend> {
-    query: FloatTensor<B>,
-    key: FloatTensor<B>,
-    value: FloatTensor<B>,
-    probabilities: FloatTensor<B>,
-    scale: f64,
+    inputs: AttentionInputs<B>,
+    saved: AttentionSaved<B>,
 }
 
 impl<B: Backend> Backward<B, 3> for FusedAttention {
     type State = AttentionState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let AttentionState {
-            query,
-            key,
-            value,
-            probabilities,
-            scale,
-        } = ops.state;
+        let AttentionState { inputs, saved } = ops.state;
         let grad_out = grads.consume::<B>(&ops.node); // [b, h, sq, d]
+        let computed = B::attention_backward(inputs, saved, grad_out);
         let [query_node, key_node, value_node] = ops.parents;
-        if let Some(node) = value_node {
-            let grad = B::float_matmul(B::float_transpose(probabilities.clone()), grad_out.clone());
-            grads.register::<B>(node.id, grad);
-        }
-        if query_node.is_none() && key_node.is_none() {
-            return;
-        }
-        let grad_p = B::float_matmul(grad_out, B::float_transpose(value)); // [b, h, sq, sk]
-        let grad_scores = B::softmax_backward(probabilities, grad_p);
-        if let Some(node) = query_node {
-            let grad = B::float_matmul(grad_scores.clone(), key);
-            grads.register::<B>(node.id, B::float_mul_scalar(grad, scale.into()));
-        }
-        if let Some(node) = key_node {
-            let grad = B::float_matmul(B::float_transpose(grad_scores), query);
-            grads.register::<B>(node.id, B::float_mul_scalar(grad, scale.into()));
+        for (node, grad) in [
+            (query_node, computed.query),
+            (key_node, computed.key),
+            (value_node, computed.value),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
         }
     }
 }
@@ -218,40 +188,36 @@ impl<B: Backend> Backward<B, 1> for SwapMiddleDims {
 }
 
 impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
-    fn fused_attention(
-        query: FloatTensor<Self>,
-        key: FloatTensor<Self>,
-        value: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        scale: f64,
-    ) -> FloatTensor<Self> {
-        // The bias is a constant (a mask); no gradient flows into it.
-        let bias = bias.map(|bias| bias.primitive);
+    fn fused_attention(inputs: AttentionInputs<Self>) -> FloatTensor<Self> {
+        let AttentionInputs {
+            query,
+            key,
+            value,
+            bias,
+            scale,
+        } = inputs;
+        let inner = AttentionInputs {
+            query: query.primitive,
+            key: key.primitive,
+            value: value.primitive,
+            // The bias is a constant (a mask); no gradient flows into it.
+            bias: bias.map(|bias| bias.primitive),
+            scale,
+        };
         match FusedAttention
-            .prepare::<C>([query.node.clone(), key.node.clone(), value.node.clone()])
+            .prepare::<C>([query.node, key.node, value.node])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let probabilities =
-                    probabilities::<B>(query.primitive.clone(), key.primitive.clone(), bias, scale);
-                let output = B::float_matmul(probabilities.clone(), value.primitive.clone());
+                let forward = B::attention_training_forward(inner.clone());
                 let state = AttentionState {
-                    query: query.primitive,
-                    key: key.primitive,
-                    value: value.primitive,
-                    probabilities,
-                    scale,
+                    inputs: inner,
+                    saved: forward.saved,
                 };
-                prep.finish(state, output)
+                prep.finish(state, forward.output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
-                query.primitive,
-                key.primitive,
-                value.primitive,
-                bias,
-                scale,
-            )),
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(inner)),
         }
     }
 

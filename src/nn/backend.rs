@@ -4,7 +4,9 @@
 //! - [`Backend::fused_attention`]. Under `Autodiff`, burn 0.21 runs attention as a chain of a
 //!   dozen differentiable ops (matmul, scale, mask fills, a decomposed softmax, matmul), each
 //!   keeping its own `[batch, heads, seq_q, seq_k]` tensor for the backward pass. One node
-//!   instead: the forward keeps only the attention probabilities, and the backward is the
+//!   instead ([`Backend::attention_training_forward`], [`Backend::attention_backward`]): by
+//!   default the forward keeps only the attention probabilities (on the CPU, two numbers per
+//!   query row, from which the block kernel recomputes them), and the backward is the
 //!   textbook one,
 //!
 //!   ```text
@@ -13,10 +15,11 @@
 //!   ```
 //!
 //!   Masks come in as one additive bias (0 or a large negative number), built once per
-//!   forward by [`crate::nn::AttentionMask`] and broadcast over batch and heads. The
-//!   probabilities and their backward are [`Backend::softmax_with_bias`] and
-//!   [`Backend::softmax_backward`], one pass each on the CPU; the heads are split and merged
-//!   by [`Backend::swap_middle_dims`].
+//!   forward by [`crate::nn::AttentionMask`] and broadcast over batch and heads. By default
+//!   the probabilities and their backward are [`Backend::softmax_with_bias`] and
+//!   [`Backend::softmax_backward`]; the CPU backend runs the whole node a block of query rows
+//!   at a time, skipping the keys the mask hides. The heads are split and merged by
+//!   [`Backend::swap_middle_dims`].
 //! - [`Backend::gelu_exact`]: `x·Φ(x)` as one node (burn's autodiff records it as one too, but
 //!   Flex evaluates it with a scalar `erf` per element).
 //! - [`Backend::layer_norm_fused`]: layer normalisation as one node whose backward is one pass
@@ -34,8 +37,7 @@
 //! in [`super::autodiff_ops`] (for `Autodiff<B>`), and the CPU backend's one-pass kernels in
 //! [`super::flex_ops`].
 
-use burn::tensor::ops::{AttentionModuleOptions, FloatTensor, IntTensor};
-use burn::tensor::TensorMetadata;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
 pub use super::cpu_kernels::ConvGeometry;
 
@@ -44,32 +46,79 @@ pub use super::cpu_kernels::ConvGeometry;
 /// threads cannot draw in between and change the result of a seed.
 pub static BACKEND_RANDOM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The inputs of one attention call, as its backward pass needs them.
+#[derive(Debug, Clone)]
+pub struct AttentionInputs<B: burn::tensor::backend::Backend> {
+    /// `[batch, heads, seq_q, d_head]`
+    pub query: FloatTensor<B>,
+    /// `[batch, heads, seq_k, d_head]`
+    pub key: FloatTensor<B>,
+    /// `[batch, heads, seq_k, d_value]`
+    pub value: FloatTensor<B>,
+    /// Broadcastable to `[batch, heads, seq_q, seq_k]`.
+    pub bias: Option<FloatTensor<B>>,
+    pub scale: f64,
+}
+
+/// What [`Backend::attention_training_forward`] returns.
+#[derive(Debug, Clone)]
+pub struct AttentionForward<B: burn::tensor::backend::Backend> {
+    /// `[batch, heads, seq_q, d_value]`
+    pub output: FloatTensor<B>,
+    pub saved: AttentionSaved<B>,
+}
+
+/// What the attention node keeps for its backward pass besides the inputs.
+#[derive(Debug, Clone)]
+pub enum AttentionSaved<B: burn::tensor::backend::Backend> {
+    /// `[batch, heads, seq_q, seq_k]`: the generic backward reads them.
+    Probabilities(FloatTensor<B>),
+    /// `[batch, heads, seq_q, 2]`: each row's max and `log Σ exp(x − max)`, from which the
+    /// CPU's block kernel recomputes the probabilities a block at a time.
+    RowStatistics(FloatTensor<B>),
+}
+
+/// The gradients of one attention call's inputs, each shaped as its input.
+#[derive(Debug, Clone)]
+pub struct AttentionGradients<B: burn::tensor::backend::Backend> {
+    pub query: FloatTensor<B>,
+    pub key: FloatTensor<B>,
+    pub value: FloatTensor<B>,
+}
+
 /// A burn backend with vislang's fused ops.
 pub trait Backend: burn::tensor::backend::Backend {
     /// `softmax(q kᵀ · scale + bias) v`.
     ///
     /// # Shapes
-    /// - `query`: `[batch, heads, seq_q, d_head]`; `key`, `value`: `[batch, heads, seq_k, d_head]`
-    /// - `bias`: broadcastable to `[batch, heads, seq_q, seq_k]` (batch and heads may be 1)
-    /// - returns: `[batch, heads, seq_q, d_head]`
-    fn fused_attention(
-        query: FloatTensor<Self>,
-        key: FloatTensor<Self>,
-        value: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        scale: f64,
-    ) -> FloatTensor<Self> {
-        let bias = bias.map(|bias| {
-            // burn's op takes a bias of the scores' full shape.
-            let [batch, heads, seq_q, _] = query.shape().dims::<4>();
-            let seq_k = key.shape().dims::<4>()[2];
-            Self::float_expand(bias, [batch, heads, seq_q, seq_k].into())
-        });
-        let options = AttentionModuleOptions {
-            scale: Some(scale),
-            ..Default::default()
-        };
-        Self::attention(query, key, value, None, bias, options)
+    /// - `inputs`: see [`AttentionInputs`] (bias batch and heads may be 1)
+    /// - returns: `[batch, heads, seq_q, d_value]`
+    fn fused_attention(inputs: AttentionInputs<Self>) -> FloatTensor<Self> {
+        generic::fused_attention::<Self>(inputs)
+    }
+
+    /// [`Self::fused_attention`] under autodiff: the output, and what
+    /// [`Self::attention_backward`] needs besides the inputs. By default that is the
+    /// probabilities `[batch, heads, seq_q, seq_k]`; the CPU's block kernel keeps two numbers
+    /// a row instead and recomputes them.
+    fn attention_training_forward(inputs: AttentionInputs<Self>) -> AttentionForward<Self> {
+        generic::attention_training_forward::<Self>(inputs)
+    }
+
+    /// The gradients of [`Self::fused_attention`] for the output's gradient `grad_out`
+    /// (`[batch, heads, seq_q, d_head]`), given what [`Self::attention_training_forward`]
+    /// `saved`:
+    ///
+    /// ```text
+    /// dV = Pᵀ dO      dP = dO Vᵀ      dS = P ⊙ (dP − rowsum(dP ⊙ P))
+    /// dQ = dS K · s   dK = dSᵀ Q · s
+    /// ```
+    fn attention_backward(
+        inputs: AttentionInputs<Self>,
+        saved: AttentionSaved<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> AttentionGradients<Self> {
+        generic::attention_backward::<Self>(inputs, saved, grad_out)
     }
 
     /// `softmax(scores + bias)` over the last dimension: the attention probabilities.
@@ -223,10 +272,14 @@ pub trait Backend: burn::tensor::backend::Backend {
 /// version falls back to for inputs its kernels do not take.
 pub(crate) mod generic {
     use burn::tensor::backend::Backend;
-    use burn::tensor::ops::{ConvTransposeOptions, FloatTensor, IntTensor, UnfoldOptions};
+    use burn::tensor::ops::{
+        AttentionModuleOptions, ConvTransposeOptions, FloatTensor, IntTensor, UnfoldOptions,
+    };
     use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorMetadata, TensorPrimitive};
 
-    use super::ConvGeometry;
+    use super::{
+        AttentionForward, AttentionGradients, AttentionInputs, AttentionSaved, ConvGeometry,
+    };
 
     fn float<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
         Tensor::from_primitive(TensorPrimitive::Float(x))
@@ -252,6 +305,70 @@ pub(crate) mod generic {
         let last = p.shape().num_dims() - 1;
         let row = B::float_sum_dim(B::float_mul(grad.clone(), p.clone()), last);
         B::float_mul(p, B::float_sub(grad, row))
+    }
+
+    /// burn's attention op, with the bias expanded to the scores' shape as it requires.
+    pub fn fused_attention<B: Backend>(inputs: AttentionInputs<B>) -> FloatTensor<B> {
+        let [batch, heads, seq_q, _] = inputs.query.shape().dims::<4>();
+        let seq_k = inputs.key.shape().dims::<4>()[2];
+        let bias = inputs
+            .bias
+            .map(|bias| B::float_expand(bias, [batch, heads, seq_q, seq_k].into()));
+        let options = AttentionModuleOptions {
+            scale: Some(inputs.scale),
+            ..Default::default()
+        };
+        B::attention(inputs.query, inputs.key, inputs.value, None, bias, options)
+    }
+
+    /// `P = softmax(q kᵀ · scale + bias)`.
+    fn attention_probabilities<B: super::Backend>(inputs: &AttentionInputs<B>) -> FloatTensor<B> {
+        let scores = B::float_matmul(
+            B::float_mul_scalar(inputs.query.clone(), inputs.scale.into()),
+            B::float_transpose(inputs.key.clone()),
+        );
+        B::softmax_with_bias(scores, inputs.bias.clone())
+    }
+
+    /// The output `P v`, keeping the probabilities `P` for the backward pass.
+    pub fn attention_training_forward<B: super::Backend>(
+        inputs: AttentionInputs<B>,
+    ) -> AttentionForward<B> {
+        let probabilities = attention_probabilities::<B>(&inputs);
+        AttentionForward {
+            output: B::float_matmul(probabilities.clone(), inputs.value),
+            saved: AttentionSaved::Probabilities(probabilities),
+        }
+    }
+
+    /// The textbook backward from the kept probabilities (recomputed if none were kept).
+    pub fn attention_backward<B: super::Backend>(
+        inputs: AttentionInputs<B>,
+        saved: AttentionSaved<B>,
+        grad_out: FloatTensor<B>,
+    ) -> AttentionGradients<B> {
+        let probabilities = match saved {
+            AttentionSaved::Probabilities(probabilities) => probabilities,
+            AttentionSaved::RowStatistics(_) => attention_probabilities::<B>(&inputs),
+        };
+        let AttentionInputs {
+            query,
+            key,
+            value,
+            scale,
+            ..
+        } = inputs;
+        let grad_value =
+            B::float_matmul(B::float_transpose(probabilities.clone()), grad_out.clone());
+        let grad_p = B::float_matmul(grad_out, B::float_transpose(value)); // [b, h, sq, sk]
+        let grad_scores = B::softmax_backward(probabilities, grad_p);
+        let grad_query = B::float_matmul(grad_scores.clone(), key);
+        let grad_key = B::float_matmul(B::float_transpose(grad_scores), query);
+        AttentionGradients {
+            query: B::float_mul_scalar(grad_query, scale.into()),
+            key: B::float_mul_scalar(grad_key, scale.into()),
+            value: grad_value,
+        }
     }
 
     /// The convolution's output and the columns it multiplied (for the backward pass).

@@ -49,6 +49,13 @@ macro_rules! vectorised {
     }};
 }
 
+mod attention;
+mod reductions;
+pub use attention::{
+    attention_backward, attention_forward, AttentionGradientsMut, AttentionInputs, AttentionSizes,
+    HIDDEN,
+};
+
 #[cfg(target_arch = "x86_64")]
 fn wide_lanes() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -157,12 +164,8 @@ fn softmax_row_body(row: &mut [f32], bias: &[f32]) {
             *v += b;
         }
     }
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = exp(*v - max);
-        sum += *v;
-    }
+    let max = reductions::max(row);
+    let sum = reductions::exp_in_place_sum(row, max);
     let inverse = 1.0 / sum;
     for v in row.iter_mut() {
         *v *= inverse;
@@ -260,10 +263,7 @@ pub fn softmax_rows(scores: &mut [f32], row_len: usize, bias: &BiasRows) {
 #[inline(always)]
 fn softmax_backward_body(p: &[f32], grad: &mut [f32], row_len: usize) {
     for (p, g) in p.chunks_exact(row_len).zip(grad.chunks_exact_mut(row_len)) {
-        let mut dot = 0.0;
-        for (&p, &g) in p.iter().zip(g.iter()) {
-            dot += p * g;
-        }
+        let dot = reductions::dot(p, g);
         for (&p, g) in p.iter().zip(g.iter_mut()) {
             *g = p * (*g - dot);
         }
@@ -287,11 +287,8 @@ pub fn softmax_backward(p: &[f32], grad: &mut [f32], row_len: usize) {
 #[inline(always)]
 fn row_statistics_body(logits: &[f32], row_len: usize, out: &mut [f32]) {
     for (row, out) in logits.chunks_exact(row_len).zip(out.chunks_exact_mut(2)) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for &v in row {
-            sum += exp(v - max);
-        }
+        let max = reductions::max(row);
+        let sum = reductions::exp_sum(row, max);
         out[0] = max;
         out[1] = sum.ln();
     }

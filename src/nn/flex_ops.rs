@@ -9,8 +9,10 @@ use burn::tensor::ops::{ActivationOps, FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
-use super::backend::generic;
-use super::cpu_kernels::{self, BiasRows, ConvGeometry, LayerNormRows};
+use super::backend::{
+    generic, AttentionForward, AttentionGradients, AttentionInputs, AttentionSaved,
+};
+use super::cpu_kernels::{self, AttentionSizes, BiasRows, ConvGeometry, LayerNormRows};
 use super::Backend;
 
 fn is_f32(tensor: &FlexTensor) -> bool {
@@ -62,7 +64,136 @@ fn indices(targets: IntTensor<Flex>, classes: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Runs `kernel` on an attention call's inputs as `f32` slices, or returns `None` where the
+/// block kernel does not take them (another dtype, shapes that do not line up, a bias that
+/// does not broadcast row by row).
+fn with_attention_slices<R>(
+    inputs: &AttentionInputs<Flex>,
+    kernel: impl FnOnce(&cpu_kernels::AttentionInputs) -> R,
+) -> Option<R> {
+    let AttentionInputs {
+        query,
+        key,
+        value,
+        bias,
+        scale,
+    } = inputs;
+    let all_f32 = [query, key, value].into_iter().all(is_f32) && bias.as_ref().is_none_or(is_f32);
+    let ranks = [query, key, value].map(|t| t.shape().num_dims());
+    if !all_f32 || ranks != [4; 3] {
+        return None;
+    }
+    let [batch, heads, seq_q, d_key] = query.shape().dims::<4>();
+    let [key_batch, key_heads, seq_k, key_d] = key.shape().dims::<4>();
+    let [value_batch, value_heads, value_seq, d_value] = value.shape().dims::<4>();
+    if [key_batch, key_heads, key_d] != [batch, heads, d_key]
+        || [value_batch, value_heads, value_seq] != [batch, heads, seq_k]
+    {
+        return None;
+    }
+    let bias_values = bias.as_ref().map(values);
+    let bias_rows = match (bias, &bias_values) {
+        (Some(bias), Some(values)) => {
+            BiasRows::new(values, &bias.shape(), &[batch, heads, seq_q, seq_k])?
+        }
+        _ => BiasRows::none(),
+    };
+    let (query, key, value) = (values(query), values(key), values(value));
+    Some(kernel(&cpu_kernels::AttentionInputs {
+        sizes: AttentionSizes {
+            problems: batch * heads,
+            seq_q,
+            seq_k,
+            d_key,
+            d_value,
+        },
+        query: &query,
+        key: &key,
+        value: &value,
+        bias: &bias_rows,
+        scale: *scale as f32,
+    }))
+}
+
+/// The block kernel's forward ([`cpu_kernels::attention_forward`]): the output and the rows'
+/// statistics, if the kernel takes the inputs.
+fn block_attention(inputs: &AttentionInputs<Flex>) -> Option<(FlexTensor, FlexTensor)> {
+    with_attention_slices(inputs, |slices| {
+        let AttentionSizes { seq_q, d_value, .. } = slices.sizes;
+        let [batch, heads, ..] = inputs.query.shape().dims::<4>();
+        let mut out = vec![0.0; batch * heads * seq_q * d_value];
+        let mut statistics = vec![0.0; batch * heads * seq_q * 2];
+        cpu_kernels::attention_forward(slices, &mut out, &mut statistics);
+        (
+            from_vec(out, Shape::new([batch, heads, seq_q, d_value])),
+            from_vec(statistics, Shape::new([batch, heads, seq_q, 2])),
+        )
+    })
+}
+
 impl Backend for Flex {
+    /// One block of query rows at a time, skipping the keys the mask hides block by block
+    /// (see [`cpu_kernels::attention_forward`]).
+    fn fused_attention(inputs: AttentionInputs<Self>) -> FloatTensor<Self> {
+        match block_attention(&inputs) {
+            Some((output, _)) => output,
+            None => generic::fused_attention::<Self>(inputs),
+        }
+    }
+
+    /// Keeps two numbers a row instead of the probabilities: the backward recomputes them
+    /// block by block, so training holds no `[batch, heads, seq_q, seq_k]` tensor.
+    fn attention_training_forward(inputs: AttentionInputs<Self>) -> AttentionForward<Self> {
+        match block_attention(&inputs) {
+            Some((output, statistics)) => AttentionForward {
+                output,
+                saved: AttentionSaved::RowStatistics(statistics),
+            },
+            None => generic::attention_training_forward::<Self>(inputs),
+        }
+    }
+
+    fn attention_backward(
+        inputs: AttentionInputs<Self>,
+        saved: AttentionSaved<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> AttentionGradients<Self> {
+        let [batch, heads, seq_q, _] = inputs.query.shape().dims::<4>();
+        let statistics = match &saved {
+            AttentionSaved::RowStatistics(statistics) => statistics,
+            AttentionSaved::Probabilities(_) => {
+                return generic::attention_backward::<Self>(inputs, saved, grad_out)
+            }
+        };
+        let fits = is_f32(&grad_out)
+            && grad_out.shape().num_dims() == 4
+            && grad_out.shape().dims::<4>()[..3] == [batch, heads, seq_q];
+        let computed = fits.then(|| {
+            let grad_values = values(&grad_out);
+            let statistics = values(statistics);
+            with_attention_slices(&inputs, |slices| {
+                let mut query = vec![0.0; slices.query.len()];
+                let mut key = vec![0.0; slices.key.len()];
+                let mut value = vec![0.0; slices.value.len()];
+                let grads = cpu_kernels::AttentionGradientsMut {
+                    query: &mut query,
+                    key: &mut key,
+                    value: &mut value,
+                };
+                cpu_kernels::attention_backward(slices, &statistics, &grad_values, grads);
+                AttentionGradients {
+                    query: from_vec(query, inputs.query.shape()),
+                    key: from_vec(key, inputs.key.shape()),
+                    value: from_vec(value, inputs.value.shape()),
+                }
+            })
+        });
+        match computed.flatten() {
+            Some(grads) => grads,
+            None => generic::attention_backward::<Self>(inputs, saved, grad_out),
+        }
+    }
+
     /// Measured on the patch encoder's convolutions (3 and 16 channels, 3x3 stride 2): burn's
     /// direct convolution and its backward's strided copies took a fifth of the classifier's
     /// step.
