@@ -51,6 +51,82 @@ fn gelu_node_matches_burns_gelu_on_both_cpu_backends() {
     gelu_matches_burns::<NdArray>();
 }
 
+fn linear_matches_burns<B: Backend>() {
+    type A<B> = Autodiff<B>;
+    use vislang::nn::ops::linear_rows;
+    // (rows, d_input, d_output, bias, input read through a transposed view): a small layer,
+    // one without bias, one whose input is a strided view, and one large enough for the CPU
+    // product to split across threads.
+    let cases = [
+        (37, 24, 19, true, false),
+        (5, 16, 8, false, false),
+        (23, 12, 7, true, true),
+        (300, 256, 128, true, false),
+    ];
+    for (case, (rows, d_input, d_output, with_bias, transposed)) in cases.into_iter().enumerate() {
+        let seed = 10 * case as u64;
+        let x = if transposed {
+            random::<A<B>, 2>([d_input, rows], 1.0, seed).require_grad()
+        } else {
+            random::<A<B>, 2>([rows, d_input], 1.0, seed).require_grad()
+        };
+        let input = |x: &Tensor<A<B>, 2>| {
+            if transposed {
+                x.clone().transpose()
+            } else {
+                x.clone()
+            }
+        };
+        let w = random::<A<B>, 2>([d_input, d_output], 0.3, seed + 1).require_grad();
+        let b = with_bias.then(|| random::<A<B>, 1>([d_output], 0.3, seed + 2).require_grad());
+        let ours = linear_rows(input(&x), w.clone(), b.clone());
+        let product = input(&x).matmul(w.clone());
+        let reference = match &b {
+            Some(b) => product + b.clone().unsqueeze_dim(0),
+            None => product,
+        };
+        let weights = random::<A<B>, 2>([rows, d_output], 1.0, seed + 3);
+        let grads_of = |out: Tensor<A<B>, 2>| {
+            let grads = (out * weights.clone()).sum().backward();
+            let mut all = vec![
+                x.grad(&grads).unwrap().flatten::<1>(0, 1),
+                w.grad(&grads).unwrap().flatten::<1>(0, 1),
+            ];
+            all.extend(b.as_ref().map(|b| b.grad(&grads).unwrap()));
+            all
+        };
+        let value = max_abs_diff(ours.clone().inner(), reference.clone().inner());
+        assert!(
+            value < 1e-4,
+            "{}: case {case}: values differ by {value}",
+            B::name(&Default::default())
+        );
+        let (ours, reference) = (grads_of(ours), grads_of(reference));
+        assert_eq!(ours.len(), reference.len());
+        for (i, (a, b)) in ours.into_iter().zip(reference).enumerate() {
+            let scale = b
+                .clone()
+                .abs()
+                .max()
+                .into_scalar()
+                .to_string()
+                .parse::<f32>()
+                .unwrap();
+            let diff = max_abs_diff(a, b);
+            assert!(
+                diff <= 1e-5 * scale.max(1.0),
+                "case {case}: gradient {i} differs by {diff} (largest entry {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_node_matches_matmul_plus_bias_on_both_cpu_backends() {
+    linear_matches_burns::<Flex>();
+    linear_matches_burns::<NdArray>();
+}
+
 fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
 }

@@ -43,6 +43,36 @@ impl<B: Backend> Backward<B, 3> for FusedAttention {
 }
 
 #[derive(Debug)]
+struct LinearRows;
+
+/// Parents `[x, weight]` or `[x, weight, bias]`.
+impl<B: Backend, const N: usize> Backward<B, N> for LinearRows {
+    /// The input and the weight.
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node); // [rows, d_output]
+        let (x, weight) = ops.state;
+        let mut parents = ops.parents.into_iter();
+        let (x_node, weight_node, bias_node) = (
+            parents.next().flatten(),
+            parents.next().flatten(),
+            parents.next().flatten(),
+        );
+        if let Some(node) = bias_node {
+            grads.register::<B>(node.id, generic::column_sums::<B>(grad.clone()));
+        }
+        if let Some(node) = weight_node {
+            let d_weight = B::matmul_2d(B::float_transpose(x), grad.clone());
+            grads.register::<B>(node.id, d_weight);
+        }
+        if let Some(node) = x_node {
+            grads.register::<B>(node.id, B::matmul_2d(grad, B::float_transpose(weight)));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Gelu;
 
 impl<B: Backend> Backward<B, 1> for Gelu {
@@ -218,6 +248,37 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
                 prep.finish(state, forward.output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(inner)),
+        }
+    }
+
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        let state = (x.primitive.clone(), weight.primitive.clone());
+        let output = B::linear_rows(
+            x.primitive,
+            weight.primitive,
+            bias.clone().map(|b| b.primitive),
+        );
+        match bias {
+            Some(bias) => match LinearRows
+                .prepare::<C>([x.node, weight.node, bias.node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, output),
+                OpsKind::UnTracked(prep) => prep.finish(output),
+            },
+            None => match LinearRows
+                .prepare::<C>([x.node, weight.node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, output),
+                OpsKind::UnTracked(prep) => prep.finish(output),
+            },
         }
     }
 

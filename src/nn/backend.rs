@@ -33,6 +33,13 @@
 //!   the classifier's step); backends opt in with [`Backend::CONV_AS_GEMM`]. The same for
 //!   [`Backend::conv_transpose2d_gemm`], the adjoint.
 //!
+//! - [`Backend::linear_rows`]: a linear layer on rows, `x · W + b`, as one node whose
+//!   backward is two matrix products ([`Backend::matmul_2d`]) and the bias's column sums. On
+//!   Flex each product is one `gemm` call into a buffer it writes once, the bias added by
+//!   starting from it: burn-flex's matmul zero-fills its output and then copies it to
+//!   realign it (together 9% of the joint classifier's step at batch 128), and the bias is a
+//!   separate broadcast add.
+//!
 //! Every method has a default built from burn's ops, which every backend uses; the nodes are
 //! in [`super::autodiff_ops`] (for `Autodiff<B>`), and the CPU backend's one-pass kernels in
 //! [`super::flex_ops`].
@@ -155,6 +162,27 @@ pub trait Backend: burn::tensor::backend::Backend {
     /// `grad · (Φ(x) + x·φ(x))`: the gradient of [`Self::gelu_exact`] at `x`.
     fn gelu_exact_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu_backward(x, grad)
+    }
+
+    /// `x · weight + bias`: a linear layer applied to each row.
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, d_input]`; `weight`: `[d_input, d_output]`; `bias`: `[d_output]`
+    /// - returns: `[rows, d_output]`
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        generic::linear_rows::<Self>(x, weight, bias)
+    }
+
+    /// `lhs · rhs` for two matrices; either may be a transposed view.
+    ///
+    /// # Shapes
+    /// - `lhs`: `[m, k]`, `rhs`: `[k, n]`; returns `[m, n]`
+    fn matmul_2d(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(lhs, rhs)
     }
 
     /// Whether [`crate::nn::ops::conv2d`] runs convolutions as [`Self::conv2d_gemm`] (chosen
@@ -305,6 +333,27 @@ pub(crate) mod generic {
         let last = p.shape().num_dims() - 1;
         let row = B::float_sum_dim(B::float_mul(grad.clone(), p.clone()), last);
         B::float_mul(p, B::float_sub(grad, row))
+    }
+
+    pub fn linear_rows<B: Backend>(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: Option<FloatTensor<B>>,
+    ) -> FloatTensor<B> {
+        let out = B::float_matmul(x, weight);
+        match bias {
+            Some(bias) => {
+                let d_output = bias.shape()[0];
+                B::float_add(out, B::float_reshape(bias, [1, d_output].into()))
+            }
+            None => out,
+        }
+    }
+
+    /// `[rows, n]` → `[n]`: the sum of the rows (a bias's gradient).
+    pub fn column_sums<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        let n = x.shape()[1];
+        B::float_reshape(B::float_sum_dim(x, 0), [n].into())
     }
 
     /// burn's attention op, with the bias expanded to the scores' shape as it requires.

@@ -131,6 +131,44 @@ fn block_attention(inputs: &AttentionInputs<Flex>) -> Option<(FlexTensor, FlexTe
     })
 }
 
+/// A rank-2 `f32` tensor as a [`cpu_kernels::Matrix`] over its storage (any strides).
+fn matrix(tensor: &FlexTensor) -> Option<cpu_kernels::Matrix<'_>> {
+    let layout = tensor.layout();
+    if !is_f32(tensor) || layout.num_dims() != 2 {
+        return None;
+    }
+    let [rows, columns] = layout.shape().dims::<2>();
+    let strides = layout.strides();
+    Some(cpu_kernels::Matrix {
+        values: tensor.storage::<f32>(),
+        offset: layout.start_offset(),
+        rows,
+        columns,
+        row_stride: strides[0],
+        column_stride: strides[1],
+    })
+}
+
+/// `lhs · rhs (+ bias)` by [`cpu_kernels::matrix_product`], or `None` for operands it does
+/// not take (another dtype or rank, sizes that do not line up).
+fn matrix_product(
+    lhs: &FlexTensor,
+    rhs: &FlexTensor,
+    bias: Option<&FlexTensor>,
+) -> Option<FlexTensor> {
+    let (a, b) = (matrix(lhs)?, matrix(rhs)?);
+    let bias = match bias {
+        Some(bias) if !is_f32(bias) || bias.shape().as_slice() != [b.columns] => return None,
+        Some(bias) => Some(values(bias)),
+        None => None,
+    };
+    if a.columns != b.rows {
+        return None;
+    }
+    let product = cpu_kernels::matrix_product(&a, &b, bias.as_deref());
+    Some(from_vec(product, [a.rows, b.columns].into()))
+}
+
 impl Backend for Flex {
     /// One block of query rows at a time, skipping the keys the mask hides block by block
     /// (see [`cpu_kernels::attention_forward`]).
@@ -191,6 +229,24 @@ impl Backend for Flex {
         match computed.flatten() {
             Some(grads) => grads,
             None => generic::attention_backward::<Self>(inputs, saved, grad_out),
+        }
+    }
+
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        match matrix_product(&x, &weight, bias.as_ref()) {
+            Some(out) => out,
+            None => generic::linear_rows::<Self>(x, weight, bias),
+        }
+    }
+
+    fn matmul_2d(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        match matrix_product(&lhs, &rhs, None) {
+            Some(out) => out,
+            None => Self::float_matmul(lhs, rhs),
         }
     }
 

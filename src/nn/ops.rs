@@ -138,6 +138,25 @@ fn add_channel_bias<B: Backend>(x: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B
     (x.reshape([batch * channels, height * width]) + rows).reshape([batch, channels, height, width])
 }
 
+/// `x · weight + bias` on rows (a linear layer), as one op and one graph node
+/// ([`Backend::linear_rows`]).
+///
+/// # Shapes
+/// - `x`: `[rows, d_input]`; `weight`: `[d_input, d_output]`; `bias`: `[d_output]`
+/// - returns: `[rows, d_output]`
+pub fn linear_rows<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 2> {
+    let out = B::linear_rows(
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        bias.map(|bias| bias.into_primitive().tensor()),
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
 /// Exact GELU, `x·Φ(x)` (PyTorch's default `nn.GELU()`), as one op and one graph node.
 ///
 /// # Shapes

@@ -27,6 +27,7 @@ use burn::nn::Linear;
 use burn::tensor::{DType, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ops::linear_rows;
 use super::Backend;
 
 /// The precision of a run's matrix products (`--precision`).
@@ -164,7 +165,7 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
             weight: cast_param(&layer.weight, dtype),
             bias: cast_bias(&layer.bias, dtype),
         },
-        |layer, x| layer.forward(x),
+        |layer, x| linear_rows(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val())),
     );
     dims[D - 1] = out.dims()[1];
     out.reshape(dims)

@@ -18,10 +18,9 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::wide_lanes;
 use std::ops::Range;
 
+use super::matmul::gemm_f32;
 use super::{exp, reductions, BiasRows};
 
 /// Query rows per block: 32 leaves a causal mask's skipped share close to the full half
@@ -62,7 +61,7 @@ pub struct AttentionGradientsMut<'a> {
     pub value: &'a mut [f32],
 }
 
-/// `dst = alpha·dst + beta·lhs·rhs` for row-major or transposed `f32` operands, single-threaded
+/// `dst = dst + beta·lhs·rhs` (or `beta·lhs·rhs`) for row-major or transposed operands, single-threaded
 /// (the callers run one problem per rayon task). Each matrix is (pointer, column stride, row
 /// stride).
 ///
@@ -78,26 +77,18 @@ unsafe fn matmul(
     rhs: (*const f32, usize, usize),
     beta: f32,
 ) {
+    let strides = |(pointer, column, row): (*const f32, usize, usize)| {
+        (pointer, column as isize, row as isize)
+    };
+    let (dst, column, row) = dst;
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            dst.1 as isize,
-            dst.2 as isize,
+        gemm_f32(
+            [m, n, k],
+            (dst, column as isize, row as isize),
             accumulate,
-            lhs.0,
-            lhs.1 as isize,
-            lhs.2 as isize,
-            rhs.0,
-            rhs.1 as isize,
-            rhs.2 as isize,
-            1.0,
+            strides(lhs),
+            strides(rhs),
             beta,
-            false,
-            false,
-            false,
             gemm::Parallelism::None,
         )
     }

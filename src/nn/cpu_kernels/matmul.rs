@@ -1,0 +1,140 @@
+//! Matrix products on `f32` memory through the `gemm` crate (the one burn-flex multiplies
+//! with), for the attention blocks and for linear layers.
+
+/// A matrix in a slice: `values[offset + i·row_stride + j·column_stride]` is entry `(i, j)`.
+/// A transposed view is the same memory with the strides swapped.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    pub values: &'a [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub columns: usize,
+    pub row_stride: isize,
+    pub column_stride: isize,
+}
+
+impl Matrix<'_> {
+    /// Whether every entry lies inside `values`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.columns == 0 {
+            return true;
+        }
+        let corner = |i: usize, j: usize| {
+            self.offset as isize + i as isize * self.row_stride + j as isize * self.column_stride
+        };
+        let corners = [
+            corner(0, 0),
+            corner(self.rows - 1, 0),
+            corner(0, self.columns - 1),
+            corner(self.rows - 1, self.columns - 1),
+        ];
+        corners
+            .iter()
+            .all(|&c| c >= 0 && (c as usize) < self.values.len())
+    }
+
+    fn pointer(&self) -> *const f32 {
+        // In bounds: checked by the caller with `in_bounds`.
+        self.values[self.offset..].as_ptr()
+    }
+}
+
+/// Below this many multiply-adds a product runs on one thread (burn-flex's threshold).
+const PARALLEL_WORK: usize = 192 * 192 * 192;
+
+/// `lhs · rhs`, plus `bias` on every row, as a new row-major `[lhs.rows, rhs.columns]`
+/// buffer written once: it starts as the bias rows (or is left for `gemm` to fill), so no
+/// zero-fill precedes the product.
+///
+/// # Panics
+/// If the inner sizes differ, a matrix reaches outside its slice, or the bias is not
+/// `rhs.columns` long.
+pub fn matrix_product(lhs: &Matrix, rhs: &Matrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let (m, k, n) = (lhs.rows, lhs.columns, rhs.columns);
+    assert_eq!(
+        rhs.rows, k,
+        "matrix product of [{m}, {k}] and [{}, {n}]",
+        rhs.rows
+    );
+    assert!(
+        lhs.in_bounds() && rhs.in_bounds(),
+        "a matrix reaches outside its values"
+    );
+    let mut out = Vec::with_capacity(m * n);
+    match bias {
+        Some(bias) => {
+            assert_eq!(bias.len(), n, "bias of {} for {n} columns", bias.len());
+            for _ in 0..m {
+                out.extend_from_slice(bias);
+            }
+        }
+        // `gemm` does not add a product over no terms to an output it does not read.
+        None if k == 0 => out.resize(m * n, 0.0),
+        None => {}
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return out;
+    }
+    let parallelism = if m * n * k >= PARALLEL_WORK {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let read_output = bias.is_some();
+    // SAFETY: both operands were checked to lie in their slices; `out` has room for `m x n`
+    // row-major entries, and `gemm` writes every one of them (reading them first only when
+    // they hold the bias). It is a fresh buffer, so it overlaps neither operand.
+    unsafe {
+        gemm_f32(
+            [m, n, k],
+            (out.as_mut_ptr(), 1, n as isize),
+            read_output,
+            (lhs.pointer(), lhs.column_stride, lhs.row_stride),
+            (rhs.pointer(), rhs.column_stride, rhs.row_stride),
+            1.0,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `dst = dst + beta·lhs·rhs` when `accumulate`, else `dst = beta·lhs·rhs`, for `f32`
+/// operands given as (pointer, column stride, row stride).
+///
+/// # Safety
+/// Every pointer must address an `m x n` (dst), `m x k` (lhs) or `k x n` (rhs) matrix with the
+/// given strides, `dst` must be writable and must not overlap the others.
+pub(super) unsafe fn gemm_f32(
+    [m, n, k]: [usize; 3],
+    dst: (*mut f32, isize, isize),
+    accumulate: bool,
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    beta: f32,
+    parallelism: gemm::Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.1,
+            dst.2,
+            accumulate,
+            lhs.0,
+            lhs.1,
+            lhs.2,
+            rhs.0,
+            rhs.1,
+            rhs.2,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
