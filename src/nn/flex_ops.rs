@@ -131,7 +131,8 @@ fn block_attention(inputs: &AttentionInputs<Flex>) -> Option<(FlexTensor, FlexTe
     })
 }
 
-/// A rank-2 `f32` tensor as a [`cpu_kernels::Matrix`] over its storage (any strides).
+/// A rank-2 `f32` tensor as a [`cpu_kernels::Matrix`] over its storage (any strides that
+/// are not negative).
 fn matrix(tensor: &FlexTensor) -> Option<cpu_kernels::Matrix<'_>> {
     let layout = tensor.layout();
     if !is_f32(tensor) || layout.num_dims() != 2 {
@@ -144,8 +145,8 @@ fn matrix(tensor: &FlexTensor) -> Option<cpu_kernels::Matrix<'_>> {
         offset: layout.start_offset(),
         rows,
         columns,
-        row_stride: strides[0],
-        column_stride: strides[1],
+        row_stride: usize::try_from(strides[0]).ok()?,
+        column_stride: usize::try_from(strides[1]).ok()?,
     })
 }
 

@@ -21,6 +21,9 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 use super::matmul::gemm_f32;
+
+/// The blocks' matrix products run on one thread: each rayon task is one whole problem.
+const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
 use super::{exp, reductions, BiasRows};
 
 /// Query rows per block: 32 leaves a causal mask's skipped share close to the full half
@@ -59,39 +62,6 @@ pub struct AttentionGradientsMut<'a> {
     pub query: &'a mut [f32],
     pub key: &'a mut [f32],
     pub value: &'a mut [f32],
-}
-
-/// `dst = dst + beta·lhs·rhs` (or `beta·lhs·rhs`) for row-major or transposed operands, single-threaded
-/// (the callers run one problem per rayon task). Each matrix is (pointer, column stride, row
-/// stride).
-///
-/// # Safety
-/// Every pointer must address an `m x n` (dst), `m x k` (lhs) or `k x n` (rhs) matrix with the
-/// given strides, and `dst` must not overlap the others.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    [m, n, k]: [usize; 3],
-    dst: (*mut f32, usize, usize),
-    accumulate: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-    beta: f32,
-) {
-    let strides = |(pointer, column, row): (*const f32, usize, usize)| {
-        (pointer, column as isize, row as isize)
-    };
-    let (dst, column, row) = dst;
-    unsafe {
-        gemm_f32(
-            [m, n, k],
-            (dst, column as isize, row as isize),
-            accumulate,
-            strides(lhs),
-            strides(rhs),
-            beta,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 /// One block of query rows of one problem: which rows, which keys any of them sees, and
@@ -339,13 +309,14 @@ fn block_scores(scores: &mut [f32], inputs: &AttentionInputs, problem: usize, bl
     // SAFETY: q is m x d_key and k n x d_key row-major (read as kᵀ: column stride d_key);
     // scores holds m x n.
     unsafe {
-        matmul(
+        gemm_f32(
             [m, n, d_key],
             (scores.as_mut_ptr(), 1, n),
             false,
             (q.as_ptr(), 1, d_key),
             (k.as_ptr(), d_key, 1),
             inputs.scale,
+            SERIAL,
         );
     }
 }
@@ -396,13 +367,14 @@ pub fn attention_forward(inputs: &AttentionInputs, out: &mut [f32], statistics: 
                 let o = &mut out[block.rows.start * d_value..][..m * d_value];
                 // SAFETY: scores is m x n, v's rows n x d_value, o m x d_value.
                 unsafe {
-                    matmul(
+                    gemm_f32(
                         [m, d_value, n],
                         (o.as_mut_ptr(), 1, d_value),
                         false,
                         (scores.as_ptr(), 1, n),
                         (v.as_ptr(), 1, d_value),
                         1.0,
+                        SERIAL,
                     );
                 }
             }
@@ -472,26 +444,51 @@ pub fn attention_backward(
                 unsafe {
                     // dV[keys] += Pᵀ dO
                     let (p_t, d_o) = ((p.as_ptr(), n, 1), (d_o, 1, d_value));
-                    matmul([n, d_value, m], (dv, 1, d_value), true, p_t, d_o, 1.0);
+                    gemm_f32(
+                        [n, d_value, m],
+                        (dv, 1, d_value),
+                        true,
+                        p_t,
+                        d_o,
+                        1.0,
+                        SERIAL,
+                    );
                     // dP = dO Vᵀ
                     let v_t = (v, d_value, 1);
-                    matmul(
+                    gemm_f32(
                         [m, n, d_value],
                         (dp.as_mut_ptr(), 1, n),
                         false,
                         d_o,
                         v_t,
                         1.0,
+                        SERIAL,
                     );
                 }
                 block_softmax_backward_chunk(&p, &mut dp, block);
                 unsafe {
                     // dQ = dS K · s
                     let (ds, k) = ((dp.as_ptr(), 1, n), (k, 1, d_key));
-                    matmul([m, d_key, n], (dq, 1, d_key), false, ds, k, inputs.scale);
+                    gemm_f32(
+                        [m, d_key, n],
+                        (dq, 1, d_key),
+                        false,
+                        ds,
+                        k,
+                        inputs.scale,
+                        SERIAL,
+                    );
                     // dK[keys] += dSᵀ Q · s
                     let (ds_t, q) = ((dp.as_ptr(), n, 1), (q, 1, d_key));
-                    matmul([n, d_key, m], (dk, 1, d_key), true, ds_t, q, inputs.scale);
+                    gemm_f32(
+                        [n, d_key, m],
+                        (dk, 1, d_key),
+                        true,
+                        ds_t,
+                        q,
+                        inputs.scale,
+                        SERIAL,
+                    );
                 }
             }
         });

@@ -2,35 +2,30 @@
 //! with), for the attention blocks and for linear layers.
 
 /// A matrix in a slice: `values[offset + i·row_stride + j·column_stride]` is entry `(i, j)`.
-/// A transposed view is the same memory with the strides swapped.
+/// A transposed view is the same memory with the strides swapped. (Negative strides, a
+/// flipped view, are left to the caller's fallback.)
 #[derive(Debug, Clone, Copy)]
 pub struct Matrix<'a> {
     pub values: &'a [f32],
     pub offset: usize,
     pub rows: usize,
     pub columns: usize,
-    pub row_stride: isize,
-    pub column_stride: isize,
+    pub row_stride: usize,
+    pub column_stride: usize,
 }
 
 impl Matrix<'_> {
-    /// Whether every entry lies inside `values`.
+    /// Whether every entry lies inside `values` (the strides are not negative, so the last
+    /// entry is the farthest).
     fn in_bounds(&self) -> bool {
         if self.rows == 0 || self.columns == 0 {
             return true;
         }
-        let corner = |i: usize, j: usize| {
-            self.offset as isize + i as isize * self.row_stride + j as isize * self.column_stride
-        };
-        let corners = [
-            corner(0, 0),
-            corner(self.rows - 1, 0),
-            corner(0, self.columns - 1),
-            corner(self.rows - 1, self.columns - 1),
-        ];
-        corners
-            .iter()
-            .all(|&c| c >= 0 && (c as usize) < self.values.len())
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .zip((self.columns - 1).checked_mul(self.column_stride))
+            .and_then(|(down, across)| self.offset.checked_add(down)?.checked_add(across));
+        last.is_some_and(|last| last < self.values.len())
     }
 
     fn pointer(&self) -> *const f32 {
@@ -87,7 +82,7 @@ pub fn matrix_product(lhs: &Matrix, rhs: &Matrix, bias: Option<&[f32]>) -> Vec<f
     unsafe {
         gemm_f32(
             [m, n, k],
-            (out.as_mut_ptr(), 1, n as isize),
+            (out.as_mut_ptr(), 1, n),
             read_output,
             (lhs.pointer(), lhs.column_stride, lhs.row_stride),
             (rhs.pointer(), rhs.column_stride, rhs.row_stride),
@@ -100,35 +95,38 @@ pub fn matrix_product(lhs: &Matrix, rhs: &Matrix, bias: Option<&[f32]>) -> Vec<f
 }
 
 /// `dst = dst + beta·lhs·rhs` when `accumulate`, else `dst = beta·lhs·rhs`, for `f32`
-/// operands given as (pointer, column stride, row stride).
+/// operands given as (pointer, column stride, row stride). The attention blocks call it with
+/// `Parallelism::None` (they run one problem per rayon task).
 ///
 /// # Safety
 /// Every pointer must address an `m x n` (dst), `m x k` (lhs) or `k x n` (rhs) matrix with the
 /// given strides, `dst` must be writable and must not overlap the others.
 pub(super) unsafe fn gemm_f32(
     [m, n, k]: [usize; 3],
-    dst: (*mut f32, isize, isize),
+    (dst, dst_cs, dst_rs): (*mut f32, usize, usize),
     accumulate: bool,
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
+    (lhs, lhs_cs, lhs_rs): (*const f32, usize, usize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, usize, usize),
     beta: f32,
     parallelism: gemm::Parallelism,
 ) {
+    let [dst_cs, dst_rs, lhs_cs, lhs_rs, rhs_cs, rhs_rs] =
+        [dst_cs, dst_rs, lhs_cs, lhs_rs, rhs_cs, rhs_rs].map(|stride| stride as isize);
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.0,
-            dst.1,
-            dst.2,
+            dst,
+            dst_cs,
+            dst_rs,
             accumulate,
-            lhs.0,
-            lhs.1,
-            lhs.2,
-            rhs.0,
-            rhs.1,
-            rhs.2,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
             1.0,
             beta,
             false,
