@@ -127,6 +127,72 @@ fn linear_node_matches_matmul_plus_bias_on_both_cpu_backends() {
     linear_matches_burns::<NdArray>();
 }
 
+/// The convolutions' batched products against burn's matmul: one matrix against a batch
+/// (`matmul_shared_lhs`) and a batch of products summed (`matmul_batch_sum`), on plain and
+/// transposed views, one image (the product threads itself) and several (images in parallel,
+/// the sum split between threads).
+fn batched_products_match_burns<B: Backend>() {
+    let primitive = |t: Tensor<B, 3>| t.into_primitive().tensor();
+    let matrix = |shape: [usize; 2], transposed: bool, seed| {
+        if transposed {
+            random::<B, 2>([shape[1], shape[0]], 1.0, seed).transpose()
+        } else {
+            random::<B, 2>(shape, 1.0, seed)
+        }
+    };
+    let batch = |[count, rows, columns]: [usize; 3], transposed: bool, seed| {
+        if transposed {
+            random::<B, 3>([count, columns, rows], 1.0, seed).swap_dims(1, 2)
+        } else {
+            random::<B, 3>([count, rows, columns], 1.0, seed)
+        }
+    };
+    // (batch, m, k, n, lhs transposed, rhs transposed)
+    let cases = [
+        (5, 7, 9, 11, false, false),
+        (3, 16, 27, 64, true, false),
+        (4, 6, 13, 5, false, true),
+        (1, 200, 220, 240, true, true),
+        (7, 1, 1, 3, false, false),
+    ];
+    for (case, (count, m, k, n, lhs_t, rhs_t)) in cases.into_iter().enumerate() {
+        let seed = 100 + 10 * case as u64;
+        let tolerance = 1e-4 * (k as f32).sqrt();
+        let lhs = matrix([m, k], lhs_t, seed);
+        let rhs = batch([count, k, n], rhs_t, seed + 1);
+        let ours: Tensor<B, 3> =
+            Tensor::from_primitive(TensorPrimitive::Float(B::matmul_shared_lhs(
+                lhs.clone().into_primitive().tensor(),
+                primitive(rhs.clone()),
+            )));
+        let reference = lhs.unsqueeze_dim::<3>(0).matmul(rhs);
+        let diff = max_abs_diff(ours, reference);
+        assert!(
+            diff < tolerance,
+            "case {case}: shared-lhs products differ by {diff}"
+        );
+
+        let lhs = batch([count, m, k], lhs_t, seed + 2);
+        let rhs = batch([count, k, n], rhs_t, seed + 3);
+        let ours: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(
+            B::matmul_batch_sum(primitive(lhs.clone()), primitive(rhs.clone())),
+        ));
+        let reference = lhs.matmul(rhs).sum_dim(0).reshape([m, n]);
+        let diff = max_abs_diff(ours, reference);
+        let tolerance = tolerance * (count as f32).sqrt();
+        assert!(
+            diff < tolerance,
+            "case {case}: summed products differ by {diff}"
+        );
+    }
+}
+
+#[test]
+fn batched_products_match_burns_matmul_on_both_cpu_backends() {
+    batched_products_match_burns::<Flex>();
+    batched_products_match_burns::<NdArray>();
+}
+
 fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
 }

@@ -160,14 +160,13 @@ impl<B: Backend> Backward<B, 2> for Conv2dGemm {
         let [x_node, weight_node] = ops.parents;
         if let Some(node) = weight_node {
             // dW = Σ_b dY_b · columns_bᵀ
-            let per_image = B::float_matmul(grad.clone(), B::float_transpose(columns));
-            let summed = B::float_sum_dim(per_image, 0); // [1, co, K]
+            let summed = B::matmul_batch_sum(grad.clone(), B::float_transpose(columns)); // [co, K]
             grads.register::<B>(node.id, B::float_reshape(summed, weight.shape()));
         }
         if let Some(node) = x_node {
             // d columns_b = Wᵀ · dY_b, then back to the image (col2im).
-            let weight = B::float_reshape(weight, [1, out_channels, geometry.column_rows()].into());
-            let columns_grad = B::float_matmul(B::float_transpose(weight), grad);
+            let weight = B::float_reshape(weight, [out_channels, geometry.column_rows()].into());
+            let columns_grad = B::matmul_shared_lhs(B::float_transpose(weight), grad);
             grads.register::<B>(node.id, B::conv2d_columns_backward(columns_grad, geometry));
         }
     }
@@ -190,13 +189,12 @@ impl<B: Backend> Backward<B, 2> for ConvTranspose2dGemm {
         if let Some(node) = weight_node {
             // dW = Σ_b x_b · columns_bᵀ
             let x = B::float_reshape(x, [batch, channels_in, height * width].into());
-            let per_image = B::float_matmul(x, B::float_transpose(columns.clone()));
-            let summed = B::float_sum_dim(per_image, 0); // [1, ci, K]
+            let summed = B::matmul_batch_sum(x, B::float_transpose(columns.clone())); // [ci, K]
             grads.register::<B>(node.id, B::float_reshape(summed, weight.shape()));
         }
         if let Some(node) = x_node {
-            let weight = B::float_reshape(weight, [1, channels_in, geometry.column_rows()].into());
-            let grad = B::float_matmul(weight, columns); // [b, ci, P]
+            let weight = B::float_reshape(weight, [channels_in, geometry.column_rows()].into());
+            let grad = B::matmul_shared_lhs(weight, columns); // [b, ci, P]
             let grad = B::float_reshape(grad, [batch, channels_in, height, width].into());
             grads.register::<B>(node.id, grad);
         }

@@ -31,7 +31,11 @@
 //!   product, whose backward is two matrix products and the columns' adjoint (col2im). On
 //!   Flex, burn's convolution backward copied strided views element by element (a fifth of
 //!   the classifier's step); backends opt in with [`Backend::CONV_AS_GEMM`]. The same for
-//!   [`Backend::conv_transpose2d_gemm`], the adjoint.
+//!   [`Backend::conv_transpose2d_gemm`], the adjoint. Their products are
+//!   [`Backend::matmul_shared_lhs`] (the weights against each image) and
+//!   [`Backend::matmul_batch_sum`] (the weight gradient summed over the batch), which on Flex
+//!   write their output once, instead of a zero-fill, a realigning copy and, for the
+//!   gradient, a `[batch, ...]` tensor of per-image products to sum.
 //!
 //! - [`Backend::linear_rows`]: a linear layer on rows, `x · W + b`, as one node whose
 //!   backward is two matrix products ([`Backend::matmul_2d`]) and the bias's column sums. On
@@ -183,6 +187,26 @@ pub trait Backend: burn::tensor::backend::Backend {
     /// - `lhs`: `[m, k]`, `rhs`: `[k, n]`; returns `[m, n]`
     fn matmul_2d(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(lhs, rhs)
+    }
+
+    /// `lhs · rhs[i]` for every matrix of a batch (a convolution's weights against each
+    /// image's columns).
+    ///
+    /// # Shapes
+    /// - `lhs`: `[m, k]`; `rhs`: `[batch, k, n]`; either may be a transposed view
+    /// - returns: `[batch, m, n]`
+    fn matmul_shared_lhs(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::matmul_shared_lhs::<Self>(lhs, rhs)
+    }
+
+    /// `Σ_i lhs[i] · rhs[i]`: a batch of matrix products, summed (a convolution's weight
+    /// gradient).
+    ///
+    /// # Shapes
+    /// - `lhs`: `[batch, m, k]`; `rhs`: `[batch, k, n]`; either may be a transposed view
+    /// - returns: `[m, n]`
+    fn matmul_batch_sum(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::matmul_batch_sum::<Self>(lhs, rhs)
     }
 
     /// Whether [`crate::nn::ops::conv2d`] runs convolutions as [`Self::conv2d_gemm`] (chosen
@@ -350,6 +374,23 @@ pub(crate) mod generic {
         }
     }
 
+    pub fn matmul_shared_lhs<B: Backend>(
+        lhs: FloatTensor<B>,
+        rhs: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let [m, k] = lhs.shape().dims::<2>();
+        B::float_matmul(B::float_reshape(lhs, [1, m, k].into()), rhs)
+    }
+
+    pub fn matmul_batch_sum<B: Backend>(
+        lhs: FloatTensor<B>,
+        rhs: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let (m, n) = (lhs.shape()[1], rhs.shape()[2]);
+        let summed = B::float_sum_dim(B::float_matmul(lhs, rhs), 0);
+        B::float_reshape(summed, [m, n].into())
+    }
+
     /// `[rows, n]` → `[n]`: the sum of the rows (a bias's gradient).
     pub fn column_sums<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
         let n = x.shape()[1];
@@ -430,8 +471,8 @@ pub(crate) mod generic {
         let out_channels = weight.shape()[0];
         let [out_h, out_w] = geometry.output();
         let columns = B::conv2d_columns(x, geometry); // [b, K, P]
-        let weight = B::float_reshape(weight, [1, out_channels, geometry.column_rows()].into());
-        let out = B::float_matmul(weight, columns.clone()); // [b, co, P]
+        let weight = B::float_reshape(weight, [out_channels, geometry.column_rows()].into());
+        let out = B::matmul_shared_lhs(weight, columns.clone()); // [b, co, P]
         let out = B::float_reshape(out, [batch, out_channels, out_h, out_w].into());
         (out, columns)
     }
@@ -443,8 +484,8 @@ pub(crate) mod generic {
     ) -> FloatTensor<B> {
         let [batch, channels_in, height, width] = x.shape().dims::<4>();
         let x = B::float_reshape(x, [batch, channels_in, height * width].into());
-        let weight = B::float_reshape(weight, [1, channels_in, geometry.column_rows()].into());
-        let columns = B::float_matmul(B::float_transpose(weight), x); // [b, K, P]
+        let weight = B::float_reshape(weight, [channels_in, geometry.column_rows()].into());
+        let columns = B::matmul_shared_lhs(B::float_transpose(weight), x); // [b, K, P]
         B::conv2d_columns_backward(columns, geometry)
     }
 

@@ -65,7 +65,7 @@ pub use attention::{
     attention_backward, attention_forward, AttentionGradientsMut, AttentionInputs, AttentionSizes,
     HIDDEN,
 };
-pub use matmul::{matrix_product, Matrix};
+pub use matmul::{matrix_product, shared_lhs_products, summed_products, Matrix, MatrixBatch};
 
 /// The widest vectors this CPU computes in (f32 lanes).
 #[cfg(target_arch = "x86_64")]

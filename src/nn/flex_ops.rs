@@ -150,6 +150,29 @@ fn matrix(tensor: &FlexTensor) -> Option<cpu_kernels::Matrix<'_>> {
     })
 }
 
+/// A rank-3 `f32` tensor as a [`cpu_kernels::MatrixBatch`] over its storage (any strides
+/// that are not negative).
+fn matrix_batch(tensor: &FlexTensor) -> Option<cpu_kernels::MatrixBatch<'_>> {
+    let layout = tensor.layout();
+    if !is_f32(tensor) || layout.num_dims() != 3 {
+        return None;
+    }
+    let [count, rows, columns] = layout.shape().dims::<3>();
+    let strides = layout.strides();
+    Some(cpu_kernels::MatrixBatch {
+        first: cpu_kernels::Matrix {
+            values: tensor.storage::<f32>(),
+            offset: layout.start_offset(),
+            rows,
+            columns,
+            row_stride: usize::try_from(strides[1]).ok()?,
+            column_stride: usize::try_from(strides[2]).ok()?,
+        },
+        count,
+        stride: usize::try_from(strides[0]).ok()?,
+    })
+}
+
 /// `lhs · rhs (+ bias)` by [`cpu_kernels::matrix_product`], or `None` for operands it does
 /// not take (another dtype or rank, sizes that do not line up).
 fn matrix_product(
@@ -249,6 +272,28 @@ impl Backend for Flex {
             Some(out) => out,
             None => Self::float_matmul(lhs, rhs),
         }
+    }
+
+    fn matmul_shared_lhs(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let product = matrix(&lhs).zip(matrix_batch(&rhs)).and_then(|(a, b)| {
+            (a.columns == b.first.rows).then(|| {
+                let values = cpu_kernels::shared_lhs_products(&a, &b);
+                from_vec(values, [b.count, a.rows, b.first.columns].into())
+            })
+        });
+        product.unwrap_or_else(|| generic::matmul_shared_lhs::<Self>(lhs, rhs))
+    }
+
+    fn matmul_batch_sum(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let product = matrix_batch(&lhs)
+            .zip(matrix_batch(&rhs))
+            .and_then(|(a, b)| {
+                (a.count == b.count && a.first.columns == b.first.rows).then(|| {
+                    let values = cpu_kernels::summed_products(&a, &b);
+                    from_vec(values, [a.first.rows, b.first.columns].into())
+                })
+            });
+        product.unwrap_or_else(|| generic::matmul_batch_sum::<Self>(lhs, rhs))
     }
 
     /// Measured on the patch encoder's convolutions (3 and 16 channels, 3x3 stride 2): burn's

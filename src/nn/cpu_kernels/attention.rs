@@ -20,10 +20,9 @@ use rayon::prelude::*;
 
 use std::ops::Range;
 
-use super::matmul::gemm_f32;
-
-/// The blocks' matrix products run on one thread: each rayon task is one whole problem.
-const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
+// The blocks' matrix products run on one thread (`SERIAL`): each rayon task is one whole
+// problem.
+use super::matmul::{gemm_f32, SERIAL};
 use super::{exp, reductions, BiasRows};
 
 /// Query rows per block: 32 leaves a causal mask's skipped share close to the full half

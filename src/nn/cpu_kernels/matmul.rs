@@ -1,5 +1,9 @@
 //! Matrix products on `f32` memory through the `gemm` crate (the one burn-flex multiplies
-//! with), for the attention blocks and for linear layers.
+//! with), for the attention blocks, linear layers and convolutions.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
 
 /// A matrix in a slice: `values[offset + i·row_stride + j·column_stride]` is entry `(i, j)`.
 /// A transposed view is the same memory with the strides swapped. (Negative strides, a
@@ -34,8 +38,79 @@ impl Matrix<'_> {
     }
 }
 
+/// `count` matrices of one shape in one slice, `stride` entries apart (a rank-3 tensor):
+/// matrix `i` is `first` moved on by `i·stride`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatrixBatch<'a> {
+    pub first: Matrix<'a>,
+    pub count: usize,
+    pub stride: usize,
+}
+
+impl<'a> MatrixBatch<'a> {
+    fn get(&self, i: usize) -> Matrix<'a> {
+        Matrix {
+            offset: self.first.offset + i * self.stride,
+            ..self.first
+        }
+    }
+
+    /// Whether every matrix lies inside the slice (the last one is the farthest).
+    fn in_bounds(&self) -> bool {
+        let Some(last) = self.count.checked_sub(1) else {
+            return true;
+        };
+        let offset = last
+            .checked_mul(self.stride)
+            .and_then(|moved| moved.checked_add(self.first.offset));
+        offset.is_some_and(|offset| {
+            Matrix {
+                offset,
+                ..self.first
+            }
+            .in_bounds()
+        })
+    }
+}
+
 /// Below this many multiply-adds a product runs on one thread (burn-flex's threshold).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
+
+/// One thread (a caller that runs one product per rayon task).
+pub(super) const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
+
+fn parallelism_for(multiply_adds: usize) -> gemm::Parallelism {
+    if multiply_adds >= PARALLEL_WORK {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        SERIAL
+    }
+}
+
+/// `dst (+)= lhs · rhs`, `dst` row-major `[lhs.rows, rhs.columns]`.
+///
+/// # Safety
+/// Both operands lie in their slices (`in_bounds`), their inner sizes agree, and `dst` has
+/// room for the product and overlaps neither.
+unsafe fn product_into(
+    dst: *mut f32,
+    accumulate: bool,
+    lhs: &Matrix,
+    rhs: &Matrix,
+    parallelism: gemm::Parallelism,
+) {
+    unsafe {
+        gemm_f32(
+            [lhs.rows, rhs.columns, lhs.columns],
+            (dst, 1, rhs.columns),
+            accumulate,
+            (lhs.pointer(), lhs.column_stride, lhs.row_stride),
+            (rhs.pointer(), rhs.column_stride, rhs.row_stride),
+            1.0,
+            parallelism,
+        )
+    }
+}
 
 /// `lhs · rhs`, plus `bias` on every row, as a new row-major `[lhs.rows, rhs.columns]`
 /// buffer written once: it starts as the bias rows (or is left for `gemm` to fill), so no
@@ -70,28 +145,132 @@ pub fn matrix_product(lhs: &Matrix, rhs: &Matrix, bias: Option<&[f32]>) -> Vec<f
     if m == 0 || n == 0 || k == 0 {
         return out;
     }
-    let parallelism = if m * n * k >= PARALLEL_WORK {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    let read_output = bias.is_some();
     // SAFETY: both operands were checked to lie in their slices; `out` has room for `m x n`
     // row-major entries, and `gemm` writes every one of them (reading them first only when
     // they hold the bias). It is a fresh buffer, so it overlaps neither operand.
     unsafe {
-        gemm_f32(
-            [m, n, k],
-            (out.as_mut_ptr(), 1, n),
-            read_output,
-            (lhs.pointer(), lhs.column_stride, lhs.row_stride),
-            (rhs.pointer(), rhs.column_stride, rhs.row_stride),
-            1.0,
-            parallelism,
+        product_into(
+            out.as_mut_ptr(),
+            bias.is_some(),
+            lhs,
+            rhs,
+            parallelism_for(m * n * k),
         );
         out.set_len(m * n);
     }
     out
+}
+
+/// `lhs · rhs[i]` for every matrix of the batch (a convolution's weights against each
+/// image's columns), as a new row-major `[rhs.count, lhs.rows, rhs.columns]` buffer written
+/// once. Images run in parallel, each product on one thread.
+///
+/// # Panics
+/// If the inner sizes differ or a matrix reaches outside its slice.
+pub fn shared_lhs_products(lhs: &Matrix, rhs: &MatrixBatch) -> Vec<f32> {
+    let (m, k, n) = (lhs.rows, lhs.columns, rhs.first.columns);
+    assert_eq!(
+        rhs.first.rows, k,
+        "matrix product of [{m}, {k}] and [{}, {}, {n}]",
+        rhs.count, rhs.first.rows
+    );
+    assert!(
+        lhs.in_bounds() && rhs.in_bounds(),
+        "a matrix reaches outside its values"
+    );
+    let len = rhs.count * m * n;
+    if k == 0 {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    let write = |i: usize, dst: &mut [MaybeUninit<f32>], parallelism| {
+        // SAFETY: the operands were checked above; `dst` is this image's `m x n` entries
+        // of the fresh buffer, all of which `gemm` writes.
+        unsafe {
+            product_into(
+                dst.as_mut_ptr().cast(),
+                false,
+                lhs,
+                &rhs.get(i),
+                parallelism,
+            )
+        }
+    };
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if rhs.count == 1 {
+        write(0, spare, parallelism_for(m * n * k));
+    } else {
+        spare
+            .par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, dst)| write(i, dst, SERIAL));
+    }
+    // SAFETY: every image's product was written.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `Σ_i lhs[i] · rhs[i]` over the batch (a convolution's weight gradient), as a new
+/// row-major `[lhs.rows, rhs.columns]` buffer: the batch is split between the threads, each
+/// accumulating its share in place, and the shares are added.
+///
+/// # Panics
+/// If the batch sizes or inner sizes differ, or a matrix reaches outside its slice.
+pub fn summed_products(lhs: &MatrixBatch, rhs: &MatrixBatch) -> Vec<f32> {
+    let (m, k, n) = (lhs.first.rows, lhs.first.columns, rhs.first.columns);
+    assert!(
+        lhs.count == rhs.count && rhs.first.rows == k,
+        "summed products of [{}, {m}, {k}] and [{}, {}, {n}]",
+        lhs.count,
+        rhs.count,
+        rhs.first.rows
+    );
+    assert!(
+        lhs.in_bounds() && rhs.in_bounds(),
+        "a matrix reaches outside its values"
+    );
+    let count = lhs.count;
+    if k == 0 || count == 0 || m * n == 0 {
+        return vec![0.0; m * n];
+    }
+    let per_share = count.div_ceil(rayon::current_num_threads().min(count));
+    let shares = count.div_ceil(per_share);
+    let parallelism = if shares == 1 {
+        parallelism_for(m * n * k)
+    } else {
+        SERIAL
+    };
+    let share = |first: usize| {
+        let mut out = Vec::with_capacity(m * n);
+        for i in first..(first + per_share).min(count) {
+            // SAFETY: the operands were checked above; `out` has room for `m x n` entries,
+            // which the first product writes and the rest add to.
+            unsafe {
+                product_into(
+                    out.as_mut_ptr(),
+                    i > first,
+                    &lhs.get(i),
+                    &rhs.get(i),
+                    parallelism,
+                )
+            };
+        }
+        // SAFETY: written by the share's first product (a share holds at least one).
+        unsafe { out.set_len(m * n) };
+        out
+    };
+    let mut sums: Vec<Vec<f32>> = (0..shares)
+        .into_par_iter()
+        .map(|s| share(s * per_share))
+        .collect();
+    let mut total = sums.swap_remove(0);
+    for sum in sums {
+        total.iter_mut().zip(sum).for_each(|(t, s)| *t += s);
+    }
+    total
 }
 
 /// `dst = dst + beta·lhs·rhs` when `accumulate`, else `dst = beta·lhs·rhs`, for `f32`
