@@ -131,45 +131,35 @@ fn block_attention(inputs: &AttentionInputs<Flex>) -> Option<(FlexTensor, FlexTe
     })
 }
 
-/// A rank-2 `f32` tensor as a [`cpu_kernels::Matrix`] over its storage (any strides that
-/// are not negative).
-fn matrix(tensor: &FlexTensor) -> Option<cpu_kernels::Matrix<'_>> {
+/// The last two dimensions of a rank-`rank` `f32` tensor as a [`cpu_kernels::Matrix`] over its
+/// storage, starting at its first entry (any strides that are not negative).
+fn trailing_matrix(tensor: &FlexTensor, rank: usize) -> Option<cpu_kernels::Matrix<'_>> {
     let layout = tensor.layout();
-    if !is_f32(tensor) || layout.num_dims() != 2 {
+    if !is_f32(tensor) || layout.num_dims() != rank {
         return None;
     }
-    let [rows, columns] = layout.shape().dims::<2>();
-    let strides = layout.strides();
+    let (shape, strides) = (layout.shape(), layout.strides());
     Some(cpu_kernels::Matrix {
         values: tensor.storage::<f32>(),
         offset: layout.start_offset(),
-        rows,
-        columns,
-        row_stride: usize::try_from(strides[0]).ok()?,
-        column_stride: usize::try_from(strides[1]).ok()?,
+        rows: shape[rank - 2],
+        columns: shape[rank - 1],
+        row_stride: usize::try_from(strides[rank - 2]).ok()?,
+        column_stride: usize::try_from(strides[rank - 1]).ok()?,
     })
 }
 
-/// A rank-3 `f32` tensor as a [`cpu_kernels::MatrixBatch`] over its storage (any strides
-/// that are not negative).
+/// A rank-2 `f32` tensor as a [`cpu_kernels::Matrix`].
+fn matrix(tensor: &FlexTensor) -> Option<cpu_kernels::Matrix<'_>> {
+    trailing_matrix(tensor, 2)
+}
+
+/// A rank-3 `f32` tensor as a [`cpu_kernels::MatrixBatch`] over its storage.
 fn matrix_batch(tensor: &FlexTensor) -> Option<cpu_kernels::MatrixBatch<'_>> {
-    let layout = tensor.layout();
-    if !is_f32(tensor) || layout.num_dims() != 3 {
-        return None;
-    }
-    let [count, rows, columns] = layout.shape().dims::<3>();
-    let strides = layout.strides();
     Some(cpu_kernels::MatrixBatch {
-        first: cpu_kernels::Matrix {
-            values: tensor.storage::<f32>(),
-            offset: layout.start_offset(),
-            rows,
-            columns,
-            row_stride: usize::try_from(strides[1]).ok()?,
-            column_stride: usize::try_from(strides[2]).ok()?,
-        },
-        count,
-        stride: usize::try_from(strides[0]).ok()?,
+        first: trailing_matrix(tensor, 3)?,
+        count: tensor.shape()[0],
+        stride: usize::try_from(tensor.layout().strides()[0]).ok()?,
     })
 }
 
