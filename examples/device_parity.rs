@@ -20,11 +20,11 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::backend::Autodiff;
 use clap::Parser;
-use vislang::backend::{run_on, BackendTask, CpuBackend, DeviceSpec};
-use vislang::nn::{AutodiffBackend, Precision};
-use vislang::train::device_check::{check_families, CheckData, CheckSettings, Comparison, Family};
+use vislang::backend::tasks::CheckDevice;
+use vislang::backend::{run_on, DeviceSpec};
+use vislang::nn::Precision;
+use vislang::train::device_check::{CheckData, CheckSettings, Family};
 
 #[derive(Parser, Debug)]
 #[command(about = "Checks that a device computes what the CPU computes, family by family")]
@@ -46,26 +46,6 @@ struct Args {
     family: Vec<Family>,
 }
 
-struct Check {
-    data: CheckData,
-    settings: CheckSettings,
-}
-
-impl BackendTask for Check {
-    type Output = Result<Vec<Comparison>, String>;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        self.settings.precision.check_supported::<B>(&device)?;
-        check_families::<Autodiff<CpuBackend>, B>(
-            &self.data,
-            &self.settings,
-            &Default::default(),
-            &device,
-        )
-        .map_err(|e| e.to_string())
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if !args.device.is_accelerator() {
@@ -81,7 +61,10 @@ fn main() -> ExitCode {
         if !args.family.is_empty() {
             settings.families = args.family.clone();
         }
-        let check = Check { data, settings };
+        let check = CheckDevice {
+            data: &data,
+            settings: &settings,
+        };
         (run_on(args.device, check), started.elapsed())
     });
     let _ = std::fs::remove_dir_all(&scratch);

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vislang::backend::{run_on, BackendTask, DeviceSpec};
+use vislang::backend::tasks::Classify;
+use vislang::backend::DeviceSpec;
 use vislang::cli::{
-    absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+    absolute, or_exit, parse_with_presets, run_and_report, BudgetArgs, CaptionArgs, DataArgs,
     LxmertArgs,
 };
-use vislang::nn::AutodiffBackend;
 use vislang::train::classify::{
-    joint_margin, pretraining_gain, results_table, run_classify, ClassifierKind, ClassifyConfig,
+    joint_margin, pretraining_gain, results_table, ClassifierKind, ClassifyConfig, ClassifyReport,
     Schedule,
 };
 use vislang::train::lxmert_pretrain::PretrainStage;
@@ -82,30 +82,21 @@ struct Args {
     quiet: bool,
 }
 
-struct Classify {
-    config: ClassifyConfig,
-    paths: RunPaths,
-    schedule: Schedule,
-}
-
-impl BackendTask for Classify {
-    type Output = Result<(), vislang::train::classify::ClassifyError>;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let report = run_classify::<B>(&self.config, &self.paths, &device, self.schedule)?;
-        println!("\n{}", results_table(&report));
-        if let Some((margin, spread)) = joint_margin(&report) {
-            println!("joint minus best unimodal mAP: {margin:+.4} (largest std across seeds: {spread:.4})");
-        }
-        if let Some((gain, spread)) = pretraining_gain(&report) {
-            println!("LXMERT pretrained minus from scratch mAP: {gain:+.4} (larger std across seeds: {spread:.4})");
-        }
+/// The results table, the two headline differences, and where the files are.
+fn print_summary(report: &ClassifyReport, paths: &RunPaths) {
+    println!("\n{}", results_table(report));
+    if let Some((margin, spread)) = joint_margin(report) {
         println!(
-            "results, charts and checkpoints: {}",
-            self.paths.out_dir.display()
+            "joint minus best unimodal mAP: {margin:+.4} (largest std across seeds: {spread:.4})"
         );
-        Ok(())
     }
+    if let Some((gain, spread)) = pretraining_gain(report) {
+        println!("LXMERT pretrained minus from scratch mAP: {gain:+.4} (larger std across seeds: {spread:.4})");
+    }
+    println!(
+        "results, charts and checkpoints: {}",
+        paths.out_dir.display()
+    );
 }
 
 fn main() -> ExitCode {
@@ -179,14 +170,17 @@ fn main() -> ExitCode {
     } else {
         cores
     });
-    let task = Classify {
-        config,
-        paths,
-        schedule: Schedule {
-            jobs,
-            show_progress: !args.quiet,
-            feed: args.budget.feed(),
-        },
+    let schedule = Schedule {
+        jobs,
+        show_progress: !args.quiet,
+        feed: args.budget.feed(),
     };
-    exit_status(run_on(args.device, task))
+    let task = Classify {
+        config: &config,
+        paths: &paths,
+        schedule,
+    };
+    run_and_report(&[args.device], task, |report| {
+        print_summary(&report, &paths)
+    })
 }

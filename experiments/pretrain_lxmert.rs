@@ -4,16 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vislang::backend::{run_on_devices, Replicated, ReplicatedTask};
+use vislang::backend::tasks::TrainingRun;
+use vislang::backend::Replicated;
 use vislang::cli::{
-    absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+    absolute, or_exit, parse_with_presets, run_and_report, BudgetArgs, CaptionArgs, DataArgs,
     DevicesArgs, LxmertArgs,
 };
-use vislang::nn::AutodiffBackend;
 use vislang::train::engine::EpochEvaluation;
-use vislang::train::engine::Feed;
 use vislang::train::lxmert_pretrain::{
-    budgets, pretrain_lxmert, stages_text, PretrainError, PretrainLxmertConfig, PretrainStage,
+    budgets, stages_text, PretrainLxmertConfig, PretrainResult, PretrainStage,
 };
 use vislang::train::RunPaths;
 
@@ -86,48 +85,18 @@ struct Args {
     quiet: bool,
 }
 
-struct Pretrain {
-    config: PretrainLxmertConfig,
-    paths: RunPaths,
-    show_progress: bool,
-    feed: Feed,
-}
-
-impl ReplicatedTask for Pretrain {
-    type Output = Result<(), PretrainError>;
-
-    fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        if devices.len() > 1 {
-            eprintln!("data parallel: {} replicas", devices.len());
-        }
-        let result = pretrain_lxmert::<B>(
-            &self.config,
-            &self.paths,
-            &devices,
-            self.show_progress,
-            self.feed,
-        )?;
-        if let Some(last) = result.history.last() {
-            let metrics: Vec<String> = last
-                .eval
-                .metrics()
-                .iter()
-                .map(|(name, value)| format!("{name} {value:.3}"))
-                .collect();
-            println!(
-                "held-out after epoch {}: {}",
-                last.epoch,
-                metrics.join(", ")
-            );
-        }
-        println!(
-            "{} parameters, {:.0} samples/s; encoder, curves and checkpoints: {}",
-            result.n_params,
-            result.samples_per_second,
-            self.paths.out_dir.display()
-        );
-        Ok(())
+/// The held-out metrics after the last epoch, the speed, and where the files are.
+fn print_summary(result: &PretrainResult, paths: &RunPaths) {
+    if let Some(last) = result.history.last() {
+        let metrics = last.eval.metrics_text(3);
+        println!("held-out after epoch {}: {metrics}", last.epoch);
     }
+    println!(
+        "{} parameters, {:.0} samples/s; encoder, curves and checkpoints: {}",
+        result.n_params,
+        result.samples_per_second,
+        paths.out_dir.display()
+    );
 }
 
 fn main() -> ExitCode {
@@ -172,11 +141,10 @@ fn main() -> ExitCode {
         "stages: {}",
         stages_text(&config.stages).replace(',', ", then ")
     );
-    let task = Pretrain {
-        config,
-        paths: args.data.paths(args.out),
-        show_progress: !args.quiet,
-        feed: args.budget.feed(),
-    };
-    exit_status(run_on_devices(&args.devices.list(), Replicated(task)))
+    let paths = args.data.paths(args.out);
+    let options = args.budget.run_options(args.quiet);
+    let task = Replicated(TrainingRun::new(&config, &paths, options));
+    run_and_report(&args.devices.list(), task, |run| {
+        print_summary(&run, &paths)
+    })
 }

@@ -4,15 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vislang::backend::{run_on_devices, Replicated, ReplicatedTask};
+use vislang::backend::tasks::TrainingRun;
+use vislang::backend::Replicated;
 use vislang::cli::{
-    absolute, exit_status, or_exit, parse_with_presets, BudgetArgs, CaptionArgs, DataArgs,
+    absolute, or_exit, parse_with_presets, run_and_report, BudgetArgs, CaptionArgs, DataArgs,
     DevicesArgs,
 };
 use vislang::models::dalle::AttentionLayout;
-use vislang::nn::AutodiffBackend;
-use vislang::train::dalle::{train_dalle, with_vqvae_fingerprint, DalleError, TrainDalleConfig};
-use vislang::train::engine::Feed;
+use vislang::train::dalle::{DalleResult, TrainDalleConfig};
 use vislang::train::vqvae::synthetic_set_of_run;
 use vislang::train::RunPaths;
 
@@ -89,39 +88,14 @@ struct Args {
     quiet: bool,
 }
 
-struct Train {
-    config: TrainDalleConfig,
-    paths: RunPaths,
-    show_progress: bool,
-    feed: Feed,
-}
-
-impl ReplicatedTask for Train {
-    type Output = Result<(), DalleError>;
-
-    fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        if devices.len() > 1 {
-            eprintln!("data parallel: {} replicas", devices.len());
-        }
-        let config = with_vqvae_fingerprint(self.config)?;
-        let result = train_dalle::<B>(
-            &config,
-            &self.paths,
-            &devices,
-            self.show_progress,
-            self.feed,
-        )?;
-        let last = &result.final_epoch;
-        println!(
-            "held-out cross-entropy: text {:.3}, image {:.3} nats/token ({} parameters, {:.0} training tokens/s)",
-            last.eval.text_loss, last.eval.image_loss, result.n_params, result.train_tokens_per_second
-        );
-        println!(
-            "decoder, curves and samples: {}",
-            self.paths.out_dir.display()
-        );
-        Ok(())
-    }
+/// The run's held-out losses and speed, and where its files are.
+fn print_summary(result: &DalleResult, paths: &RunPaths) {
+    let last = &result.final_epoch;
+    println!(
+        "held-out cross-entropy: text {:.3}, image {:.3} nats/token ({} parameters, {:.0} training tokens/s)",
+        last.eval.text_loss, last.eval.image_loss, result.n_params, result.train_tokens_per_second
+    );
+    println!("decoder, curves and samples: {}", paths.out_dir.display());
 }
 
 fn main() -> ExitCode {
@@ -167,11 +141,10 @@ fn main() -> ExitCode {
     args.budget.apply_to(&mut config.training);
     config.training.seed = args.seed;
     config.caption_dropout = args.caption_dropout.unwrap_or(config.caption_dropout);
-    let task = Train {
-        config,
-        paths: args.data.paths(args.out),
-        show_progress: !args.quiet,
-        feed: args.budget.feed(),
-    };
-    exit_status(run_on_devices(&args.devices.list(), Replicated(task)))
+    let paths = args.data.paths(args.out);
+    let options = args.budget.run_options(args.quiet);
+    let task = Replicated(TrainingRun::new(&config, &paths, options));
+    run_and_report(&args.devices.list(), task, |run| {
+        print_summary(&run, &paths)
+    })
 }

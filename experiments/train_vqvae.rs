@@ -4,11 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vislang::backend::{run_on, BackendTask, DeviceSpec};
-use vislang::cli::{exit_status, parse_with_presets, BudgetArgs, DataArgs};
-use vislang::nn::AutodiffBackend;
-use vislang::train::engine::Feed;
-use vislang::train::vqvae::{train_vqvae, TrainVqVaeConfig, VqVaeError};
+use vislang::backend::tasks::TrainingRun;
+use vislang::backend::DeviceSpec;
+use vislang::cli::{parse_with_presets, run_and_report, BudgetArgs, DataArgs};
+use vislang::train::vqvae::{TrainVqVaeConfig, VqVaeResult};
 use vislang::train::RunPaths;
 
 /// Trains a VQ-VAE image tokenizer (convolutional encoder, EMA codebook with dead-code
@@ -59,41 +58,23 @@ struct Args {
     quiet: bool,
 }
 
-struct Train {
-    config: TrainVqVaeConfig,
-    paths: RunPaths,
-    show_progress: bool,
-    feed: Feed,
-}
-
-impl BackendTask for Train {
-    type Output = Result<(), VqVaeError>;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let result = train_vqvae::<B>(
-            &self.config,
-            &self.paths,
-            &device,
-            self.show_progress,
-            self.feed,
-        )?;
-        let last = &result.final_epoch;
-        println!(
-            "held-out PSNR {:.2} dB (mean-image baseline {:.2} dB), reconstruction MSE {:.4}, perplexity {:.1}, codes used {:.0}% of {}",
-            last.eval.psnr,
-            result.mean_image_psnr,
-            last.eval.recon_loss,
-            last.eval.perplexity,
-            100.0 * last.eval.codes_used,
-            self.config.model.n_codes
-        );
-        println!(
-            "{} training images/s; tokenizer, charts and token files: {}",
-            result.train_images_per_second.round(),
-            self.paths.out_dir.display()
-        );
-        Ok(())
-    }
+/// The run's held-out quality and speed, and where its files are.
+fn print_summary(result: &VqVaeResult, config: &TrainVqVaeConfig, paths: &RunPaths) {
+    let last = &result.final_epoch;
+    println!(
+        "held-out PSNR {:.2} dB (mean-image baseline {:.2} dB), reconstruction MSE {:.4}, perplexity {:.1}, codes used {:.0}% of {}",
+        last.eval.psnr,
+        result.mean_image_psnr,
+        last.eval.recon_loss,
+        last.eval.perplexity,
+        100.0 * last.eval.codes_used,
+        config.model.n_codes
+    );
+    println!(
+        "{} training images/s; tokenizer, charts and token files: {}",
+        result.train_images_per_second.round(),
+        paths.out_dir.display()
+    );
 }
 
 fn main() -> ExitCode {
@@ -120,11 +101,9 @@ fn main() -> ExitCode {
     args.budget.apply_to(&mut config.training);
     config.training.seed = args.seed;
 
-    let task = Train {
-        config,
-        paths: args.data.paths(args.out),
-        show_progress: !args.quiet,
-        feed: args.budget.feed(),
-    };
-    exit_status(run_on(args.device, task))
+    let paths = args.data.paths(args.out);
+    let task = TrainingRun::new(&config, &paths, args.budget.run_options(args.quiet));
+    run_and_report(&[args.device], task, |result| {
+        print_summary(&result, &config, &paths)
+    })
 }

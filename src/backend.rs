@@ -10,6 +10,10 @@ use std::str::FromStr;
 use crate::nn::AutodiffBackend;
 use burn::backend::Autodiff;
 
+// Left out of the library's unit-test build: see the module header.
+#[cfg(not(test))]
+pub mod tasks;
+
 /// The CPU backend. Flex was measured faster than NdArray on our training step (see
 /// `cargo run --release --bin bench`); NdArray stays available as [`NdArrayBackend`].
 pub type CpuBackend = burn::backend::Flex;
@@ -109,12 +113,24 @@ pub trait BackendTask: Sized {
             Err(_) => Err(DeviceError::NotReplicated),
         }
     }
+
+    /// Runs on `replicas` replicas of the CPU backend. Tasks defined in the library override
+    /// this with the same body, which compiles their CPU run once, in the library, instead of
+    /// in every binary that runs them (see [`crate::backend::tasks`]).
+    fn run_on_cpu(self, replicas: usize) -> Result<Self::Output, DeviceError> {
+        self.run_replicated::<Autodiff<CpuBackend>>(vec![Default::default(); replicas])
+    }
 }
 
 /// Work that trains on one device or on several of one backend at once (data parallel).
 pub trait ReplicatedTask: Sized {
     type Output;
     fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+
+    /// Runs on `replicas` replicas of the CPU backend; see [`BackendTask::run_on_cpu`].
+    fn run_on_cpu_replicas(self, replicas: usize) -> Self::Output {
+        self.run_on_replicas::<Autodiff<CpuBackend>>(vec![Default::default(); replicas])
+    }
 }
 
 /// A [`ReplicatedTask`] as a [`BackendTask`], for [`run_on_devices`].
@@ -131,7 +147,19 @@ impl<T: ReplicatedTask> BackendTask for Replicated<T> {
         self,
         devices: Vec<B::Device>,
     ) -> Result<Self::Output, DeviceError> {
+        announce_replicas(devices.len());
         Ok(self.0.run_on_replicas::<B>(devices))
+    }
+
+    fn run_on_cpu(self, replicas: usize) -> Result<Self::Output, DeviceError> {
+        announce_replicas(replicas);
+        Ok(self.0.run_on_cpu_replicas(replicas))
+    }
+}
+
+fn announce_replicas(replicas: usize) {
+    if replicas > 1 {
+        eprintln!("data parallel: {replicas} replicas");
     }
 }
 
@@ -145,7 +173,7 @@ pub fn run_on_devices<T: BackendTask>(
         [spec] => run_on(*spec, task),
         [first, ..] => match first {
             DeviceSpec::Cpu if specs.iter().all(|s| *s == DeviceSpec::Cpu) => {
-                task.run_replicated::<Autodiff<CpuBackend>>(vec![Default::default(); specs.len()])
+                task.run_on_cpu(specs.len())
             }
             DeviceSpec::Cuda(_) if specs.iter().all(|s| matches!(s, DeviceSpec::Cuda(_))) => {
                 run_replicated_on_cuda(specs, task)
@@ -202,7 +230,7 @@ fn run_replicated_on_cuda<T: BackendTask>(
 /// Runs `task` on the backend behind `spec`.
 pub fn run_on<T: BackendTask>(spec: DeviceSpec, task: T) -> Result<T::Output, DeviceError> {
     match spec {
-        DeviceSpec::Cpu => Ok(task.run::<Autodiff<CpuBackend>>(Default::default())),
+        DeviceSpec::Cpu => task.run_on_cpu(1),
         DeviceSpec::Cuda(index) => run_on_cuda(index, task, spec),
         DeviceSpec::Wgpu(adapter) => run_on_wgpu(adapter, task, spec),
     }

@@ -1,7 +1,7 @@
 //! Checkpoints: round trips, refusal of wrong shapes with the tensors named, atomic writes, and
 //! optimizer state that applies to a model rebuilt in another process.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

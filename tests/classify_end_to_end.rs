@@ -1,7 +1,7 @@
 //! The `classify` binary end to end on a tiny synthetic set: outputs, resuming after an
 //! interruption, and clear errors.
 
-mod common;
+use crate::common;
 
 use common::run;
 

@@ -1,7 +1,7 @@
 //! The COCO loader and image cache on the committed fixture (`tests/fixtures/coco-mini`), and
 //! the errors for bad input.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! train-vqvae -> train-dalle -> generate -> evaluate-dalle on a tiny synthetic set: outputs,
 //! resuming, and clear errors.
 
-mod common;
+use crate::common;
 
 use common::run;
 

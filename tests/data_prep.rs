@@ -1,6 +1,6 @@
 //! The synthetic dataset and the tokenizer.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! CPU backends, and between f32 and mixed precision on Flex: every family's steps, evaluation,
 //! logits and generation agree within the stated tolerances, and a broken device is caught.
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use vislang::nn::Precision;

@@ -2,7 +2,7 @@
 //! non-finite training or held-out loss leaving a directory that resumes, it writes
 //! `metrics.jsonl` without duplicate steps, and it refuses a changed config naming each field.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! tokenizers that keep Hangul, captions from a user's file (with the official file's checks),
 //! AI Hub's Korean MSCOCO layout converted, and the command-line checks.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

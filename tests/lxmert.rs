@@ -1,7 +1,7 @@
 //! LXMERT: parity with Hugging Face's `LxmertModel` / `LxmertForPreTraining` on a committed
 //! fixture (tests/fixtures/lxmert, written by its make_fixture.py), and the loader's errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! `pretrain-lxmert` and `lxmert-features` end to end on small synthetic sets: the outputs,
 //! resuming after an interruption, the region-feature path, and clear errors.
 
-mod common;
+use crate::common;
 
 use common::{fails, run};
 

@@ -1,7 +1,7 @@
 //! LXMERT TSV region features: conversion to the memory-mapped file, reading batches back, and
 //! the errors for bad rows and missing images.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

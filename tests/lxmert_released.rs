@@ -6,7 +6,7 @@
 //! experiments/reference/lxmert_export_roundtrip.py checks with transformers itself that the
 //! exported folder loads into `LxmertForPreTraining` with every tensor found.
 
-mod common;
+use crate::common;
 
 use common::{fails, run};
 

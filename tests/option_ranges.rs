@@ -3,7 +3,7 @@
 //! options are found from each binary's `--help`, so a new option is covered without editing
 //! this test.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -44,7 +44,11 @@ fn a_tokenizer_trained_in_two_processes_is_byte_identical() {
         let status = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "a_tokenizer_trained_in_two_processes_is_byte_identical",
+                // The test's name in the integration crate: its module path without the crate.
+                &format!(
+                    "{}::a_tokenizer_trained_in_two_processes_is_byte_identical",
+                    module_path!().split_once("::").unwrap().1
+                ),
                 "--quiet",
             ])
             .env(CHILD, &dir.path)

@@ -2,7 +2,7 @@
 //! and codebook use after a short run, the outputs, resuming, token files and their staleness
 //! checks, and clear errors.
 
-mod common;
+use crate::common;
 
 use common::{fails, run};
 

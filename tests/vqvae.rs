@@ -132,7 +132,7 @@ fn gradients_pass_straight_through_to_the_encoder_but_not_to_the_codebook() {
     );
 }
 
-mod common;
+use crate::common;
 
 use vislang::data::{ImageTokens, ImageTokensError, TokenExpectation, TokenFileInfo};
 use vislang::train::vqvae::{codebook_usage, psnr};

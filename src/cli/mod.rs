@@ -8,11 +8,11 @@ use std::process::ExitCode;
 mod lxmert;
 pub use lxmert::{LayerCounts, LxmertArgs, ReleasedLxmert};
 
-use crate::backend::{DeviceList, DeviceSpec};
+use crate::backend::{run_on_devices, BackendTask, DeviceList, DeviceSpec};
 use crate::data::{CaptionLanguage, CaptionSource, SyntheticCocoConfig};
 use crate::models::dalle::SamplingConfig;
 use crate::nn::Precision;
-use crate::train::engine::Feed;
+use crate::train::engine::{Feed, RunOptions};
 use crate::train::{Budget, RunPaths};
 
 /// The dataset options every experiment takes.
@@ -146,6 +146,16 @@ pub fn exit_status<E: Display, F: Display>(outcome: Result<Result<(), E>, F>) ->
     ExitCode::FAILURE
 }
 
+/// Runs `task` with one replica on each of `devices`, prints `summary` of its result, and
+/// gives the process's exit status (see [`exit_status`]).
+pub fn run_and_report<T, R, E>(devices: &[DeviceSpec], task: T, summary: impl FnOnce(R)) -> ExitCode
+where
+    T: BackendTask<Output = Result<R, E>>,
+    E: Display,
+{
+    exit_status(run_on_devices(devices, task).map(|run| run.map(summary)))
+}
+
 /// `--device`, or `--devices` for data parallel training.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DevicesArgs {
@@ -232,6 +242,14 @@ impl BudgetArgs {
             log_every: self.log_every as usize,
             loader_threads: self.loader_threads as usize,
             compute_threads: self.threads as usize,
+        }
+    }
+
+    /// How a run is fed, and shown unless `quiet`.
+    pub fn run_options(&self, quiet: bool) -> RunOptions {
+        RunOptions {
+            show_progress: !quiet,
+            feed: self.feed(),
         }
     }
 }

@@ -126,6 +126,15 @@ pub struct RunDisplay<'a> {
     pub feed: Feed,
 }
 
+/// How a run is shown and fed, the same for every experiment; changes no result.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Progress bars (epoch summaries are printed either way).
+    pub show_progress: bool,
+    /// How the loop reads losses and gets its batches.
+    pub feed: Feed,
+}
+
 /// How the loop reads losses and gets its batches; none of it changes results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Feed {

@@ -14,6 +14,20 @@ pub trait EpochEvaluation: Clone + Send + Serialize + DeserializeOwned {
     fn continuous_metrics(&self) -> Vec<(&'static str, f64)> {
         self.metrics()
     }
+
+    /// The metrics as `name value, name value`, each with `decimals` decimals.
+    fn metrics_text(&self, decimals: usize) -> String {
+        metrics_text(&self.metrics(), decimals)
+    }
+}
+
+/// `metrics` as `name value, name value`, each with `decimals` decimals.
+fn metrics_text<S: AsRef<str>>(metrics: &[(S, f64)], decimals: usize) -> String {
+    let named: Vec<String> = metrics
+        .iter()
+        .map(|(name, value)| format!("{} {value:.decimals$}", name.as_ref()))
+        .collect();
+    named.join(", ")
 }
 
 /// Mean training losses of an epoch, by name ("total" first), kept in order.
@@ -82,22 +96,10 @@ pub struct EpochLog<E> {
 impl<E: EpochEvaluation> EpochLog<E> {
     /// One line: training losses, held-out metrics, time.
     pub fn summary(&self) -> String {
-        let train: Vec<String> = self
-            .train
-            .0
-            .iter()
-            .map(|(name, value)| format!("{name} {value:.4}"))
-            .collect();
-        let eval: Vec<String> = self
-            .eval
-            .metrics()
-            .iter()
-            .map(|(name, value)| format!("{name} {value:.4}"))
-            .collect();
         format!(
             "train {}; held-out {} ({:.1}s, {:.2}s waiting for data, {:.0} samples/s)",
-            train.join(", "),
-            eval.join(", "),
+            metrics_text(&self.train.0, 4),
+            self.eval.metrics_text(4),
             self.train_seconds,
             self.data_wait_seconds,
             self.samples_per_second
