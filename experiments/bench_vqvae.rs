@@ -8,7 +8,7 @@ use std::path::Path;
 
 use vislang::backend::{CpuBackend, NdArrayBackend};
 use vislang::nn::{AutodiffBackend, Backend};
-use vislang::train::engine::{examples_per_second, Feed};
+use vislang::train::engine::{examples_per_second, RunOptions};
 use vislang::train::vqvae::{encode_split, train_vqvae, VqVaeData};
 use vislang::train::workloads::{bench_vqvae, vqvae_task};
 use vislang::train::RunPaths;
@@ -90,8 +90,7 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f
         &config,
         &paths,
         &Default::default(),
-        false,
-        Feed::default(),
+        RunOptions::default(),
     )
     .expect("VQ-VAE training");
     let seconds = started.elapsed().as_secs_f64();

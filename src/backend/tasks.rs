@@ -92,11 +92,7 @@ impl BackendTask for TrainingRun<'_, TrainVqVaeConfig> {
     type Output = Result<VqVaeResult, VqVaeError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let RunOptions {
-            show_progress,
-            feed,
-        } = self.options;
-        train_vqvae::<B>(self.config, self.paths, &device, show_progress, feed)
+        train_vqvae::<B>(self.config, self.paths, &device, self.options)
     }
 
     compiled_here!();
@@ -106,11 +102,7 @@ impl ReplicatedTask for TrainingRun<'_, PretrainLxmertConfig> {
     type Output = Result<PretrainResult, PretrainError>;
 
     fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        let RunOptions {
-            show_progress,
-            feed,
-        } = self.options;
-        pretrain_lxmert::<B>(self.config, self.paths, &devices, show_progress, feed)
+        pretrain_lxmert::<B>(self.config, self.paths, &devices, self.options)
     }
 
     replicas_compiled_here!();
@@ -122,11 +114,7 @@ impl ReplicatedTask for TrainingRun<'_, TrainDalleConfig> {
     fn run_on_replicas<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         // After the device is known to work, as every other check of the run.
         let config = with_vqvae_fingerprint(self.config.clone())?;
-        let RunOptions {
-            show_progress,
-            feed,
-        } = self.options;
-        train_dalle::<B>(&config, self.paths, &devices, show_progress, feed)
+        train_dalle::<B>(&config, self.paths, &devices, self.options)
     }
 
     replicas_compiled_here!();

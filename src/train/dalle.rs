@@ -23,7 +23,9 @@ pub use super::dalle_evaluation::{evaluate_dalle, DalleEvaluation};
 use super::dalle_evaluation::{
     write_loss_curve, write_samples, SAMPLES_PER_CAPTION, SHOWN_CAPTIONS,
 };
-use super::engine::{seeded_init, train_on, Feed, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::engine::{
+    seeded_init, train_on, Losses, RunDisplay, RunOptions, StepOutput, TrainingTask,
+};
 use super::memory::MemoryNeed;
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
@@ -237,8 +239,7 @@ pub fn train_dalle<B: AutodiffBackend>(
     config: &TrainDalleConfig,
     paths: &RunPaths,
     devices: &[B::Device],
-    show_progress: bool,
-    feed: Feed,
+    options: RunOptions,
 ) -> Result<DalleResult, DalleError> {
     let device = &devices[0];
     config.training.validate()?;
@@ -295,7 +296,7 @@ pub fn train_dalle<B: AutodiffBackend>(
             let budget = &config.training;
             let model: Dalle<B> =
                 seeded_init::<B, _>(budget.seed, device, || model_config.init(device));
-            let multi = progress::multi(show_progress);
+            let multi = progress::multi(options.show_progress);
             progress::println(
             &multi,
             &format!(
@@ -320,7 +321,7 @@ pub fn train_dalle<B: AutodiffBackend>(
             let display = RunDisplay {
                 name: "dalle".into(),
                 progress: &multi,
-                feed,
+                feed: options.feed,
             };
             let trained = train_on(&task, model, budget, &run_dir, &display, devices)?;
             let train_tokens_per_second =

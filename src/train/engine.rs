@@ -126,8 +126,9 @@ pub struct RunDisplay<'a> {
     pub feed: Feed,
 }
 
-/// How a run is shown and fed, the same for every experiment; changes no result.
-#[derive(Debug, Clone, Copy)]
+/// How a run is shown and fed, the same for every experiment; changes no result. The default
+/// shows no progress bars and feeds as [`Feed::default`].
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Progress bars (epoch summaries are printed either way).
     pub show_progress: bool,

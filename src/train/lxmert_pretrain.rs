@@ -19,7 +19,7 @@ use std::path::Path;
 use crate::nn::AutodiffBackend;
 use indicatif::MultiProgress;
 
-use super::engine::Feed;
+use super::engine::{Feed, RunOptions};
 pub use super::lxmert_pretrain_config::{
     budgets, fill_lxmert, lxmert_presets, stage_presets, stages_text, PretrainLxmertConfig,
     PretrainStage,
@@ -65,8 +65,7 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
     config: &PretrainLxmertConfig,
     paths: &RunPaths,
     devices: &[B::Device],
-    show_progress: bool,
-    feed: Feed,
+    options: RunOptions,
 ) -> Result<PretrainResult, PretrainError> {
     config.budget.validate()?;
     if config.features.is_none() {
@@ -100,7 +99,7 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
         &paths.out_dir,
         || -> Result<PretrainResult, PretrainError> {
             RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
-            let data = prepare_data(&config.data, paths, show_progress)?;
+            let data = prepare_data(&config.data, paths, options.show_progress)?;
             for line in data.skipped.summary() {
                 eprintln!("skipped {line}");
             }
@@ -145,8 +144,16 @@ pub fn pretrain_lxmert<B: AutodiffBackend>(
                 Some(f) => PretrainingImages::Regions(f),
                 None => PretrainingImages::Pixels,
             };
-            let multi = progress::multi(show_progress);
-            pretrain_on::<B>(config, &data, images, &paths.out_dir, devices, &multi, feed)
+            let multi = progress::multi(options.show_progress);
+            pretrain_on::<B>(
+                config,
+                &data,
+                images,
+                &paths.out_dir,
+                devices,
+                &multi,
+                options.feed,
+            )
         },
     )
 }

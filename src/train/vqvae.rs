@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
-use super::engine::{seeded_init, train, Feed, Losses, RunDisplay, StepOutput, TrainingTask};
+use super::engine::{seeded_init, train, Losses, RunDisplay, RunOptions, StepOutput, TrainingTask};
 use super::memory::MemoryNeed;
 use super::report::training_report;
 use super::run_dir::{EpochLog, RunDir};
@@ -339,8 +339,7 @@ pub fn train_vqvae<B: AutodiffBackend>(
     config: &TrainVqVaeConfig,
     paths: &RunPaths,
     device: &B::Device,
-    show_progress: bool,
-    feed: Feed,
+    options: RunOptions,
 ) -> Result<VqVaeResult, VqVaeError> {
     check_config(config)?;
     // Everything below writes into the run directory; a failure before the first epoch
@@ -352,7 +351,7 @@ pub fn train_vqvae<B: AutodiffBackend>(
             if let Some(result) = run_dir.finished()? {
                 return Ok(result);
             }
-            let data = prepare_vqvae_data(&config.data, paths, show_progress)?;
+            let data = prepare_vqvae_data(&config.data, paths, options.show_progress)?;
             let budget = &config.training;
             let model: VqVae<B> =
                 seeded_init::<B, _>(budget.seed, device, || config.model.init(device));
@@ -363,11 +362,11 @@ pub fn train_vqvae<B: AutodiffBackend>(
                 batch_size: budget.batch_size,
                 out_dir: &paths.out_dir,
             };
-            let multi = progress::multi(show_progress);
+            let multi = progress::multi(options.show_progress);
             let display = RunDisplay {
                 name: "vqvae".into(),
                 progress: &multi,
-                feed,
+                feed: options.feed,
             };
             let trained = train(&task, model, budget, &run_dir, &display, device)?;
             let train_images_per_second = trained.samples_per_second(data.train.len());
