@@ -9,6 +9,8 @@
 //!
 //! The workloads are the bench's (`vislang::train::workloads`) on the device check's small
 //! synthetic set; `--text-len` is DALL-E's caption length (24 or 256 in the bench).
+//! `--family generation` repeats the bench's cached generation instead (the DALL-E decoder,
+//! top-k 32, `--batch-size` images at a time; 16 in the bench).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,14 +19,16 @@ use burn::backend::Autodiff;
 use clap::Parser;
 use vislang::backend::CpuBackend;
 use vislang::models::classifier::{Modality, SingleStreamClassifier};
+use vislang::models::dalle::generate;
 use vislang::models::dalle::Dalle;
 use vislang::models::lxmert::LxmertPretraining;
 use vislang::train::classify::{model_config, ClassifyConfig};
-use vislang::train::device_check::{CheckData, Family};
+use vislang::train::device_check::CheckData;
 use vislang::train::engine::{StepTimer, TrainingTask};
 use vislang::train::vqvae::TrainVqVaeConfig;
 use vislang::train::workloads::{
     classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+    GenerationWorkload,
 };
 use vislang::train::Budget;
 
@@ -34,7 +38,7 @@ type Train = Autodiff<CpuBackend>;
 #[command(about = "Repeats one family's training step for a profiler")]
 struct Args {
     #[arg(long, value_enum)]
-    family: Family,
+    family: Workload,
     /// Examples per step.
     #[arg(long, default_value_t = 32, value_parser = vislang::cli::range::at_least_one)]
     batch_size: usize,
@@ -49,21 +53,27 @@ struct Args {
     data_dir: PathBuf,
 }
 
-/// Warms up, then steps until `seconds` have passed; prints examples/s.
-fn repeat<T: TrainingTask<Train> + Sync>(
-    task: &T,
-    model: T::Model,
-    budget: &Budget,
+/// The device check's families, and DALL-E's cached generation.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Workload {
+    Classifier,
+    Lxmert,
+    Vqvae,
+    Dalle,
+    Generation,
+}
+
+/// Runs `round` (which returns examples/s) once to warm up, then until `seconds` have
+/// passed; prints the median.
+fn repeat_rounds(
     seconds: f64,
+    mut round: impl FnMut() -> Result<f64, String>,
 ) -> Result<(), String> {
-    let device = Default::default();
-    let mut timer = StepTimer::new(task, model, budget, &device).map_err(|e| e.to_string())?;
-    let step_error = |e: vislang::train::TrainError| e.to_string();
-    timer.examples_per_second(3).map_err(step_error)?;
+    round()?;
     let started = Instant::now();
     let mut rates = Vec::new();
     loop {
-        rates.push(timer.examples_per_second(5).map_err(step_error)?);
+        rates.push(round()?);
         if started.elapsed().as_secs_f64() >= seconds {
             break;
         }
@@ -77,12 +87,46 @@ fn repeat<T: TrainingTask<Train> + Sync>(
     Ok(())
 }
 
+/// The bench's cached generation: `batch` images per call, top-k 32, 5 calls a round.
+fn repeat_generation(batch: usize, seconds: f64) -> Result<(), String> {
+    let device = Default::default();
+    let GenerationWorkload {
+        config,
+        texts,
+        sampling,
+    } = GenerationWorkload::new(batch, true);
+    let model: Dalle<CpuBackend> = config.init(&device);
+    repeat_rounds(seconds, || {
+        let started = Instant::now();
+        for _ in 0..5 {
+            std::hint::black_box(generate(&model, &texts, &sampling, &device));
+        }
+        Ok((5 * batch) as f64 / started.elapsed().as_secs_f64())
+    })
+}
+
+/// Warms up, then steps until `seconds` have passed; prints examples/s.
+fn repeat<T: TrainingTask<Train> + Sync>(
+    task: &T,
+    model: T::Model,
+    budget: &Budget,
+    seconds: f64,
+) -> Result<(), String> {
+    let device = Default::default();
+    let mut timer = StepTimer::new(task, model, budget, &device).map_err(|e| e.to_string())?;
+    let step_error = |e: vislang::train::TrainError| e.to_string();
+    repeat_rounds(seconds, || timer.examples_per_second(5).map_err(step_error))
+}
+
 fn main() -> Result<(), String> {
     let args = Args::parse();
+    if let Workload::Generation = args.family {
+        return repeat_generation(args.batch_size, args.seconds);
+    }
     let device = Default::default();
     let data = CheckData::prepare(&args.data_dir)?;
     match args.family {
-        Family::Classifier => {
+        Workload::Classifier => {
             let config = model_config(
                 &ClassifyConfig::synthetic(),
                 Modality::Joint,
@@ -92,22 +136,23 @@ fn main() -> Result<(), String> {
             let (task, budget) = classifier_task(&data.classify, args.batch_size);
             repeat(&task, model, &budget, args.seconds)
         }
-        Family::Lxmert => {
+        Workload::Lxmert => {
             let (pretraining, config) = pretraining_setup(&data.classify, args.batch_size);
             let model: LxmertPretraining<Train> = config.init(&device);
             let task = pretraining_task(&pretraining, &config, &data.classify);
             repeat(&task, model, &pretraining.budget, args.seconds)
         }
-        Family::Vqvae => {
+        Workload::Vqvae => {
             let model = TrainVqVaeConfig::synthetic().model.init::<Train>(&device);
             let out_dir = args.data_dir.join("unused");
             let (task, budget) = vqvae_task(&data.vqvae, args.batch_size, &out_dir);
             repeat(&task, model, &budget, args.seconds)
         }
-        Family::Dalle => {
+        Workload::Dalle => {
             let workload = DalleWorkload::new(args.text_len, args.batch_size);
             let model: Dalle<Train> = workload.config.init(&device);
             repeat(&workload.task(), model, &workload.budget, args.seconds)
         }
+        Workload::Generation => unreachable!("handled above"),
     }
 }

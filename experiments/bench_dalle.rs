@@ -7,10 +7,10 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 
 use vislang::backend::{CpuBackend, NdArrayBackend};
-use vislang::models::dalle::{generate, Dalle, SamplingConfig};
+use vislang::models::dalle::{generate, Dalle};
 use vislang::nn::{AutodiffBackend, Backend};
 use vislang::train::engine::examples_per_second;
-use vislang::train::workloads::{bench_dalle, DalleWorkload};
+use vislang::train::workloads::{bench_dalle, DalleWorkload, GenerationWorkload};
 
 /// Training tokens/s (every stream position counts): the engine's own step.
 pub fn train_throughput<B: AutodiffBackend>(batch: usize, steps: usize, device: &B::Device) -> f64 {
@@ -27,16 +27,12 @@ pub fn generation_throughput<B: Backend>(
     use_cache: bool,
     device: &B::Device,
 ) -> (f64, f64) {
-    let config = bench_dalle(24);
+    let GenerationWorkload {
+        config,
+        texts,
+        sampling,
+    } = GenerationWorkload::new(batch, use_cache);
     let model: Dalle<B> = config.init(device);
-    let texts: Vec<Vec<u32>> = (0..batch)
-        .map(|i| config.text_ids(&[i as u32 % 256]))
-        .collect();
-    let sampling = SamplingConfig {
-        top_k: Some(32),
-        use_cache,
-        ..SamplingConfig::default()
-    };
     let _ = generate(&model, &texts[..1], &sampling, device); // warm-up
     let started = Instant::now();
     let codes = generate(&model, &texts, &sampling, device);

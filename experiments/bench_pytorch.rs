@@ -18,7 +18,7 @@ use burn::module::Module;
 use serde_json::{json, Value};
 use vislang::backend::DeviceSpec;
 use vislang::models::classifier::{Modality, SingleStreamClassifier};
-use vislang::models::dalle::{generate, Dalle, SamplingConfig};
+use vislang::models::dalle::{generate, Dalle};
 use vislang::models::lxmert::LxmertPretraining;
 use vislang::nn::{autocast, AutodiffBackend, Precision};
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
@@ -28,8 +28,8 @@ use vislang::train::Budget;
 
 use crate::bench_lxmert::with_peak_memory;
 use vislang::train::workloads::{
-    bench_dalle, bench_vqvae, classifier_task, pretraining_setup, pretraining_task, vqvae_task,
-    DalleWorkload,
+    bench_vqvae, classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+    GenerationWorkload,
 };
 
 /// Where and how both sides run: `--device` (cpu or cuda[:N], the same device for PyTorch) and
@@ -426,17 +426,14 @@ pub fn run<Train: AutodiffBackend>(
     }
 
     {
-        let config = bench_dalle(24);
         let batch = 16;
+        let GenerationWorkload {
+            config,
+            texts,
+            sampling,
+        } = GenerationWorkload::new(batch, true);
         let model: Dalle<Train::InnerBackend> = config.init(device);
         let params = model.num_params();
-        let texts: Vec<Vec<u32>> = (0..batch)
-            .map(|i| config.text_ids(&[i as u32 % 256]))
-            .collect();
-        let sampling = SamplingConfig {
-            top_k: Some(32),
-            ..SamplingConfig::default()
-        };
         let mut json = serde_json::to_value(&config).map_err(|e| e.to_string())?;
         json["batch_size"] = json!(batch);
         json["top_k"] = json!(32);

@@ -63,7 +63,7 @@ struct Args {
     /// unless --tokenizer names one (which must then have the same vocabulary).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["pretraining_stages", "pretraining_epochs", "lxmert_weights"])]
     lxmert_encoder: Option<PathBuf>,
-    /// Seeds; every model is trained once per seed [default: 0,1,2].
+    /// Seeds; every model is trained once per seed [default: 0,1,2,3,4 synthetic, 0,1,2 COCO].
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<u64>>,
     /// Model input size in pixels [default: 48 synthetic, 224 COCO].

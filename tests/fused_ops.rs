@@ -127,72 +127,6 @@ fn linear_node_matches_matmul_plus_bias_on_both_cpu_backends() {
     linear_matches_burns::<NdArray>();
 }
 
-/// The convolutions' batched products against burn's matmul: one matrix against a batch
-/// (`matmul_shared_lhs`) and a batch of products summed (`matmul_batch_sum`), on plain and
-/// transposed views, one image (the product threads itself) and several (images in parallel,
-/// the sum split between threads).
-fn batched_products_match_burns<B: Backend>() {
-    let primitive = |t: Tensor<B, 3>| t.into_primitive().tensor();
-    let matrix = |shape: [usize; 2], transposed: bool, seed| {
-        if transposed {
-            random::<B, 2>([shape[1], shape[0]], 1.0, seed).transpose()
-        } else {
-            random::<B, 2>(shape, 1.0, seed)
-        }
-    };
-    let batch = |[count, rows, columns]: [usize; 3], transposed: bool, seed| {
-        if transposed {
-            random::<B, 3>([count, columns, rows], 1.0, seed).swap_dims(1, 2)
-        } else {
-            random::<B, 3>([count, rows, columns], 1.0, seed)
-        }
-    };
-    // (batch, m, k, n, lhs transposed, rhs transposed)
-    let cases = [
-        (5, 7, 9, 11, false, false),
-        (3, 16, 27, 64, true, false),
-        (4, 6, 13, 5, false, true),
-        (1, 200, 220, 240, true, true),
-        (7, 1, 1, 3, false, false),
-    ];
-    for (case, (count, m, k, n, lhs_t, rhs_t)) in cases.into_iter().enumerate() {
-        let seed = 100 + 10 * case as u64;
-        let tolerance = 1e-4 * (k as f32).sqrt();
-        let lhs = matrix([m, k], lhs_t, seed);
-        let rhs = batch([count, k, n], rhs_t, seed + 1);
-        let ours: Tensor<B, 3> =
-            Tensor::from_primitive(TensorPrimitive::Float(B::matmul_shared_lhs(
-                lhs.clone().into_primitive().tensor(),
-                primitive(rhs.clone()),
-            )));
-        let reference = lhs.unsqueeze_dim::<3>(0).matmul(rhs);
-        let diff = max_abs_diff(ours, reference);
-        assert!(
-            diff < tolerance,
-            "case {case}: shared-lhs products differ by {diff}"
-        );
-
-        let lhs = batch([count, m, k], lhs_t, seed + 2);
-        let rhs = batch([count, k, n], rhs_t, seed + 3);
-        let ours: Tensor<B, 2> = Tensor::from_primitive(TensorPrimitive::Float(
-            B::matmul_batch_sum(primitive(lhs.clone()), primitive(rhs.clone())),
-        ));
-        let reference = lhs.matmul(rhs).sum_dim(0).reshape([m, n]);
-        let diff = max_abs_diff(ours, reference);
-        let tolerance = tolerance * (count as f32).sqrt();
-        assert!(
-            diff < tolerance,
-            "case {case}: summed products differ by {diff}"
-        );
-    }
-}
-
-#[test]
-fn batched_products_match_burns_matmul_on_both_cpu_backends() {
-    batched_products_match_burns::<Flex>();
-    batched_products_match_burns::<NdArray>();
-}
-
 fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
 }
@@ -333,18 +267,25 @@ fn conv_matches_burns<B: Backend>() {
     // and patchify convolution, odd sizes that leave a stride remainder, stride 1 (the
     // VQ-VAE's 3x3 convolutions), and a kernel wider than the image, whose outer columns
     // read only padding.
+    // Batches of 1 (the product threads itself), 9 (the weight gradient's partial sums of 4
+    // images, and a remainder) and others (images in parallel).
     let cases = [
-        (3, 16, [24, 24], [3, 3], [2, 2], [1, 1]),
-        (16, 16, [12, 12], [3, 3], [2, 2], [1, 1]),
-        (16, 8, [6, 6], [3, 3], [3, 3], [0, 0]),
-        (2, 5, [11, 10], [3, 2], [2, 3], [1, 2]),
-        (4, 6, [7, 9], [3, 3], [1, 1], [1, 1]),
-        (3, 4, [6, 5], [5, 5], [1, 1], [2, 2]),
-        (2, 3, [2, 2], [5, 5], [1, 1], [2, 2]),
+        (3, 16, [24, 24], [3, 3], [2, 2], [1, 1], 3),
+        (16, 16, [12, 12], [3, 3], [2, 2], [1, 1], 1),
+        (16, 8, [6, 6], [3, 3], [3, 3], [0, 0], 9),
+        (2, 5, [11, 10], [3, 2], [2, 3], [1, 2], 3),
+        (4, 6, [7, 9], [3, 3], [1, 1], [1, 1], 5),
+        (3, 4, [6, 5], [5, 5], [1, 1], [2, 2], 2),
+        (2, 3, [2, 2], [5, 5], [1, 1], [2, 2], 3),
+        // Pointwise (1x1, stride 1, no padding): the image is its own column matrix.
+        (6, 5, [5, 7], [1, 1], [1, 1], [0, 0], 4),
+        (6, 5, [5, 7], [1, 1], [1, 1], [0, 0], 1),
     ];
-    for (seed, (c_in, c_out, input, kernel, stride, padding)) in cases.into_iter().enumerate() {
+    for (seed, (c_in, c_out, input, kernel, stride, padding, batch)) in
+        cases.into_iter().enumerate()
+    {
         let seed = 10 * seed as u64;
-        let x = random::<A<B>, 4>([3, c_in, input[0], input[1]], 1.0, seed).require_grad();
+        let x = random::<A<B>, 4>([batch, c_in, input[0], input[1]], 1.0, seed).require_grad();
         let w =
             random::<A<B>, 4>([c_out, c_in, kernel[0], kernel[1]], 0.3, seed + 1).require_grad();
         let b = random::<A<B>, 1>([c_out], 0.3, seed + 2).require_grad();
@@ -391,6 +332,43 @@ fn conv_as_one_matrix_product_matches_burns_convolution_on_both_cpu_backends() {
     conv_matches_burns::<NdArray>();
 }
 
+/// The weight gradient sums fixed groups of images in a fixed order, so the number of
+/// threads does not change a convolution's gradients (nor, through them, a VQ-VAE's training).
+#[test]
+fn conv_gradients_do_not_depend_on_the_number_of_threads() {
+    type A = Autodiff<Flex>;
+    use vislang::nn::backend::ConvGeometry;
+    use vislang::nn::ops::{conv2d_as_gemm, conv_transpose2d_as_gemm};
+    let geometry = ConvGeometry {
+        channels: 8,
+        input: [12, 12],
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+    };
+    let gradients = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let x = random::<A, 4>([11, 8, 12, 12], 1.0, 1).require_grad();
+            let w = random::<A, 4>([16, 8, 3, 3], 0.3, 2).require_grad();
+            let w_t = random::<A, 4>([16, 8, 3, 3], 0.3, 3).require_grad();
+            let y = conv2d_as_gemm(x.clone(), w.clone(), None, geometry);
+            // Back to 8 channels through the transposed convolution, its adjoint.
+            let z = conv_transpose2d_as_gemm(y, w_t.clone(), None, geometry);
+            let grads = (z.clone() * z).sum().backward();
+            [x.grad(&grads), w.grad(&grads), w_t.grad(&grads)]
+                .map(|g| g.unwrap().into_data().to_vec::<f32>().unwrap())
+        })
+    };
+    let one = gradients(1);
+    for threads in [2, 3] {
+        assert!(one == gradients(threads), "{threads} threads");
+    }
+}
+
 fn conv_transpose_matches_burns<B: Backend>() {
     type A<B> = Autodiff<B>;
     use burn::tensor::module::conv_transpose2d as burn_conv_transpose2d;
@@ -400,14 +378,16 @@ fn conv_transpose_matches_burns<B: Backend>() {
     // (channels in, out, input [h, w], kernel, stride, padding, padding_out): the VQ-VAE
     // decoder's upsampling, and odd sizes with an output padding.
     let cases = [
-        (32, 16, [8, 8], [4, 4], [2, 2], [1, 1], [0, 0]),
-        (3, 5, [5, 4], [3, 2], [2, 3], [1, 0], [1, 2]),
+        (32, 16, [8, 8], [4, 4], [2, 2], [1, 1], [0, 0], 9),
+        (3, 5, [5, 4], [3, 2], [2, 3], [1, 0], [1, 2], 3),
+        (8, 4, [4, 4], [4, 4], [2, 2], [1, 1], [0, 0], 1),
+        (8, 4, [4, 4], [1, 1], [1, 1], [0, 0], [0, 0], 6),
     ];
-    for (seed, (c_in, c_out, input, kernel, stride, padding, padding_out)) in
+    for (seed, (c_in, c_out, input, kernel, stride, padding, padding_out, batch)) in
         cases.into_iter().enumerate()
     {
         let seed = 100 + 10 * seed as u64;
-        let x = random::<A<B>, 4>([3, c_in, input[0], input[1]], 1.0, seed).require_grad();
+        let x = random::<A<B>, 4>([batch, c_in, input[0], input[1]], 1.0, seed).require_grad();
         let w =
             random::<A<B>, 4>([c_in, c_out, kernel[0], kernel[1]], 0.3, seed + 1).require_grad();
         let b = random::<A<B>, 1>([c_out], 0.3, seed + 2).require_grad();
@@ -453,6 +433,32 @@ fn conv_transpose_matches_burns<B: Backend>() {
 fn transposed_conv_as_one_matrix_product_matches_burns_on_both_cpu_backends() {
     conv_transpose_matches_burns::<Flex>();
     conv_transpose_matches_burns::<NdArray>();
+}
+
+/// Top-k sampling's threshold against burn's `topk`: random rows, rows of ties, rows masked
+/// to −∞ in part, and k at both ends.
+#[test]
+fn kth_largest_matches_burns_topk() {
+    use vislang::nn::ops::kth_largest;
+    let (rows, n) = (9, 517);
+    let x = random::<Flex, 2>([rows, n], 3.0, 7);
+    // Rows 3-5 hold only 5 distinct values (ties across the k-th); rows 6-8 are −∞ past 40.
+    let ties = (x.clone().slice([3..6, 0..n]) * 2.0)
+        .round()
+        .clamp(-2.0, 2.0);
+    let x = x.slice_assign([3..6, 0..n], ties);
+    let masked = Tensor::<Flex, 2>::full([3, n - 40], f32::NEG_INFINITY, &Default::default());
+    let x = x.slice_assign([6..9, 40..n], masked);
+    // (burn's topk takes k below the row length.)
+    for k in [1, 2, 32, 40, 41, 300, n - 1] {
+        let ours = kth_largest(x.clone(), k);
+        let reference = x.clone().topk(k, 1).narrow(1, k - 1, 1);
+        assert_eq!(
+            ours.into_data().to_vec::<f32>().unwrap(),
+            reference.into_data().to_vec::<f32>().unwrap(),
+            "k = {k}"
+        );
+    }
 }
 
 fn swap_matches_burns<B: Backend>() {

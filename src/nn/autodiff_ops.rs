@@ -137,10 +137,11 @@ impl<B: Backend> Backward<B, 1> for CrossEntropy {
 #[derive(Debug)]
 struct Conv2dGemm;
 
-/// The columns the forward pass multiplied, the weights and the geometry.
+/// The input (`[b, ci, h, w]`), the weights and the geometry: the backward rebuilds the
+/// columns from the input rather than keeping them (9x the input for a 3x3 kernel).
 #[derive(Debug, Clone)]
 struct ConvState<B: burn::tensor::backend::Backend> {
-    columns: FloatTensor<B>,
+    x: FloatTensor<B>,
     weight: FloatTensor<B>,
     geometry: ConvGeometry,
 }
@@ -150,7 +151,7 @@ impl<B: Backend> Backward<B, 2> for Conv2dGemm {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let ConvState {
-            columns,
+            x,
             weight,
             geometry,
         } = ops.state;
@@ -159,15 +160,14 @@ impl<B: Backend> Backward<B, 2> for Conv2dGemm {
         let grad = B::float_reshape(grad, [batch, out_channels, out_h * out_w].into());
         let [x_node, weight_node] = ops.parents;
         if let Some(node) = weight_node {
-            // dW = Σ_b dY_b · columns_bᵀ
-            let summed = B::matmul_batch_sum(grad.clone(), B::float_transpose(columns)); // [co, K]
+            // dW = Σ_b dY_b · im2col(x_b)ᵀ
+            let summed = B::conv2d_weight_gradient(grad.clone(), x, geometry); // [co, K]
             grads.register::<B>(node.id, B::float_reshape(summed, weight.shape()));
         }
         if let Some(node) = x_node {
-            // d columns_b = Wᵀ · dY_b, then back to the image (col2im).
+            // dx_b = col2im(Wᵀ · dY_b)
             let weight = B::float_reshape(weight, [out_channels, geometry.column_rows()].into());
-            let columns_grad = B::matmul_shared_lhs(B::float_transpose(weight), grad);
-            grads.register::<B>(node.id, B::conv2d_columns_backward(columns_grad, geometry));
+            grads.register::<B>(node.id, B::conv2d_input_gradient(weight, grad, geometry));
         }
     }
 }
@@ -176,27 +176,28 @@ impl<B: Backend> Backward<B, 2> for Conv2dGemm {
 struct ConvTranspose2dGemm;
 
 impl<B: Backend> Backward<B, 2> for ConvTranspose2dGemm {
-    /// The input (`[b, ci, h, w]`), the weights and the geometry.
-    type State = (FloatTensor<B>, FloatTensor<B>, ConvGeometry);
+    type State = ConvState<B>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight, geometry) = ops.state;
+        let ConvState {
+            x,
+            weight,
+            geometry,
+        } = ops.state;
+        // The forward pass was col2im(Wᵀ · x_b), so the output's gradient enters through
+        // its adjoint, im2col.
         let grad = grads.consume::<B>(&ops.node); // [b, co, H, W]
-                                                  // The output's gradient as columns: the forward pass was col2im, its adjoint im2col.
-        let columns = B::conv2d_columns(grad, geometry); // [b, K, P]
         let [batch, channels_in, height, width] = x.shape().dims::<4>();
         let [x_node, weight_node] = ops.parents;
         if let Some(node) = weight_node {
-            // dW = Σ_b x_b · columns_bᵀ
+            // dW = Σ_b x_b · im2col(dY_b)ᵀ
             let x = B::float_reshape(x, [batch, channels_in, height * width].into());
-            let summed = B::matmul_batch_sum(x, B::float_transpose(columns.clone())); // [ci, K]
+            let summed = B::conv2d_weight_gradient(x, grad.clone(), geometry); // [ci, K]
             grads.register::<B>(node.id, B::float_reshape(summed, weight.shape()));
         }
         if let Some(node) = x_node {
-            let weight = B::float_reshape(weight, [channels_in, geometry.column_rows()].into());
-            let grad = B::matmul_shared_lhs(weight, columns); // [b, ci, P]
-            let grad = B::float_reshape(grad, [batch, channels_in, height, width].into());
-            grads.register::<B>(node.id, grad);
+            // dx_b = W · im2col(dY_b): the convolution of dY with W as `[ci, co, kh, kw]`.
+            grads.register::<B>(node.id, B::conv2d_gemm(grad, weight, geometry));
         }
     }
 }
@@ -293,10 +294,10 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (output, columns) =
-                    generic::conv2d_gemm::<B>(x.primitive, weight.primitive.clone(), geometry);
+                let output =
+                    B::conv2d_gemm(x.primitive.clone(), weight.primitive.clone(), geometry);
                 let state = ConvState {
-                    columns,
+                    x: x.primitive,
                     weight: weight.primitive,
                     geometry,
                 };
@@ -319,12 +320,17 @@ impl<B: Backend, C: CheckpointStrategy> Backend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let output = generic::conv_transpose2d_gemm::<B>(
+                let output = B::conv_transpose2d_gemm(
                     x.primitive.clone(),
                     weight.primitive.clone(),
                     geometry,
                 );
-                prep.finish((x.primitive, weight.primitive, geometry), output)
+                let state = ConvState {
+                    x: x.primitive,
+                    weight: weight.primitive,
+                    geometry,
+                };
+                prep.finish(state, output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::conv_transpose2d_gemm(
                 x.primitive,

@@ -28,14 +28,14 @@
 //!   each row's max and log-sum, with the backward `softmax − onehot`; burn records
 //!   log-softmax and gather as six.
 //! - [`Backend::conv2d_gemm`]: a convolution as a column matrix (im2col) and one matrix
-//!   product, whose backward is two matrix products and the columns' adjoint (col2im). On
-//!   Flex, burn's convolution backward copied strided views element by element (a fifth of
-//!   the classifier's step); backends opt in with [`Backend::CONV_AS_GEMM`]. The same for
-//!   [`Backend::conv_transpose2d_gemm`], the adjoint. Their products are
-//!   [`Backend::matmul_shared_lhs`] (the weights against each image) and
-//!   [`Backend::matmul_batch_sum`] (the weight gradient summed over the batch), which on Flex
-//!   write their output once, instead of a zero-fill, a realigning copy and, for the
-//!   gradient, a `[batch, ...]` tensor of per-image products to sum.
+//!   product, whose backward is two matrix products and the columns' adjoint (col2im):
+//!   [`Backend::conv2d_weight_gradient`] and [`Backend::conv2d_input_gradient`]. On Flex,
+//!   burn's convolution backward copied strided views element by element (a fifth of the
+//!   classifier's step); backends opt in with [`Backend::CONV_AS_GEMM`]. The same for
+//!   [`Backend::conv_transpose2d_gemm`], the adjoint. The node keeps its input, not its
+//!   columns (9x the input for a 3x3 kernel), and Flex builds each image's columns in a
+//!   buffer of the thread's own, forward and backward, so no `[batch, c·kh·kw, h·w]` tensor
+//!   exists.
 //!
 //! - [`Backend::linear_rows`]: a linear layer on rows, `x · W + b`, as one node whose
 //!   backward is two matrix products ([`Backend::matmul_2d`]) and the bias's column sums. On
@@ -49,6 +49,7 @@
 //! [`super::flex_ops`].
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::TensorMetadata;
 
 pub use super::cpu_kernels::ConvGeometry;
 
@@ -150,6 +151,15 @@ pub trait Backend: burn::tensor::backend::Backend {
         generic::softmax_backward::<Self>(p, grad)
     }
 
+    /// The `k`-th largest entry of each row (`k` from 1): top-k sampling's threshold. burn's
+    /// `topk` sorts every row in full, a third of cached generation's time on the CPU.
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, n]`, `1 <= k <= n`; returns `[rows, 1]`
+    fn kth_largest(x: FloatTensor<Self>, k: usize) -> FloatTensor<Self> {
+        generic::kth_largest::<Self>(x, k)
+    }
+
     /// `[a, b, c, d]` → `[a, c, b, d]`, laid out contiguously: attention's head split
     /// (`[batch, seq, heads, d_head]` → `[batch, heads, seq, d_head]`) and merge. A plain
     /// swap is a strided view that the next reshape, forward or backward, copies element by
@@ -189,26 +199,6 @@ pub trait Backend: burn::tensor::backend::Backend {
         Self::float_matmul(lhs, rhs)
     }
 
-    /// `lhs · rhs[i]` for every matrix of a batch (a convolution's weights against each
-    /// image's columns).
-    ///
-    /// # Shapes
-    /// - `lhs`: `[m, k]`; `rhs`: `[batch, k, n]`; either may be a transposed view
-    /// - returns: `[batch, m, n]`
-    fn matmul_shared_lhs(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        generic::matmul_shared_lhs::<Self>(lhs, rhs)
-    }
-
-    /// `Σ_i lhs[i] · rhs[i]`: a batch of matrix products, summed (a convolution's weight
-    /// gradient).
-    ///
-    /// # Shapes
-    /// - `lhs`: `[batch, m, k]`; `rhs`: `[batch, k, n]`; either may be a transposed view
-    /// - returns: `[m, n]`
-    fn matmul_batch_sum(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        generic::matmul_batch_sum::<Self>(lhs, rhs)
-    }
-
     /// Whether [`crate::nn::ops::conv2d`] runs convolutions as [`Self::conv2d_gemm`] (chosen
     /// by measurement per backend) rather than burn's convolution.
     const CONV_AS_GEMM: bool = false;
@@ -225,13 +215,42 @@ pub trait Backend: burn::tensor::backend::Backend {
         weight: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self> {
-        generic::conv2d_gemm::<Self>(x, weight, geometry).0
+        generic::conv2d_gemm::<Self>(x, weight, geometry)
     }
 
-    /// The transposed convolution of `x` with `weight` (no bias, dilation 1, one group): one
-    /// matrix product, then col2im ([`Self::conv2d_columns_backward`]) onto the output, whose
-    /// geometry `geometry` describes (its `input` is the output's size, its `channels` the
-    /// output channels: the transposed convolution is the convolution's adjoint).
+    /// A convolution's weight gradient, `Σ_b rows[b] · im2col(x_b)ᵀ` (`rows` the output's
+    /// gradient); with `rows` a transposed convolution's input and `x` its output's gradient,
+    /// that one's.
+    ///
+    /// # Shapes
+    /// - `rows`: `[batch, m, out_h·out_w]`; `x`: `[batch, channels, height, width]`
+    /// - returns: `[m, channels·kernel_h·kernel_w]`
+    fn conv2d_weight_gradient(
+        rows: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        generic::conv2d_weight_gradient::<Self>(rows, x, geometry)
+    }
+
+    /// col2im(`weightᵀ · rows[b]`) for every image: a convolution's input gradient (`rows`
+    /// its output's gradient), or a transposed convolution (`rows` its input).
+    ///
+    /// # Shapes
+    /// - `weight`: `[m, channels·kernel_h·kernel_w]`; `rows`: `[batch, m, out_h·out_w]`
+    /// - returns: `[batch, channels, height, width]`
+    fn conv2d_input_gradient(
+        weight: FloatTensor<Self>,
+        rows: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        generic::conv2d_input_gradient::<Self>(weight, rows, geometry)
+    }
+
+    /// The transposed convolution of `x` with `weight` (no bias, dilation 1, one group): the
+    /// convolution's input gradient ([`Self::conv2d_input_gradient`]) with `x` as the
+    /// output's gradient, for the geometry `geometry` describes (its `input` is the output's
+    /// size, its `channels` the output channels).
     ///
     /// # Shapes
     /// - `x`: `[batch, channels_in, h, w]`, `(h, w) = geometry.output()`
@@ -242,22 +261,10 @@ pub trait Backend: burn::tensor::backend::Backend {
         weight: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self> {
-        generic::conv_transpose2d_gemm::<Self>(x, weight, geometry)
-    }
-
-    /// im2col: `[batch, c, h, w]` → `[batch, c·kh·kw, out_h·out_w]`, rows ordered as the
-    /// weights' `[c, kh, kw]` flatten.
-    fn conv2d_columns(x: FloatTensor<Self>, geometry: ConvGeometry) -> FloatTensor<Self> {
-        generic::conv2d_columns::<Self>(x, geometry)
-    }
-
-    /// col2im, the adjoint of [`Self::conv2d_columns`]: `[batch, c·kh·kw, out_h·out_w]` →
-    /// `[batch, c, h, w]`, each entry added back where it was read.
-    fn conv2d_columns_backward(
-        columns: FloatTensor<Self>,
-        geometry: ConvGeometry,
-    ) -> FloatTensor<Self> {
-        generic::conv2d_columns_backward::<Self>(columns, geometry)
+        let [batch, channels_in, height, width] = x.shape().dims::<4>();
+        let x = Self::float_reshape(x, [batch, channels_in, height * width].into());
+        let weight = Self::float_reshape(weight, [channels_in, geometry.column_rows()].into());
+        Self::conv2d_input_gradient(weight, x, geometry)
     }
 
     /// Layer normalisation over the last dimension, `(x − mean) / sqrt(var + ε) · γ + β` with
@@ -374,21 +381,9 @@ pub(crate) mod generic {
         }
     }
 
-    pub fn matmul_shared_lhs<B: Backend>(
-        lhs: FloatTensor<B>,
-        rhs: FloatTensor<B>,
-    ) -> FloatTensor<B> {
-        let [m, k] = lhs.shape().dims::<2>();
-        B::float_matmul(B::float_reshape(lhs, [1, m, k].into()), rhs)
-    }
-
-    pub fn matmul_batch_sum<B: Backend>(
-        lhs: FloatTensor<B>,
-        rhs: FloatTensor<B>,
-    ) -> FloatTensor<B> {
-        let (m, n) = (lhs.shape()[1], rhs.shape()[2]);
-        let summed = B::float_sum_dim(B::float_matmul(lhs, rhs), 0);
-        B::float_reshape(summed, [m, n].into())
+    pub fn kth_largest<B: Backend>(x: FloatTensor<B>, k: usize) -> FloatTensor<B> {
+        let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(x));
+        x.topk(k, 1).narrow(1, k - 1, 1).into_primitive().tensor()
     }
 
     /// `[rows, n]` → `[n]`: the sum of the rows (a bias's gradient).
@@ -461,41 +456,49 @@ pub(crate) mod generic {
         }
     }
 
-    /// The convolution's output and the columns it multiplied (for the backward pass).
     pub fn conv2d_gemm<B: super::Backend>(
         x: FloatTensor<B>,
         weight: FloatTensor<B>,
         geometry: ConvGeometry,
-    ) -> (FloatTensor<B>, FloatTensor<B>) {
+    ) -> FloatTensor<B> {
         let batch = x.shape()[0];
         let out_channels = weight.shape()[0];
         let [out_h, out_w] = geometry.output();
-        let columns = B::conv2d_columns(x, geometry); // [b, K, P]
-        let weight = B::float_reshape(weight, [out_channels, geometry.column_rows()].into());
-        let out = B::matmul_shared_lhs(weight, columns.clone()); // [b, co, P]
-        let out = B::float_reshape(out, [batch, out_channels, out_h, out_w].into());
-        (out, columns)
+        let columns = conv2d_columns::<B>(x, geometry); // [b, K, P]
+        let weight = B::float_reshape(weight, [1, out_channels, geometry.column_rows()].into());
+        let out = B::float_matmul(weight, columns); // [b, co, P]
+        B::float_reshape(out, [batch, out_channels, out_h, out_w].into())
     }
 
-    pub fn conv_transpose2d_gemm<B: super::Backend>(
+    pub fn conv2d_weight_gradient<B: super::Backend>(
+        rows: FloatTensor<B>,
         x: FloatTensor<B>,
-        weight: FloatTensor<B>,
         geometry: ConvGeometry,
     ) -> FloatTensor<B> {
-        let [batch, channels_in, height, width] = x.shape().dims::<4>();
-        let x = B::float_reshape(x, [batch, channels_in, height * width].into());
-        let weight = B::float_reshape(weight, [channels_in, geometry.column_rows()].into());
-        let columns = B::matmul_shared_lhs(B::float_transpose(weight), x); // [b, K, P]
-        B::conv2d_columns_backward(columns, geometry)
+        let m = rows.shape()[1];
+        let columns = B::float_transpose(conv2d_columns::<B>(x, geometry)); // [b, P, K]
+        let summed = B::float_sum_dim(B::float_matmul(rows, columns), 0);
+        B::float_reshape(summed, [m, geometry.column_rows()].into())
     }
 
-    pub fn conv2d_columns<B: Backend>(x: FloatTensor<B>, g: ConvGeometry) -> FloatTensor<B> {
+    pub fn conv2d_input_gradient<B: super::Backend>(
+        weight: FloatTensor<B>,
+        rows: FloatTensor<B>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<B> {
+        let [m, k] = weight.shape().dims::<2>();
+        let weight = B::float_reshape(B::float_transpose(weight), [1, k, m].into());
+        let columns = B::float_matmul(weight, rows); // [b, K, P]
+        conv2d_columns_backward::<B>(columns, geometry)
+    }
+
+    fn conv2d_columns<B: Backend>(x: FloatTensor<B>, g: ConvGeometry) -> FloatTensor<B> {
         B::unfold4d(x, g.kernel, UnfoldOptions::new(g.stride, g.padding, [1, 1]))
     }
 
     /// col2im as the transposed convolution with the identity kernel (im2col is the
     /// convolution with it).
-    pub fn conv2d_columns_backward<B: Backend>(
+    fn conv2d_columns_backward<B: Backend>(
         columns: FloatTensor<B>,
         g: ConvGeometry,
     ) -> FloatTensor<B> {

@@ -59,13 +59,15 @@ macro_rules! vectorised {
 }
 
 mod attention;
+mod convolution;
 mod matmul;
 mod reductions;
 pub use attention::{
     attention_backward, attention_forward, AttentionGradientsMut, AttentionInputs, AttentionSizes,
     HIDDEN,
 };
-pub use matmul::{matrix_product, shared_lhs_products, summed_products, Matrix, MatrixBatch};
+pub use convolution::{columns_to_images_of_products, convolution_weight_gradient, convolve};
+pub use matmul::{matrix_product, Matrix, MatrixBatch};
 
 /// The widest vectors this CPU computes in (f32 lanes).
 #[cfg(target_arch = "x86_64")]
@@ -617,25 +619,20 @@ fn columns_to_image(columns: &[f32], g: &ConvGeometry, image: &mut [f32]) {
     }
 }
 
-/// im2col of a batch: `images` `[batch, c, h, w]` into `columns` `[batch, c·kh·kw, oh·ow]`,
-/// images in parallel.
-pub fn images_to_columns(images: &[f32], g: &ConvGeometry, columns: &mut [f32]) {
-    let image_len = g.channels * g.input[0] * g.input[1];
-    let [oh, ow] = g.output();
-    let columns_len = g.column_rows() * oh * ow;
-    split_work(columns, columns_len, |i, columns| {
-        image_to_columns(&images[i * image_len..(i + 1) * image_len], g, columns)
-    });
-}
-
-/// col2im of a batch: the adjoint of [`images_to_columns`], images in parallel.
-pub fn columns_to_images(columns: &[f32], g: &ConvGeometry, images: &mut [f32]) {
-    let image_len = g.channels * g.input[0] * g.input[1];
-    let [oh, ow] = g.output();
-    let columns_len = g.column_rows() * oh * ow;
-    split_work(images, image_len, |i, image| {
-        columns_to_image(&columns[i * columns_len..(i + 1) * columns_len], g, image)
-    });
+/// The `k`-th largest entry (`k` from 1) of each `n`-long row of `x`, in `total_cmp` order
+/// (a sort's), by selection: top-k sampling's threshold without sorting the row.
+pub fn kth_largest_per_row(x: &[f32], n: usize, k: usize) -> Vec<f32> {
+    assert!((1..=n).contains(&k), "the {k}-th largest of {n} entries");
+    let mut row_copy = Vec::with_capacity(n);
+    x.chunks(n)
+        .map(|row| {
+            row_copy.clear();
+            row_copy.extend_from_slice(row);
+            *row_copy
+                .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
+                .1
+        })
+        .collect()
 }
 
 /// `out[a][c][b][:] = x[a][b][c][:]` for `x` of shape `[outer, rows, cols, inner]`: swaps the
@@ -738,7 +735,7 @@ mod tests {
     }
 
     #[test]
-    fn columns_to_images_is_the_adjoint_of_images_to_columns() {
+    fn columns_to_image_is_the_adjoint_of_image_to_columns() {
         // <im2col(x), y> == <x, col2im(y)> for random x, y: what the backward pass relies on.
         let g = ConvGeometry {
             channels: 3,
@@ -755,10 +752,17 @@ mod tests {
         let y: Vec<f32> = (0..2 * g.column_rows() * oh * ow)
             .map(|i| ((i * 11) % 13) as f32 - 6.0)
             .collect();
+        let (image_len, columns_len) = (x.len() / 2, y.len() / 2);
         let mut columns = vec![0.0; y.len()];
-        images_to_columns(&x, &g, &mut columns);
         let mut back = vec![0.0; x.len()];
-        columns_to_images(&y, &g, &mut back);
+        for i in 0..2 {
+            let (images, cols) = (
+                i * image_len..(i + 1) * image_len,
+                i * columns_len..(i + 1) * columns_len,
+            );
+            image_to_columns(&x[images.clone()], &g, &mut columns[cols.clone()]);
+            columns_to_image(&y[cols], &g, &mut back[images]);
+        }
         let left: f64 = columns.iter().zip(&y).map(|(a, b)| (a * b) as f64).sum();
         let right: f64 = x.iter().zip(&back).map(|(a, b)| (a * b) as f64).sum();
         assert_eq!(left, right);

@@ -183,6 +183,14 @@ fn matrix_product(
     Some(from_vec(product, [a.rows, b.columns].into()))
 }
 
+/// The batch size of `x` if it is `f32` images of the shape `geometry` describes.
+fn conv_images(x: &FlexTensor, geometry: &ConvGeometry) -> Option<usize> {
+    let shape = x.shape();
+    let fits = shape.num_dims() == 4
+        && shape[1..] == [geometry.channels, geometry.input[0], geometry.input[1]];
+    (is_f32(x) && fits).then_some(shape[0])
+}
+
 impl Backend for Flex {
     /// One block of query rows at a time, skipping the keys the mask hides block by block
     /// (see [`cpu_kernels::attention_forward`]).
@@ -264,57 +272,63 @@ impl Backend for Flex {
         }
     }
 
-    fn matmul_shared_lhs(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        let product = matrix(&lhs).zip(matrix_batch(&rhs)).and_then(|(a, b)| {
-            (a.columns == b.first.rows).then(|| {
-                let values = cpu_kernels::shared_lhs_products(&a, &b);
-                from_vec(values, [b.count, a.rows, b.first.columns].into())
-            })
-        });
-        product.unwrap_or_else(|| generic::matmul_shared_lhs::<Self>(lhs, rhs))
-    }
-
-    fn matmul_batch_sum(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        let product = matrix_batch(&lhs)
-            .zip(matrix_batch(&rhs))
-            .and_then(|(a, b)| {
-                (a.count == b.count && a.first.columns == b.first.rows).then(|| {
-                    let values = cpu_kernels::summed_products(&a, &b);
-                    from_vec(values, [a.first.rows, b.first.columns].into())
-                })
-            });
-        product.unwrap_or_else(|| generic::matmul_batch_sum::<Self>(lhs, rhs))
-    }
-
     /// Measured on the patch encoder's convolutions (3 and 16 channels, 3x3 stride 2): burn's
     /// direct convolution and its backward's strided copies took a fifth of the classifier's
     /// step.
     const CONV_AS_GEMM: bool = true;
 
-    fn conv2d_columns(x: FloatTensor<Self>, geometry: ConvGeometry) -> FloatTensor<Self> {
-        if !is_f32(&x) {
-            return generic::conv2d_columns::<Self>(x, geometry);
-        }
-        let batch = x.shape()[0];
-        let [out_h, out_w] = geometry.output();
-        let rows = geometry.column_rows();
-        let mut columns = vec![0.0; batch * rows * out_h * out_w];
-        cpu_kernels::images_to_columns(&values(&x), &geometry, &mut columns);
-        from_vec(columns, Shape::new([batch, rows, out_h * out_w]))
-    }
-
-    fn conv2d_columns_backward(
-        columns: FloatTensor<Self>,
+    /// Each image's columns built in a buffer of the thread's own and multiplied there
+    /// ([`cpu_kernels::convolve`]).
+    fn conv2d_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self> {
-        if !is_f32(&columns) {
-            return generic::conv2d_columns_backward::<Self>(columns, geometry);
-        }
-        let batch = columns.shape()[0];
-        let [h, w] = geometry.input;
-        let mut images = vec![0.0; batch * geometry.channels * h * w];
-        cpu_kernels::columns_to_images(&values(&columns), &geometry, &mut images);
-        from_vec(images, Shape::new([batch, geometry.channels, h, w]))
+        let out_channels = weight.shape()[0];
+        let Some(batch) = conv_images(&x, &geometry).filter(|_| is_f32(&weight)) else {
+            return generic::conv2d_gemm::<Self>(x, weight, geometry);
+        };
+        let weight = Self::float_reshape(weight, [out_channels, geometry.column_rows()].into());
+        let weight = matrix(&weight).expect("a rank-2 f32 tensor");
+        let out = cpu_kernels::convolve(&weight, &values(&x), &geometry);
+        let [out_h, out_w] = geometry.output();
+        from_vec(out, [batch, out_channels, out_h, out_w].into())
+    }
+
+    fn conv2d_weight_gradient(
+        rows: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let gradient =
+            conv_images(&x, &geometry)
+                .zip(matrix_batch(&rows))
+                .map(|(_, rows_batch)| {
+                    let m = rows_batch.first.rows;
+                    let values = cpu_kernels::convolution_weight_gradient(
+                        &rows_batch,
+                        &values(&x),
+                        &geometry,
+                    );
+                    from_vec(values, [m, geometry.column_rows()].into())
+                });
+        gradient.unwrap_or_else(|| generic::conv2d_weight_gradient::<Self>(rows, x, geometry))
+    }
+
+    fn conv2d_input_gradient(
+        weight: FloatTensor<Self>,
+        rows: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let weight_t = Self::float_transpose(weight.clone());
+        let images = matrix(&weight_t)
+            .zip(matrix_batch(&rows))
+            .map(|(w, rows_batch)| {
+                let values = cpu_kernels::columns_to_images_of_products(&w, &rows_batch, &geometry);
+                let [h, w] = geometry.input;
+                from_vec(values, [rows_batch.count, geometry.channels, h, w].into())
+            });
+        images.unwrap_or_else(|| generic::conv2d_input_gradient::<Self>(weight, rows, geometry))
     }
 
     fn softmax_with_bias(
@@ -346,6 +360,17 @@ impl Backend for Flex {
         let mut grad = owned(grad);
         cpu_kernels::softmax_backward(&values(&p), grad.storage_mut::<f32>(), row_len);
         grad
+    }
+
+    /// By selection ([`cpu_kernels::kth_largest_per_row`]), not a sort.
+    fn kth_largest(x: FloatTensor<Self>, k: usize) -> FloatTensor<Self> {
+        let shape = x.shape();
+        if !is_f32(&x) || shape.num_dims() != 2 || !(1..=shape[1]).contains(&k) {
+            return generic::kth_largest::<Self>(x, k);
+        }
+        let [rows, n] = shape.dims::<2>();
+        let kth = cpu_kernels::kth_largest_per_row(&values(&x), n, k);
+        from_vec(kth, Shape::new([rows, 1]))
     }
 
     fn swap_middle_dims(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -166,6 +166,16 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::gelu_exact(x)))
 }
 
+/// The `k`-th largest entry of each row (`k` from 1), as [`Backend::kth_largest`]: top-k
+/// sampling's threshold.
+///
+/// # Shapes
+/// - `x`: `[rows, n]`, `1 <= k <= n`; returns `[rows, 1]`
+pub fn kth_largest<B: Backend>(x: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
+    let x = x.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::kth_largest(x, k)))
+}
+
 /// `[a, b, c, d]` → `[a, c, b, d]`, contiguous (attention's head split and merge), as one op
 /// and one graph node.
 pub fn swap_middle_dims<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {

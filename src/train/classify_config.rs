@@ -78,7 +78,9 @@ impl ClassifyConfig {
                 weights: None,
             },
             models: ClassifierKind::ALL.to_vec(),
-            seeds: vec![0, 1, 2],
+            // Five, not three: with three, one weak from-scratch LXMERT seed (0.806 against
+            // 0.85-0.89) doubled that row's spread and hid a gain the other seeds show.
+            seeds: vec![0, 1, 2, 3, 4],
         }
     }
 
@@ -114,6 +116,8 @@ impl ClassifyConfig {
         config.lxmert.model = lxmert_presets::base();
         config.lxmert.pretraining = budgets::coco();
         config.lxmert.stages = stage_presets::coco();
+        // Three runs of each model at GPU sizes, not the synthetic set's five.
+        config.seeds = vec![0, 1, 2];
         config
     }
 }

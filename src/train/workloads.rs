@@ -15,7 +15,7 @@ use super::lxmert_pretrain::{PretrainLxmertConfig, PretrainTask, PretrainingImag
 use super::vqvae::{TrainVqVaeConfig, VqVaeData, VqVaeTask};
 use super::Budget;
 use crate::data::SyntheticCocoConfig;
-use crate::models::dalle::DalleConfig;
+use crate::models::dalle::{DalleConfig, SamplingConfig};
 use crate::models::lxmert::{LxmertPretrainingConfig, Objectives};
 use crate::nn::Backend;
 
@@ -170,6 +170,33 @@ impl DalleWorkload {
             dropout: false,
             vqvae: None,
             out_dir: Path::new("unused"),
+        }
+    }
+}
+
+/// The cached generation the bench times: the bench's DALL-E decoder sampling one image for
+/// each of `batch` one-token captions, top-k 32.
+pub struct GenerationWorkload {
+    pub config: DalleConfig,
+    pub texts: Vec<Vec<u32>>,
+    pub sampling: SamplingConfig,
+}
+
+impl GenerationWorkload {
+    pub fn new(batch: usize, use_cache: bool) -> Self {
+        let config = bench_dalle(24);
+        let texts = (0..batch)
+            .map(|i| config.text_ids(&[i as u32 % 256]))
+            .collect();
+        let sampling = SamplingConfig {
+            top_k: Some(32),
+            use_cache,
+            ..SamplingConfig::default()
+        };
+        Self {
+            config,
+            texts,
+            sampling,
         }
     }
 }

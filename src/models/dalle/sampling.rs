@@ -7,6 +7,7 @@
 //! conditional sampling.
 
 use crate::nn::backend::BACKEND_RANDOM;
+use crate::nn::ops::kth_largest;
 use crate::nn::Backend;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
@@ -85,7 +86,7 @@ pub fn choose_codes<B: Backend>(
     let device = logits.device();
     let mut logits = logits / config.temperature.max(1e-6);
     if let Some(k) = config.top_k.filter(|&k| k < n_codes) {
-        let kth = logits.clone().topk(k.max(1), 1).narrow(1, k.max(1) - 1, 1);
+        let kth = kth_largest(logits.clone(), k.max(1));
         let below = logits.clone().lower(kth.expand([rows, n_codes]));
         logits = logits.mask_fill(below, f32::NEG_INFINITY);
     }

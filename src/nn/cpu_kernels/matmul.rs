@@ -1,10 +1,6 @@
 //! Matrix products on `f32` memory through the `gemm` crate (the one burn-flex multiplies
 //! with), for the attention blocks, linear layers and convolutions.
 
-use std::mem::MaybeUninit;
-
-use rayon::prelude::*;
-
 /// A matrix in a slice: `values[offset + i·row_stride + j·column_stride]` is entry `(i, j)`.
 /// A transposed view is the same memory with the strides swapped. (Negative strides, a
 /// flipped view, are left to the caller's fallback.)
@@ -21,7 +17,7 @@ pub struct Matrix<'a> {
 impl Matrix<'_> {
     /// Whether every entry lies inside `values` (the strides are not negative, so the last
     /// entry is the farthest).
-    fn in_bounds(&self) -> bool {
+    pub(super) fn in_bounds(&self) -> bool {
         if self.rows == 0 || self.columns == 0 {
             return true;
         }
@@ -48,7 +44,7 @@ pub struct MatrixBatch<'a> {
 }
 
 impl<'a> MatrixBatch<'a> {
-    fn get(&self, i: usize) -> Matrix<'a> {
+    pub(super) fn get(&self, i: usize) -> Matrix<'a> {
         Matrix {
             offset: self.first.offset + i * self.stride,
             ..self.first
@@ -56,7 +52,7 @@ impl<'a> MatrixBatch<'a> {
     }
 
     /// Whether every matrix lies inside the slice (the last one is the farthest).
-    fn in_bounds(&self) -> bool {
+    pub(super) fn in_bounds(&self) -> bool {
         let Some(last) = self.count.checked_sub(1) else {
             return true;
         };
@@ -79,7 +75,7 @@ const PARALLEL_WORK: usize = 192 * 192 * 192;
 /// One thread (a caller that runs one product per rayon task).
 pub(super) const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
 
-fn parallelism_for(multiply_adds: usize) -> gemm::Parallelism {
+pub(super) fn parallelism_for(multiply_adds: usize) -> gemm::Parallelism {
     if multiply_adds >= PARALLEL_WORK {
         gemm::Parallelism::Rayon(0)
     } else {
@@ -92,7 +88,7 @@ fn parallelism_for(multiply_adds: usize) -> gemm::Parallelism {
 /// # Safety
 /// Both operands lie in their slices (`in_bounds`), their inner sizes agree, and `dst` has
 /// room for the product and overlaps neither.
-unsafe fn product_into(
+pub(super) unsafe fn product_into(
     dst: *mut f32,
     accumulate: bool,
     lhs: &Matrix,
@@ -159,118 +155,6 @@ pub fn matrix_product(lhs: &Matrix, rhs: &Matrix, bias: Option<&[f32]>) -> Vec<f
         out.set_len(m * n);
     }
     out
-}
-
-/// `lhs · rhs[i]` for every matrix of the batch (a convolution's weights against each
-/// image's columns), as a new row-major `[rhs.count, lhs.rows, rhs.columns]` buffer written
-/// once. Images run in parallel, each product on one thread.
-///
-/// # Panics
-/// If the inner sizes differ or a matrix reaches outside its slice.
-pub fn shared_lhs_products(lhs: &Matrix, rhs: &MatrixBatch) -> Vec<f32> {
-    let (m, k, n) = (lhs.rows, lhs.columns, rhs.first.columns);
-    assert_eq!(
-        rhs.first.rows, k,
-        "matrix product of [{m}, {k}] and [{}, {}, {n}]",
-        rhs.count, rhs.first.rows
-    );
-    assert!(
-        lhs.in_bounds() && rhs.in_bounds(),
-        "a matrix reaches outside its values"
-    );
-    let len = rhs.count * m * n;
-    if k == 0 {
-        return vec![0.0; len];
-    }
-    let mut out = Vec::with_capacity(len);
-    if len == 0 {
-        return out;
-    }
-    let write = |i: usize, dst: &mut [MaybeUninit<f32>], parallelism| {
-        // SAFETY: the operands were checked above; `dst` is this image's `m x n` entries
-        // of the fresh buffer, all of which `gemm` writes.
-        unsafe {
-            product_into(
-                dst.as_mut_ptr().cast(),
-                false,
-                lhs,
-                &rhs.get(i),
-                parallelism,
-            )
-        }
-    };
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if rhs.count == 1 {
-        write(0, spare, parallelism_for(m * n * k));
-    } else {
-        spare
-            .par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, dst)| write(i, dst, SERIAL));
-    }
-    // SAFETY: every image's product was written.
-    unsafe { out.set_len(len) };
-    out
-}
-
-/// `Σ_i lhs[i] · rhs[i]` over the batch (a convolution's weight gradient), as a new
-/// row-major `[lhs.rows, rhs.columns]` buffer: the batch is split between the threads, each
-/// accumulating its share in place, and the shares are added.
-///
-/// # Panics
-/// If the batch sizes or inner sizes differ, or a matrix reaches outside its slice.
-pub fn summed_products(lhs: &MatrixBatch, rhs: &MatrixBatch) -> Vec<f32> {
-    let (m, k, n) = (lhs.first.rows, lhs.first.columns, rhs.first.columns);
-    assert!(
-        lhs.count == rhs.count && rhs.first.rows == k,
-        "summed products of [{}, {m}, {k}] and [{}, {}, {n}]",
-        lhs.count,
-        rhs.count,
-        rhs.first.rows
-    );
-    assert!(
-        lhs.in_bounds() && rhs.in_bounds(),
-        "a matrix reaches outside its values"
-    );
-    let count = lhs.count;
-    if k == 0 || count == 0 || m * n == 0 {
-        return vec![0.0; m * n];
-    }
-    let per_share = count.div_ceil(rayon::current_num_threads().min(count));
-    let shares = count.div_ceil(per_share);
-    let parallelism = if shares == 1 {
-        parallelism_for(m * n * k)
-    } else {
-        SERIAL
-    };
-    let share = |first: usize| {
-        let mut out = Vec::with_capacity(m * n);
-        for i in first..(first + per_share).min(count) {
-            // SAFETY: the operands were checked above; `out` has room for `m x n` entries,
-            // which the first product writes and the rest add to.
-            unsafe {
-                product_into(
-                    out.as_mut_ptr(),
-                    i > first,
-                    &lhs.get(i),
-                    &rhs.get(i),
-                    parallelism,
-                )
-            };
-        }
-        // SAFETY: written by the share's first product (a share holds at least one).
-        unsafe { out.set_len(m * n) };
-        out
-    };
-    let mut sums: Vec<Vec<f32>> = (0..shares)
-        .into_par_iter()
-        .map(|s| share(s * per_share))
-        .collect();
-    let mut total = sums.swap_remove(0);
-    for sum in sums {
-        total.iter_mut().zip(sum).for_each(|(t, s)| *t += s);
-    }
-    total
 }
 
 /// `dst = dst + beta·lhs·rhs` when `accumulate`, else `dst = beta·lhs·rhs`, for `f32`
