@@ -51,7 +51,7 @@ struct Args {
     /// The pretraining before the lxmert-pretrained row, stage after stage, each
     /// OBJECTIVES:EPOCHS with objectives from masked-lm, masked-objects, matching,
     /// contrastive joined by + (lxmert: the first three) [default:
-    /// contrastive:10,matching+contrastive:10 synthetic, lxmert:20 COCO].
+    /// contrastive:10,matching+contrastive:20 synthetic, lxmert:20 COCO].
     #[arg(long, value_delimiter = ',', value_name = "STAGES")]
     pretraining_stages: Option<Vec<PretrainStage>>,
     /// Epochs of every pretraining stage (a shorter or longer run of the same stages).

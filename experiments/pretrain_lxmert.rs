@@ -62,7 +62,7 @@ struct Args {
     features: Option<PathBuf>,
     /// The stages, run one after another, each OBJECTIVES:EPOCHS with objectives from
     /// masked-lm, masked-objects, matching, contrastive joined by + (lxmert: the first three)
-    /// [default: contrastive:10,matching+contrastive:10 synthetic, lxmert:20 COCO]. --epochs
+    /// [default: contrastive:10,matching+contrastive:20 synthetic, lxmert:20 COCO]. --epochs
     /// sets every stage's epochs.
     #[arg(long, value_delimiter = ',', value_name = "STAGES")]
     stages: Option<Vec<PretrainStage>>,

@@ -204,7 +204,7 @@ pub trait Backend: burn::tensor::backend::Backend {
     const CONV_AS_GEMM: bool = false;
 
     /// The convolution of `x` with `weight` (no bias, dilation 1, one group) as one matrix
-    /// product over [`Self::conv2d_columns`].
+    /// product per image, the weights against the image's column matrix (im2col).
     ///
     /// # Shapes
     /// - `x`: `[batch, channels, height, width]` (as `geometry` says)

@@ -160,7 +160,8 @@ pub mod stage_presets {
     /// The synthetic set: the image-text contrastive objective alone until the two unimodal
     /// encoders agree, then matching on top of it. LXMERT's own three objectives from scratch
     /// leave matching at chance here, and masked LM and masked objects undo the alignment in
-    /// either stage (measured: README, LXMERT).
+    /// either stage (measured: README, LXMERT). The second stage runs 20 epochs: with 10,
+    /// held-out matching ended at 0.77-0.85 over three seeds, with 20 at 0.83-0.88.
     pub fn synthetic() -> Vec<PretrainStage> {
         let contrastive = Objectives {
             masked_language: false,
@@ -174,7 +175,7 @@ pub mod stage_presets {
         };
         vec![
             PretrainStage::new(contrastive, 10),
-            PretrainStage::new(matching, 10),
+            PretrainStage::new(matching, 20),
         ]
     }
 
@@ -184,7 +185,7 @@ pub mod stage_presets {
     }
 }
 
-/// `stages` as written on the command line: `contrastive:10,matching+contrastive:10`.
+/// `stages` as written on the command line: `contrastive:10,matching+contrastive:20`.
 pub fn stages_text(stages: &[PretrainStage]) -> String {
     let parts: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
     parts.join(",")
@@ -314,7 +315,7 @@ mod tests {
         }
         assert_eq!(
             stages_text(&stage_presets::synthetic()),
-            "contrastive:10,matching+contrastive:10"
+            "contrastive:10,matching+contrastive:20"
         );
         let lxmert: PretrainStage = "lxmert:20".parse().unwrap();
         assert_eq!(lxmert, PretrainStage::new(Objectives::LXMERT, 20));
