@@ -27,7 +27,8 @@ use vislang::train::device_check::CheckData;
 use vislang::train::engine::{StepTimer, TrainingTask};
 use vislang::train::vqvae::TrainVqVaeConfig;
 use vislang::train::workloads::{
-    classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
+    bench_dalle, classifier_task, large_classifier, large_dalle, large_pretraining_setup,
+    large_vqvae, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
     GenerationWorkload,
 };
 use vislang::train::Budget;
@@ -48,6 +49,10 @@ struct Args {
     /// How long to keep stepping after the warm-up (at least one round of 5 steps runs).
     #[arg(long, default_value_t = 10.0, value_parser = vislang::cli::range::positive)]
     seconds: f64,
+    /// The sizes users train (`vislang::train::workloads::large_*`: DALL-E 8 x 512, the
+    /// classifier 6 x 384, LXMERT 768 wide, the VQ-VAE at 128 px) instead of the presets.
+    #[arg(long)]
+    large: bool,
     /// Where the small synthetic set is generated.
     #[arg(long, default_value = "data/profile")]
     data_dir: PathBuf,
@@ -88,13 +93,18 @@ fn repeat_rounds(
 }
 
 /// The bench's cached generation: `batch` images per call, top-k 32, 5 calls a round.
-fn repeat_generation(batch: usize, seconds: f64) -> Result<(), String> {
+fn repeat_generation(batch: usize, large: bool, seconds: f64) -> Result<(), String> {
     let device = Default::default();
+    let config = if large {
+        large_dalle(24)
+    } else {
+        bench_dalle(24)
+    };
     let GenerationWorkload {
         config,
         texts,
         sampling,
-    } = GenerationWorkload::new(batch, true);
+    } = GenerationWorkload::with_config(config, batch, true);
     let model: Dalle<CpuBackend> = config.init(&device);
     repeat_rounds(seconds, || {
         let started = Instant::now();
@@ -121,35 +131,56 @@ fn repeat<T: TrainingTask<Train> + Sync>(
 fn main() -> Result<(), String> {
     let args = Args::parse();
     if let Workload::Generation = args.family {
-        return repeat_generation(args.batch_size, args.seconds);
+        return repeat_generation(args.batch_size, args.large, args.seconds);
     }
     let device = Default::default();
     let data = CheckData::prepare(&args.data_dir)?;
     match args.family {
         Workload::Classifier => {
-            let config = model_config(
-                &ClassifyConfig::synthetic(),
-                Modality::Joint,
-                &data.classify,
-            );
+            let config = if args.large {
+                large_classifier(&data.classify)
+            } else {
+                model_config(
+                    &ClassifyConfig::synthetic(),
+                    Modality::Joint,
+                    &data.classify,
+                )
+            };
             let model: SingleStreamClassifier<Train> = config.init(&device);
             let (task, budget) = classifier_task(&data.classify, args.batch_size);
             repeat(&task, model, &budget, args.seconds)
         }
         Workload::Lxmert => {
-            let (pretraining, config) = pretraining_setup(&data.classify, args.batch_size);
+            let setup = if args.large {
+                large_pretraining_setup
+            } else {
+                pretraining_setup
+            };
+            let (pretraining, config) = setup(&data.classify, args.batch_size);
             let model: LxmertPretraining<Train> = config.init(&device);
             let task = pretraining_task(&pretraining, &config, &data.classify);
             repeat(&task, model, &pretraining.budget, args.seconds)
         }
         Workload::Vqvae => {
-            let model = TrainVqVaeConfig::synthetic().model.init::<Train>(&device);
             let out_dir = args.data_dir.join("unused");
+            if args.large {
+                let preset = large_vqvae();
+                let images = CheckData::vqvae_images(preset.data.image_size, &args.data_dir)?;
+                let model = preset.model.init::<Train>(&device);
+                let (task, budget) = vqvae_task(&images, args.batch_size, &out_dir);
+                return repeat(&task, model, &budget, args.seconds);
+            }
+            let model = TrainVqVaeConfig::synthetic().model.init::<Train>(&device);
             let (task, budget) = vqvae_task(&data.vqvae, args.batch_size, &out_dir);
             repeat(&task, model, &budget, args.seconds)
         }
         Workload::Dalle => {
-            let workload = DalleWorkload::new(args.text_len, args.batch_size);
+            let config = if args.large {
+                large_dalle(args.text_len)
+            } else {
+                bench_dalle(args.text_len)
+            };
+            let workload = DalleWorkload::with_config(config, args.batch_size);
             let model: Dalle<Train> = workload.config.init(&device);
             repeat(&workload.task(), model, &workload.budget, args.seconds)
         }

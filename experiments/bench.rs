@@ -27,7 +27,7 @@ use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
 use vislang::train::engine::examples_per_second;
 use vislang::train::report::machine;
 use vislang::train::vqvae::{prepare_vqvae_data, VqVaeData};
-use vislang::train::workloads::{bench_vqvae, classifier_task};
+use vislang::train::workloads::{bench_vqvae, classifier_task, large_vqvae};
 use vislang::train::RunPaths;
 
 /// Prints throughput numbers for the data pipeline and classifier training, with the machine
@@ -199,7 +199,10 @@ fn main() {
         let section = PytorchSection {
             python,
             data: classifier_data(&root, &cache_dir),
-            vqvae_data: vqvae_data(),
+            vqvae_data: [
+                vqvae_data(),
+                prepare_vqvae_data(&large_vqvae().data, &paths, false).expect("VQ-VAE data"),
+            ],
             rounds: args.rounds,
             steps: args.steps,
             target: bench_pytorch::Target::new(args.device, args.precision).unwrap_or_else(
@@ -230,7 +233,8 @@ fn main() {
 struct PytorchSection {
     python: PathBuf,
     data: PreparedData,
-    vqvae_data: VqVaeData,
+    /// The preset's images and the same at the large VQ-VAE's size.
+    vqvae_data: [VqVaeData; 2],
     rounds: usize,
     steps: usize,
     target: bench_pytorch::Target,
@@ -244,7 +248,7 @@ impl BackendTask for PytorchSection {
         bench_pytorch::run::<B>(
             &self.python,
             &self.data,
-            &self.vqvae_data,
+            [&self.vqvae_data[0], &self.vqvae_data[1]],
             (self.rounds, self.steps),
             &self.target,
             &device,

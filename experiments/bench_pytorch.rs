@@ -1,13 +1,19 @@
-//! `bench --against-pytorch`: each family's training step (and DALL-E's cached generation)
+//! `bench --sections pytorch`: each family's training step (and DALL-E's cached generation)
 //! next to the PyTorch reference in `experiments/reference/bench_reference.py`, at the same
 //! shapes and parameter counts (asserted), in interleaved rounds: vislang, PyTorch with 1
 //! thread, PyTorch with 2 threads, and again; the table shows medians and the ratio to the
 //! faster PyTorch setting. The machines are shared and noisy, so only ratios measured in the
 //! same rounds mean anything.
 //!
+//! Two sizes of every family: the presets (where each operation's fixed cost decides), and
+//! the sizes users train (where the arithmetic decides). Each row states both sides' GFLOP/s
+//! ([`vislang::train::flops`]) and their share of the machine's peak, measured first as the
+//! faster side's plain matrix product.
+//!
 //! PyTorch runs in worker processes (one per thread setting) that keep their model between
-//! rounds, as the vislang side keeps its model and optimizer ([`StepTimer`]). Peak memory is
-//! the resident set each side grew by during its steps (Linux counters).
+//! rounds, as the vislang side keeps its model and optimizer ([`StepTimer`]), with OpenMP's
+//! default settings, as a PyTorch user runs it. Peak memory is the resident set each side grew
+//! by during its steps (Linux counters).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -15,22 +21,29 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::tensor::{Distribution, Tensor};
 use serde_json::{json, Value};
 use vislang::backend::DeviceSpec;
-use vislang::models::classifier::{Modality, SingleStreamClassifier};
-use vislang::models::dalle::{generate, Dalle};
-use vislang::models::lxmert::LxmertPretraining;
+use vislang::models::classifier::Modality;
+use vislang::models::classifier::{SingleStreamClassifier, SingleStreamClassifierConfig};
+use vislang::models::dalle::{generate, Dalle, DalleConfig};
+use vislang::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig};
+use vislang::nn::ops::linear_rows;
 use vislang::nn::{autocast, AutodiffBackend, Precision};
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
-use vislang::train::engine::StepTimer;
-use vislang::train::vqvae::VqVaeData;
+use vislang::train::compute_threads::ComputeThreads;
+use vislang::train::engine::{StepTimer, TrainingTask};
+use vislang::train::flops;
+use vislang::train::lxmert_pretrain::PretrainLxmertConfig;
+use vislang::train::vqvae::{TrainVqVaeConfig, VqVaeData};
+use vislang::train::workloads::{
+    bench_dalle, bench_vqvae, classifier_task, large_classifier, large_dalle,
+    large_pretraining_setup, large_vqvae, pretraining_setup, pretraining_task, vqvae_task,
+    DalleWorkload, GenerationWorkload,
+};
 use vislang::train::Budget;
 
 use crate::bench_lxmert::with_peak_memory;
-use vislang::train::workloads::{
-    bench_vqvae, classifier_task, pretraining_setup, pretraining_task, vqvae_task, DalleWorkload,
-    GenerationWorkload,
-};
 
 /// Where and how both sides run: `--device` (cpu or cuda[:N], the same device for PyTorch) and
 /// `--precision` (torch.autocast for PyTorch).
@@ -88,8 +101,8 @@ pub fn find_python() -> Result<PathBuf, String> {
             Ok(python)
         }
         _ => Err(format!(
-            "--against-pytorch needs a Python with torch: `{}` could not import it. Install it \
-             with `pip install torch` (CPU wheels work; about 1 GB), or point VISLANG_PYTHON \
+            "--sections pytorch needs a Python with torch: `{}` could not import it. Install \
+             it with `pip install torch` (CPU wheels work; about 1 GB), or point VISLANG_PYTHON \
              at a Python that has it.",
             python.display()
         )),
@@ -114,7 +127,7 @@ impl Reference {
         config: &Value,
         target: &Target,
     ) -> Result<Self, String> {
-        if !std::path::Path::new(SCRIPT).is_file() {
+        if !Path::new(SCRIPT).is_file() {
             return Err(format!(
                 "{SCRIPT} not found: run the bench from the repository root"
             ));
@@ -122,8 +135,6 @@ impl Reference {
         let mut child = Command::new(python)
             .args([SCRIPT, family, &threads.to_string(), &config.to_string()])
             .args([&target.torch_device, target.precision.name()])
-            // OpenMP's default spin-waiting collapses 2-thread runs on a loaded 2-core machine.
-            .env("OMP_WAIT_POLICY", "PASSIVE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -194,40 +205,79 @@ struct Row {
     memory: (Option<f64>, Option<f64>),
 }
 
+impl Row {
+    fn best_torch(&self) -> f64 {
+        self.torch.iter().copied().fold(f64::NAN, f64::max)
+    }
+}
+
 /// What every comparison shares.
 struct Setup<'a> {
     python: &'a PathBuf,
     target: &'a Target,
     rounds: usize,
+    /// The most steps one measurement takes.
+    max_steps: usize,
 }
 
-/// Runs `rounds` interleaved rounds of `steps` steps: vislang (`vislang(steps)` gives
-/// examples/s), then each PyTorch worker. Fails if the parameter counts differ.
+/// How long one side's measurement should last: long enough to average a few steps of the
+/// large workloads, short enough for five rounds of every row to stay within minutes.
+const MEASUREMENT_SECONDS: f64 = 4.0;
+
+/// One row of the comparison: what the reference builds, and how to count its work.
+struct Workload {
+    name: String,
+    family: &'static str,
+    /// The reference's config (shapes, batch, optimizer settings).
+    config: Value,
+    params: usize,
+    examples_per_step: usize,
+    /// Floating-point operations per example ([`flops`]); `None` where not counted.
+    flops_per_example: Option<f64>,
+}
+
+/// Runs `rounds` interleaved rounds of `workload`: vislang (`vislang(steps)` gives
+/// examples/s), then each PyTorch worker, every side the same number of steps. Fails if the
+/// parameter counts differ.
 fn compare(
     setup: &Setup,
-    family: &str,
-    config: Value,
-    vislang_params: usize,
-    steps: usize,
+    workload: &Workload,
     vislang: &mut dyn FnMut(usize) -> f64,
 ) -> Result<Row, String> {
+    // Warm-up beyond the timer's first steps; it also says how many steps fill a measurement.
+    let rate = vislang(1);
+    let seconds_per_step = workload.examples_per_step as f64 / rate;
+    let steps =
+        ((MEASUREMENT_SECONDS / seconds_per_step).round() as usize).clamp(1, setup.max_steps);
+    let mut config = workload.config.clone();
+    config["warmup"] = json!(steps.clamp(1, 3));
     let mut workers = setup
         .target
         .thread_counts()
         .iter()
-        .map(|&threads| Reference::start(setup.python, family, threads, &config, setup.target))
+        .map(|&threads| {
+            Reference::start(
+                setup.python,
+                workload.family,
+                threads,
+                &config,
+                setup.target,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if setup.target.on_gpu() {
-        println!("<!-- {family}: PyTorch on {} -->", workers[0].device_name);
+        println!(
+            "<!-- {}: PyTorch on {} -->",
+            workload.family, workers[0].device_name
+        );
     }
-    if workers[0].params != vislang_params {
+    if workers[0].params != workload.params {
         return Err(format!(
-            "{family}: the PyTorch reference has {} parameters, vislang {vislang_params}; the \
-             comparison would not be like for like (config {config})",
-            workers[0].params
+            "{}: the PyTorch reference has {} parameters, vislang {}; the comparison would \
+             not be like for like (config {config})",
+            workload.name, workers[0].params, workload.params
         ));
     }
-    vislang(steps.div_ceil(2)); // warm-up beyond the timer's first steps
     let (mut ours, mut theirs) = (Vec::new(), vec![Vec::new(); workers.len()]);
     let (mut our_peak, mut their_peak) = (None::<f64>, None::<f64>);
     for _ in 0..setup.rounds {
@@ -251,19 +301,44 @@ fn compare(
     })
 }
 
-fn print_row(name: &str, row: &Row) {
-    println!("{}", table_row(name, row));
+/// A rate with the digits that matter at its size.
+fn rate(value: f64) -> String {
+    match value {
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v => format!("{v:.2}"),
+    }
 }
 
 /// A table row: the workload, vislang's rate, each PyTorch setting's, the ratio to the fastest
-/// PyTorch setting (bold) and the peak memory of both sides.
-fn table_row(name: &str, row: &Row) -> String {
-    let best = row.torch.iter().copied().fold(f64::NAN, f64::max);
+/// PyTorch setting (bold), both sides' GFLOP/s and share of `peak` (GFLOP/s), and the peak
+/// memory of both sides.
+fn table_row(name: &str, row: &Row, flops_per_example: Option<f64>, peak: Option<f64>) -> String {
+    let best = row.best_torch();
     let mib = |m: Option<f64>| m.map_or("n/a".to_string(), |m| format!("{m:.0}"));
-    let torch: String = row.torch.iter().map(|r| format!(" {r:.0} |")).collect();
+    let torch: String = row
+        .torch
+        .iter()
+        .map(|&r| format!(" {} |", rate(r)))
+        .collect();
+    let (gflops, share) = match flops_per_example {
+        Some(flops) => {
+            let [ours, theirs] = [row.vislang, best].map(|r| r * flops / 1e9);
+            let share = match peak {
+                Some(peak) => format!(
+                    "{:.0}% / {:.0}%",
+                    100.0 * ours / peak,
+                    100.0 * theirs / peak
+                ),
+                None => "n/a".into(),
+            };
+            (format!("{ours:.1} / {theirs:.1}"), share)
+        }
+        None => ("n/a".into(), "n/a".into()),
+    };
     format!(
-        "| {name} | {:.0} |{torch} **{:.2}** | {} / {} |",
-        row.vislang,
+        "| {name} | {} |{torch} **{:.2}** | {gflops} | {share} | {} / {} |",
+        rate(row.vislang),
         row.vislang / best,
         mib(row.memory.0),
         mib(row.memory.1),
@@ -281,7 +356,7 @@ fn table_header(target: &Target) -> String {
         )
     };
     format!(
-        "| workload | vislang /s |{columns} vislang / best PyTorch | peak MiB grown, vislang / PyTorch |\n|---|---|{rule}---|---|"
+        "| workload | vislang /s |{columns} vislang / best PyTorch | GFLOP/s, vislang / PyTorch | share of peak | peak MiB grown, vislang / PyTorch |\n|---|---|{rule}---|---|---|---|"
     )
 }
 
@@ -301,58 +376,146 @@ fn mean_text_width(data: &PreparedData, batch: usize, n_batches: usize) -> usize
     (widths.iter().sum::<usize>() as f64 / widths.len() as f64).round() as usize
 }
 
-/// Runs the side-by-side section on `device` (backend `Train`) and prints its table.
-pub fn run<Train: AutodiffBackend>(
-    python: &PathBuf,
-    data: &PreparedData,
-    vqvae_data: &VqVaeData,
-    (rounds, steps): (usize, usize),
-    target: &Target,
-    device: &Train::Device,
-) -> Result<(), String> {
-    let precision = target.precision;
-    println!(
-        "\n## vislang ({}, {}) next to PyTorch ({}), same shapes and parameter counts, {rounds} interleaved rounds of {steps} steps, medians",
-        Train::name(device),
-        precision.name(),
-        target.torch_device,
-    );
-    println!("{}", table_header(target));
-    let setup = Setup {
-        python,
-        target,
-        rounds,
-    };
-    let training = ClassifyConfig::synthetic().training;
+/// The side of the square matrices the peak is measured on.
+const PEAK_SIZE: usize = 2048;
 
-    for batch in [32, 8, 128] {
-        let config = model_config(&ClassifyConfig::synthetic(), Modality::Joint, data);
-        let model: SingleStreamClassifier<Train> = config.init(device);
-        let params = model.num_params();
-        let mut json = serde_json::to_value(&config).map_err(|e| e.to_string())?;
-        json["batch_size"] = json!(batch);
-        json["text_len"] = json!(mean_text_width(data, batch, 10));
-        json["weight_decay"] = json!(training.weight_decay);
-        json["grad_clip"] = json!(training.grad_clip);
-        let (task, mut budget) = classifier_task(data, batch);
-        budget.precision = precision;
-        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
-        timer.examples_per_second(3).map_err(|e| e.to_string())?;
-        let row = compare(&setup, "classifier", json, params, steps, &mut |n| {
+/// The machine's empirical FP32 peak: a plain `PEAK_SIZE`³ matrix product on both sides,
+/// interleaved; prints each side's GFLOP/s and returns the fastest.
+fn measure_peak<Train: AutodiffBackend>(
+    setup: &Setup,
+    device: &Train::Device,
+) -> Result<f64, String> {
+    type Inner<T> = <T as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+    let n = PEAK_SIZE;
+    let lhs = Tensor::<Inner<Train>, 2>::random([n, n], Distribution::Default, device);
+    let rhs = Tensor::<Inner<Train>, 2>::random([n, n], Distribution::Default, device);
+    let threads = ComputeThreads::new(0).map_err(|e| e.to_string())?;
+    let mut products_per_second = |count: usize| {
+        threads.run(|| {
+            let started = Instant::now();
+            let mut last = None;
+            for _ in 0..count {
+                last = Some(linear_rows(lhs.clone(), rhs.clone(), None));
+            }
+            // Reading one entry waits for queued work (asynchronous GPU backends).
+            let _ = last.map(|p| p.slice([0..1, 0..1]).into_data());
+            count as f64 / started.elapsed().as_secs_f64()
+        })
+    };
+    let workload = Workload {
+        name: format!("matrix product {n} x {n} x {n}"),
+        family: "matmul",
+        config: json!({ "size": n }),
+        params: 0,
+        examples_per_step: 1,
+        flops_per_example: Some(2.0 * (n * n * n) as f64),
+    };
+    let row = compare(setup, &workload, &mut products_per_second)?;
+    let gflops = |products: f64| products * workload.flops_per_example.unwrap() / 1e9;
+    let torch: Vec<String> = row
+        .torch
+        .iter()
+        .map(|&r| format!("{:.1}", gflops(r)))
+        .collect();
+    let peak = gflops(row.vislang).max(gflops(row.best_torch()));
+    println!(
+        "FP32 peak, measured: the faster side's plain {n} x {n} x {n} matrix product (vislang \
+         {:.1} GFLOP/s; PyTorch {} GFLOP/s at {} threads): **{peak:.1} GFLOP/s**",
+        gflops(row.vislang),
+        torch.join(" and "),
+        setup
+            .target
+            .thread_counts()
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(" and "),
+    );
+    Ok(peak)
+}
+
+/// The section's shared inputs and settings.
+struct Section<'a, Train: AutodiffBackend> {
+    setup: Setup<'a>,
+    data: &'a PreparedData,
+    precision: Precision,
+    peak: Option<f64>,
+    device: &'a Train::Device,
+}
+
+impl<Train: AutodiffBackend> Section<'_, Train> {
+    /// Compares the engine's training step of `task` on `model` with the reference's and prints
+    /// the row.
+    fn training<T>(
+        &self,
+        workload: Workload,
+        task: &T,
+        model: T::Model,
+        budget: &Budget,
+    ) -> Result<(), String>
+    where
+        T: TrainingTask<Train> + Sync,
+        T::Model: Send,
+    {
+        let budget = Budget {
+            precision: self.precision,
+            ..budget.clone()
+        };
+        let mut timer =
+            StepTimer::new(task, model, &budget, self.device).map_err(|e| e.to_string())?;
+        timer.examples_per_second(1).map_err(|e| e.to_string())?;
+        let row = compare(&self.setup, &workload, &mut |n| {
             timer.examples_per_second(n).expect("bench step")
         })?;
-        print_row(&format!("joint classifier, batch {batch} (samples)"), &row);
+        self.print(&workload, &row);
+        Ok(())
     }
 
-    {
-        let (pretraining, config) = pretraining_setup(data, 32);
-        let model: LxmertPretraining<Train> = config.init(device);
-        let params = model.num_params();
+    fn print(&self, workload: &Workload, row: &Row) {
+        println!(
+            "{}",
+            table_row(&workload.name, row, workload.flops_per_example, self.peak)
+        );
+    }
+
+    fn classifier(
+        &self,
+        name: &str,
+        config: SingleStreamClassifierConfig,
+        batch: usize,
+    ) -> Result<(), String> {
+        let model: SingleStreamClassifier<Train> = config.init(self.device);
+        let (task, budget) = classifier_task(self.data, batch);
+        let text_width = mean_text_width(self.data, batch, 10);
+        let mut json = serde_json::to_value(&config).map_err(|e| e.to_string())?;
+        json["batch_size"] = json!(batch);
+        json["text_len"] = json!(text_width);
+        json["weight_decay"] = json!(budget.weight_decay);
+        json["grad_clip"] = json!(budget.grad_clip);
+        let workload = Workload {
+            name: format!("{name}, batch {batch} (samples)"),
+            family: "classifier",
+            config: json,
+            params: model.num_params(),
+            examples_per_step: batch,
+            flops_per_example: Some(flops::classifier_training(&config, text_width)),
+        };
+        self.training(workload, &task, model, &budget)
+    }
+
+    fn lxmert(
+        &self,
+        name: &str,
+        (pretraining, config): (PretrainLxmertConfig, LxmertPretrainingConfig),
+    ) -> Result<(), String> {
+        let batch = pretraining.budget.batch_size;
+        let model: LxmertPretraining<Train> = config.init(self.device);
         let lxmert = &config.lxmert;
         let pixels = lxmert.pixels.as_ref().expect("the preset reads pixels");
+        let text_len = mean_text_width(self.data, batch, 10) + 1;
         let json = json!({
-            "batch_size": 32,
-            "text_len": mean_text_width(data, 32, 10) + 1,
+            "batch_size": batch,
+            "text_len": text_len,
             "vocab_size": lxmert.vocab_size, "max_positions": lxmert.max_positions,
             "d_model": lxmert.d_model, "n_heads": lxmert.n_heads, "d_hidden": lxmert.d_hidden,
             "n_language_layers": lxmert.n_language_layers,
@@ -363,96 +526,176 @@ pub fn run<Train: AutodiffBackend>(
             "weight_decay": pretraining.budget.weight_decay,
             "grad_clip": pretraining.budget.grad_clip,
         });
-        let task = pretraining_task(&pretraining, &config, data);
-        let budget = Budget {
-            precision,
-            ..pretraining.budget.clone()
+        let workload = Workload {
+            name: format!("{name}, batch {batch} (samples)"),
+            family: "lxmert",
+            config: json,
+            params: model.num_params(),
+            examples_per_step: batch,
+            flops_per_example: Some(flops::lxmert_pretraining(&config, text_len)),
         };
-        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
-        timer.examples_per_second(3).map_err(|e| e.to_string())?;
-        let row = compare(&setup, "lxmert", json, params, steps, &mut |n| {
-            timer.examples_per_second(n).expect("bench step")
-        })?;
-        print_row("LXMERT small pretraining, batch 32 (samples)", &row);
+        let task = pretraining_task(&pretraining, &config, self.data);
+        self.training(workload, &task, model, &pretraining.budget)
     }
 
-    {
-        let preset = bench_vqvae();
-        let batch = preset.training.batch_size;
-        let model = preset.model.init::<Train>(device);
-        let params = model.num_params();
+    fn vqvae(
+        &self,
+        preset: TrainVqVaeConfig,
+        images: &VqVaeData,
+        batch: usize,
+    ) -> Result<(), String> {
+        let model = preset.model.init::<Train>(self.device);
+        let size = preset.data.image_size;
         let mut json = serde_json::to_value(&preset.model).map_err(|e| e.to_string())?;
         json["batch_size"] = json!(batch);
-        json["image_size"] = json!(preset.data.image_size);
+        json["image_size"] = json!(size);
         json["weight_decay"] = json!(preset.training.weight_decay);
         json["grad_clip"] = json!(preset.training.grad_clip);
-        let (task, mut budget) = vqvae_task(vqvae_data, batch, Path::new("unused"));
-        budget.precision = precision;
-        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
-        timer.examples_per_second(3).map_err(|e| e.to_string())?;
-        let row = compare(&setup, "vqvae", json, params, steps, &mut |n| {
-            timer.examples_per_second(n).expect("bench step")
-        })?;
-        let name = format!(
-            "VQ-VAE {} px, batch {batch} (images)",
-            preset.data.image_size
-        );
-        print_row(&name, &row);
+        let workload = Workload {
+            name: format!(
+                "VQ-VAE {size} px, {} channels, batch {batch} (images)",
+                preset.model.hidden
+            ),
+            family: "vqvae",
+            config: json,
+            params: model.num_params(),
+            examples_per_step: batch,
+            flops_per_example: Some(flops::vqvae_training(&preset.model, size)),
+        };
+        let (task, budget) = vqvae_task(images, batch, Path::new("unused"));
+        self.training(workload, &task, model, &budget)
     }
 
-    for text_len in [24, 256] {
-        let workload = DalleWorkload::new(text_len, 32);
-        let model: Dalle<Train> = workload.config.init(device);
-        let params = model.num_params();
-        let positions = workload.config.seq_len();
+    fn dalle(&self, name: &str, config: DalleConfig, batch: usize) -> Result<(), String> {
+        let model: Dalle<Train> = config.init(self.device);
+        let workload = DalleWorkload::with_config(config, batch);
         let mut json = serde_json::to_value(&workload.config).map_err(|e| e.to_string())?;
-        json["batch_size"] = json!(32);
+        json["batch_size"] = json!(batch);
         json["weight_decay"] = json!(workload.budget.weight_decay);
         json["grad_clip"] = json!(workload.budget.grad_clip);
-        let task = workload.task();
-        let budget = Budget {
-            precision,
-            ..workload.budget.clone()
+        let row = Workload {
+            name: format!(
+                "{name}, {} positions, batch {batch} (sequences)",
+                workload.config.seq_len()
+            ),
+            family: "dalle",
+            config: json,
+            params: model.num_params(),
+            examples_per_step: batch,
+            flops_per_example: Some(flops::dalle_training(&workload.config)),
         };
-        let mut timer = StepTimer::new(&task, model, &budget, device).map_err(|e| e.to_string())?;
-        timer.examples_per_second(2).map_err(|e| e.to_string())?;
-        let row = compare(&setup, "dalle", json, params, steps, &mut |n| {
-            timer.examples_per_second(n).expect("bench step")
-        })?;
-        print_row(
-            &format!("DALL-E training, {positions} positions, batch 32 (sequences)"),
-            &row,
-        );
+        self.training(row, &workload.task(), model, &workload.budget)
     }
 
-    {
-        let batch = 16;
+    fn generation(&self, name: &str, config: DalleConfig, batch: usize) -> Result<(), String> {
         let GenerationWorkload {
             config,
             texts,
             sampling,
-        } = GenerationWorkload::new(batch, true);
-        let model: Dalle<Train::InnerBackend> = config.init(device);
-        let params = model.num_params();
+        } = GenerationWorkload::with_config(config, batch, true);
+        let model: Dalle<Train::InnerBackend> = config.init(self.device);
         let mut json = serde_json::to_value(&config).map_err(|e| e.to_string())?;
         json["batch_size"] = json!(batch);
-        json["top_k"] = json!(32);
-        let generate = |model, texts, sampling| {
-            autocast(precision, || generate(model, texts, sampling, device))
+        json["top_k"] = json!(sampling.top_k);
+        let workload = Workload {
+            name: format!("{name}, KV cache, top-k 32, batch {batch} (images)"),
+            family: "generation",
+            config: json,
+            params: model.num_params(),
+            examples_per_step: batch,
+            flops_per_example: Some(flops::dalle_generation(&config)),
         };
-        generate(&model, &texts, &sampling);
-        let row = compare(&setup, "generation", json, params, 1, &mut |n| {
-            let started = Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(generate(&model, &texts, &sampling));
-            }
-            (n * batch) as f64 / started.elapsed().as_secs_f64()
+        let precision = self.precision;
+        let generate = || {
+            autocast(precision, || {
+                generate(&model, &texts, &sampling, self.device)
+            })
+        };
+        // The compute pool a training run would use, as the training rows have.
+        let threads = ComputeThreads::new(0).map_err(|e| e.to_string())?;
+        threads.run(|| std::hint::black_box(generate()));
+        let row = compare(&self.setup, &workload, &mut |n| {
+            threads.run(|| {
+                let started = Instant::now();
+                for _ in 0..n {
+                    std::hint::black_box(generate());
+                }
+                (n * batch) as f64 / started.elapsed().as_secs_f64()
+            })
         })?;
-        print_row(
-            "DALL-E generation, KV cache, top-k 32, batch 16 (images)",
-            &row,
-        );
+        self.print(&workload, &row);
+        Ok(())
     }
+}
+
+/// Runs the side-by-side section on `device` (backend `Train`) and prints its tables: the
+/// peak, the presets, and the sizes users train. `vqvae_data` holds the preset's images and
+/// the same images at the large VQ-VAE's size.
+pub fn run<Train: AutodiffBackend>(
+    python: &PathBuf,
+    data: &PreparedData,
+    vqvae_data: [&VqVaeData; 2],
+    (rounds, max_steps): (usize, usize),
+    target: &Target,
+    device: &Train::Device,
+) -> Result<(), String> {
+    println!(
+        "\n## vislang ({}, {}) next to PyTorch ({}), same shapes and parameter counts, {rounds} interleaved rounds, medians",
+        Train::name(device),
+        target.precision.name(),
+        target.torch_device,
+    );
+    let setup = Setup {
+        python,
+        target,
+        rounds,
+        max_steps,
+    };
+    // The peak is an f32 product's; under autocast it is not the yardstick of the rows.
+    let peak = match target.precision {
+        Precision::F32 => Some(measure_peak::<Train>(&setup, device)?),
+        _ => None,
+    };
+    let section = Section::<Train> {
+        setup,
+        data,
+        precision: target.precision,
+        peak,
+        device,
+    };
+    println!(
+        "\nEach side steps for about {MEASUREMENT_SECONDS} s per round (the same steps on both); \
+         GFLOP/s count the matrix products from the shapes (vislang::train::flops: 2·m·k·n \
+         each, a training step three times its forward products, causal attention half its \
+         pairs), the share is of the peak above, and PyTorch's figures are its faster \
+         setting's.\n"
+    );
+    println!("### The presets\n");
+    println!("{}", table_header(target));
+    let preset = model_config(&ClassifyConfig::synthetic(), Modality::Joint, data);
+    for batch in [32, 8, 128] {
+        section.classifier("joint classifier", preset.clone(), batch)?;
+    }
+    section.lxmert("LXMERT small pretraining", pretraining_setup(data, 32))?;
+    let tiny_vqvae = bench_vqvae();
+    let batch = tiny_vqvae.training.batch_size;
+    section.vqvae(tiny_vqvae, vqvae_data[0], batch)?;
+    for text_len in [24, 256] {
+        section.dalle("DALL-E 2 x 64", bench_dalle(text_len), 32)?;
+    }
+    section.generation("DALL-E 2 x 64 generation", bench_dalle(24), 16)?;
+
+    println!("\n### The sizes users train\n");
+    println!("{}", table_header(target));
+    section.classifier("joint classifier 6 x 384", large_classifier(data), 32)?;
+    section.lxmert(
+        "LXMERT 2/1/1 x 768 pretraining",
+        large_pretraining_setup(data, 32),
+    )?;
+    section.vqvae(large_vqvae(), vqvae_data[1], 16)?;
+    section.dalle("DALL-E 8 x 512", large_dalle(24), 16)?;
+    section.dalle("DALL-E 8 x 512", large_dalle(256), 8)?;
+    section.generation("DALL-E 8 x 512 generation", large_dalle(24), 16)?;
     Ok(())
 }
 
@@ -469,17 +712,27 @@ mod tests {
     }
 
     #[test]
-    fn cpu_report_has_both_thread_settings_and_the_ratio_to_the_faster() {
+    fn cpu_report_has_both_thread_settings_the_ratio_to_the_faster_and_the_flops() {
         let target = Target::new(DeviceSpec::Cpu, Precision::F32).unwrap();
         let header = table_header(&target);
         assert!(header.contains("PyTorch 1 thread /s | PyTorch 2 threads /s"));
         let columns = |line: &str| line.matches('|').count();
         let (title, rule) = header.split_once('\n').unwrap();
-        let line = table_row("w", &row());
+        let line = table_row("w", &row(), Some(1e9), Some(600.0));
         assert_eq!(columns(title), columns(rule));
         assert_eq!(columns(title), columns(&line));
         assert!(line.contains("**0.40**"), "{line}");
+        assert!(line.contains("| 120.0 / 300.0 | 20% / 50% |"), "{line}");
         assert!(line.contains("12 / n/a"), "{line}");
+        let uncounted = table_row("w", &row(), None, Some(600.0));
+        assert!(uncounted.contains("| n/a | n/a |"), "{uncounted}");
+    }
+
+    #[test]
+    fn rates_keep_the_digits_that_matter() {
+        assert_eq!(rate(1933.4), "1933");
+        assert_eq!(rate(12.46), "12.5");
+        assert_eq!(rate(1.7049), "1.70");
     }
 
     #[test]
@@ -493,7 +746,7 @@ mod tests {
             torch: vec![60.0],
             ..row()
         };
-        let line = table_row("w", &gpu_row);
+        let line = table_row("w", &gpu_row, Some(1e9), None);
         let (title, _) = header.split_once('\n').unwrap();
         assert_eq!(title.matches('|').count(), line.matches('|').count());
         assert!(line.contains("**2.00**"), "{line}");

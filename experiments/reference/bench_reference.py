@@ -6,10 +6,12 @@ The bench starts this script once per family and thread count, as a worker:
 
     python experiments/reference/bench_reference.py FAMILY THREADS CONFIG_JSON [DEVICE [PRECISION]]
 
-FAMILY is classifier, lxmert, vqvae, dalle or generation. CONFIG_JSON holds the shapes (see
-each builder below). DEVICE is cpu (default), cuda or cuda:N; PRECISION is f32 (default), or
+FAMILY is classifier, lxmert, vqvae, dalle, generation, or matmul (one plain `size` x `size`
+matrix product per step: the machine's empirical peak). CONFIG_JSON holds the shapes (see
+each builder below), and optionally "warmup", the untimed steps before the worker is ready
+(default 3). DEVICE is cpu (default), cuda or cuda:N; PRECISION is f32 (default), or
 bf16 / f16 under torch.autocast (f16 with a GradScaler), as vislang's --precision. The worker
-builds the model, runs 3 warm-up steps and prints one JSON line
+builds the model, runs the warm-up steps and prints one JSON line
 `{"ready": true, "params": N, "device_name": ...}`; N counts parameters and buffers (the VQ-VAE
 codebook), as vislang's `num_params` does. Then for every line `STEPS` on standard input it runs
 STEPS timed steps and prints `{"examples_per_second": r, "peak_mib": m}`, where m is the peak
@@ -18,6 +20,8 @@ GPU the peak memory allocated. EOF ends it.
 
 Seeded (torch.manual_seed(0)); inputs are random ids and pixels of the right shapes: the cost
 of these models does not depend on the values. Needs only torch (measured with torch 2.15).
+OpenMP keeps its defaults: the bench starts the worker with PyTorch's own environment, as a
+PyTorch user runs it.
 """
 import json
 import math
@@ -449,7 +453,19 @@ def main():
     autocast = lambda: torch.autocast(device.type, dtype=low, enabled=low is not None)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     builders = {"classifier": classifier_workload, "lxmert": lxmert_workload, "vqvae": vqvae_workload, "dalle": dalle_workload}
-    if family == "generation":
+    warmup = config.get("warmup", 3)
+    if family == "matmul":
+        n = config["size"]
+        a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+
+        def run(steps):
+            for _ in range(steps):
+                torch.mm(a, b)
+            synchronize()
+
+        model, per_step = nn.Module(), 1
+        run(warmup)
+    elif family == "generation":
         model = Dalle(config).eval()
         texts = torch.randint(0, model.text_vocab, (config["batch_size"], model.text_len), generator=g)
 
@@ -459,7 +475,7 @@ def main():
                     generate(model, texts, config["top_k"]).cpu()
 
         per_step = config["batch_size"]
-        run(1)
+        run(min(warmup, 1))
     else:
         built = builders[family](config, g)
         model, loss_of, per_step = built[:3]
@@ -482,7 +498,7 @@ def main():
                 after_step()
                 loss.item()
 
-        run(3)
+        run(warmup)
     params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for _, b in model.named_buffers() if _ in dict(model.state_dict()))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(json.dumps({"ready": True, "params": params, "device_name": name}), flush=True)

@@ -155,28 +155,41 @@ impl CheckData {
     /// A small synthetic set (48 training and 16 held-out images) generated under `data_dir`,
     /// prepared as `classify` and `train-vqvae` prepare theirs.
     pub fn prepare(data_dir: &Path) -> Result<Self, String> {
-        let synthetic = SyntheticCocoConfig {
+        let classify = DataConfig {
+            synthetic: Self::synthetic(),
+            ..DataConfig::synthetic()
+        };
+        Ok(Self {
+            classify: prepare_data(&classify, &Self::paths(data_dir), false)
+                .map_err(|e| e.to_string())?,
+            vqvae: Self::vqvae_images(bench_vqvae().data.image_size, data_dir)?,
+        })
+    }
+
+    /// The same synthetic images for the VQ-VAE, at `image_size` pixels.
+    pub fn vqvae_images(image_size: usize, data_dir: &Path) -> Result<VqVaeData, String> {
+        let vqvae = VqVaeDataConfig {
+            synthetic: Self::synthetic(),
+            image_size,
+            ..bench_vqvae().data
+        };
+        prepare_vqvae_data(&vqvae, &Self::paths(data_dir), false).map_err(|e| e.to_string())
+    }
+
+    fn synthetic() -> SyntheticCocoConfig {
+        SyntheticCocoConfig {
             n_train: 48,
             n_val: 16,
             ..SyntheticCocoConfig::default()
-        };
-        let paths = RunPaths {
+        }
+    }
+
+    fn paths(data_dir: &Path) -> RunPaths {
+        RunPaths {
             out_dir: data_dir.join("tokenizer"),
             data_dir: data_dir.to_path_buf(),
             cache_dir: data_dir.join("cache"),
-        };
-        let classify = DataConfig {
-            synthetic: synthetic.clone(),
-            ..DataConfig::synthetic()
-        };
-        let vqvae = VqVaeDataConfig {
-            synthetic,
-            ..bench_vqvae().data
-        };
-        Ok(Self {
-            classify: prepare_data(&classify, &paths, false).map_err(|e| e.to_string())?,
-            vqvae: prepare_vqvae_data(&vqvae, &paths, false).map_err(|e| e.to_string())?,
-        })
+        }
     }
 }
 

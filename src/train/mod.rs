@@ -16,6 +16,7 @@ pub mod data_parallel;
 pub mod device_check;
 pub mod engine;
 mod epoch_log;
+pub mod flops;
 pub mod gradients;
 pub mod lxmert_pretrain;
 mod lxmert_pretrain_config;

@@ -9,14 +9,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::classifier_run::ClassifierTask;
-use super::classify::{ClassifyConfig, PreparedData};
+use super::classify::{model_config, ClassifyConfig, PreparedData};
 use super::dalle::{DalleExample, DalleSplit, DalleTask, TrainDalleConfig};
 use super::lxmert_pretrain::{PretrainLxmertConfig, PretrainTask, PretrainingImages};
+use super::lxmert_pretrain_config::lxmert_presets;
 use super::vqvae::{TrainVqVaeConfig, VqVaeData, VqVaeTask};
 use super::Budget;
 use crate::data::SyntheticCocoConfig;
+use crate::models::classifier::{Modality, SingleStreamClassifierConfig};
 use crate::models::dalle::{DalleConfig, SamplingConfig};
-use crate::models::lxmert::{LxmertPretrainingConfig, Objectives};
+use crate::models::lxmert::{LxmertConfig, LxmertPretrainingConfig, Objectives};
 use crate::nn::Backend;
 
 /// The classifier training task on `data` (no dropout), and the preset's budget at
@@ -40,12 +42,44 @@ pub fn classifier_task<M>(
     (task, budget)
 }
 
+/// The joint classifier at a size users train: 6 layers, 384 wide, 6 heads of 64, FFN 1536,
+/// on the synthetic preset's images and captions.
+pub fn large_classifier(data: &PreparedData) -> SingleStreamClassifierConfig {
+    model_config(&ClassifyConfig::synthetic(), Modality::Joint, data)
+        .with_d_model(384)
+        .with_n_heads(6)
+        .with_n_layers(6)
+        .with_d_hidden(1536)
+}
+
 /// The synthetic preset's LXMERT pretraining run at `batch_size`, and its filled model config.
 pub fn pretraining_setup(
     data: &PreparedData,
     batch_size: usize,
 ) -> (PretrainLxmertConfig, LxmertPretrainingConfig) {
+    pretraining_setup_of(lxmert_presets::small(), data, batch_size)
+}
+
+/// [`pretraining_setup`] at LXMERT's base width (768, 12 heads of 64, FFN 3072) with the small
+/// preset's 2/1/1 layers, so that a step stays short on a CPU.
+pub fn large_pretraining_setup(
+    data: &PreparedData,
+    batch_size: usize,
+) -> (PretrainLxmertConfig, LxmertPretrainingConfig) {
+    let model = lxmert_presets::small()
+        .with_d_model(768)
+        .with_n_heads(12)
+        .with_d_hidden(3072);
+    pretraining_setup_of(model, data, batch_size)
+}
+
+fn pretraining_setup_of(
+    model: LxmertConfig,
+    data: &PreparedData,
+    batch_size: usize,
+) -> (PretrainLxmertConfig, LxmertPretrainingConfig) {
     let mut pretraining = ClassifyConfig::synthetic().lxmert_pretraining();
+    pretraining.model = model;
     pretraining.budget.batch_size = batch_size;
     let config = pretraining.model_config(
         BENCH_OBJECTIVES,
@@ -98,9 +132,7 @@ pub fn vqvae_task<'a>(
 }
 
 /// The VQ-VAE the bench times and the device check runs: the 2,000-image synthetic set at
-/// 32 px as 8x8 grids of 512 codes, 12 epochs. The bench's PyTorch comparison is measured at
-/// this configuration (the training preset until 2026-11-30; the preset now trains on a
-/// 20,000-image set).
+/// 32 px as 8x8 grids of 512 codes, 12 epochs (the training preset reads a 20,000-image set).
 pub fn bench_vqvae() -> TrainVqVaeConfig {
     let mut config = TrainVqVaeConfig::synthetic();
     config.data.synthetic = SyntheticCocoConfig::default();
@@ -109,9 +141,18 @@ pub fn bench_vqvae() -> TrainVqVaeConfig {
     config
 }
 
-/// The DALL-E decoder the bench times: 64 wide, 2 layers, over a 256-entry BPE vocabulary and
-/// 8x8 grids of 512 codes, reading `text_len` caption positions (the training preset until
-/// 2026-11-30, which the PyTorch comparison is measured at).
+/// The VQ-VAE at a size users train (the MSCOCO preset's model): 128 px images as 16x16 grids
+/// of 1024 codes, 128 channels, two residual blocks, on the [`bench_vqvae`] images.
+pub fn large_vqvae() -> TrainVqVaeConfig {
+    let mut config = bench_vqvae();
+    config.data.image_size = 128;
+    config.model = TrainVqVaeConfig::coco("unused".into()).model;
+    config
+}
+
+/// The small DALL-E decoder the bench times: 64 wide, 2 layers, over a 256-entry BPE
+/// vocabulary and 8x8 grids of 512 codes, reading `text_len` caption positions. At this size
+/// each operation's fixed cost, not its arithmetic, decides the step's time.
 pub fn bench_dalle(text_len: usize) -> DalleConfig {
     DalleConfig::new(256, text_len, 512, [8, 8])
         .with_d_model(64)
@@ -119,6 +160,16 @@ pub fn bench_dalle(text_len: usize) -> DalleConfig {
         .with_n_layers(2)
         .with_d_hidden(256)
         .with_dropout(0.0)
+}
+
+/// The DALL-E decoder at a size users train: 8 layers, 512 wide, 8 heads of 64, FFN 2048, on
+/// the same vocabulary and grid as [`bench_dalle`]. Its step is decided by the matrix products.
+pub fn large_dalle(text_len: usize) -> DalleConfig {
+    bench_dalle(text_len)
+        .with_d_model(512)
+        .with_n_heads(8)
+        .with_n_layers(8)
+        .with_d_hidden(2048)
 }
 
 /// The DALL-E decoder on random captions and codes of the preset's shape: weights and token
@@ -131,9 +182,15 @@ pub struct DalleWorkload {
 }
 
 impl DalleWorkload {
-    /// `4 * batch` examples with a random caption of up to `text_len` tokens each.
+    /// The [`bench_dalle`] decoder on `4 * batch` examples with a random caption of up to
+    /// `text_len` tokens each.
     pub fn new(text_len: usize, batch: usize) -> Self {
-        let config = bench_dalle(text_len);
+        Self::with_config(bench_dalle(text_len), batch)
+    }
+
+    /// `config`'s decoder on `4 * batch` examples with a random caption each.
+    pub fn with_config(config: DalleConfig, batch: usize) -> Self {
+        let text_len = config.text_len;
         let preset = TrainDalleConfig::synthetic("unused".into());
         let mut rng = StdRng::seed_from_u64(0);
         let examples = (0..4 * batch)
@@ -174,8 +231,8 @@ impl DalleWorkload {
     }
 }
 
-/// The cached generation the bench times: the bench's DALL-E decoder sampling one image for
-/// each of `batch` one-token captions, top-k 32.
+/// The cached generation the bench times: a DALL-E decoder sampling one image for each of
+/// `batch` one-token captions, top-k 32.
 pub struct GenerationWorkload {
     pub config: DalleConfig,
     pub texts: Vec<Vec<u32>>,
@@ -183,8 +240,13 @@ pub struct GenerationWorkload {
 }
 
 impl GenerationWorkload {
+    /// The [`bench_dalle`] decoder.
     pub fn new(batch: usize, use_cache: bool) -> Self {
-        let config = bench_dalle(24);
+        Self::with_config(bench_dalle(24), batch, use_cache)
+    }
+
+    /// `config`'s decoder.
+    pub fn with_config(config: DalleConfig, batch: usize, use_cache: bool) -> Self {
         let texts = (0..batch)
             .map(|i| config.text_ids(&[i as u32 % 256]))
             .collect();
