@@ -11,13 +11,12 @@
 //! - [`backend`]: `--device cpu | cuda[:N]`.
 //! - [`cli`]: options shared by the experiment binaries.
 
-/// mimalloc, not glibc's malloc: a training step allocates and frees hundreds of activation
-/// buffers above glibc's mmap threshold, which glibc returns to the kernel and faults back in
-/// zeroed every step (a quarter of the bench's time was kernel time). Set here, in the
-/// library, so every binary and test gets it.
+/// mimalloc with purging off ([`allocator`]). Set here, in the library, so every binary and
+/// test gets it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
+pub mod allocator;
 pub mod backend;
 pub mod cli;
 pub mod data;
