@@ -60,6 +60,7 @@ macro_rules! vectorised {
 
 mod attention;
 mod convolution;
+mod few_rows;
 mod matmul;
 mod reductions;
 pub use attention::{

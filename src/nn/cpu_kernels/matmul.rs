@@ -1,6 +1,8 @@
 //! Matrix products on `f32` memory through the `gemm` crate (the one burn-flex multiplies
 //! with), for the attention blocks, linear layers and convolutions.
 
+use super::few_rows;
+
 /// A matrix in a slice: `values[offset + i·row_stride + j·column_stride]` is entry `(i, j)`.
 /// A transposed view is the same memory with the strides swapped. (Negative strides, a
 /// flipped view, are left to the caller's fallback.)
@@ -110,7 +112,8 @@ pub(super) unsafe fn product_into(
 
 /// `lhs · rhs`, plus `bias` on every row, as a new row-major `[lhs.rows, rhs.columns]`
 /// buffer written once: it starts as the bias rows (or is left for `gemm` to fill), so no
-/// zero-fill precedes the product.
+/// zero-fill precedes the product. A left side of a few rows (a decoding step) goes to
+/// [`few_rows`], which reads the right side in place instead of packing it.
 ///
 /// # Panics
 /// If the inner sizes differ, a matrix reaches outside its slice, or the bias is not
@@ -145,13 +148,23 @@ pub fn matrix_product(lhs: &Matrix, rhs: &Matrix, bias: Option<&[f32]>) -> Vec<f
     // row-major entries, and `gemm` writes every one of them (reading them first only when
     // they hold the bias). It is a fresh buffer, so it overlaps neither operand.
     unsafe {
-        product_into(
-            out.as_mut_ptr(),
-            bias.is_some(),
-            lhs,
-            rhs,
-            parallelism_for(m * n * k),
-        );
+        if few_rows::takes(lhs, rhs) {
+            few_rows::product_into(
+                out.as_mut_ptr(),
+                bias.is_some(),
+                lhs,
+                rhs,
+                m * n * k >= few_rows::PARALLEL_WORK,
+            );
+        } else {
+            product_into(
+                out.as_mut_ptr(),
+                bias.is_some(),
+                lhs,
+                rhs,
+                parallelism_for(m * n * k),
+            );
+        }
         out.set_len(m * n);
     }
     out
