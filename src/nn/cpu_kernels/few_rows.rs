@@ -227,6 +227,18 @@ mod tests {
             .collect()
     }
 
+    /// A row-major `rows x columns` matrix at `offset` in `values`.
+    fn row_major(values: &[f32], offset: usize, rows: usize, columns: usize) -> Matrix<'_> {
+        Matrix {
+            values,
+            offset,
+            rows,
+            columns,
+            row_stride: columns,
+            column_stride: 1,
+        }
+    }
+
     fn reference(lhs: &Matrix, rhs: &Matrix, bias: Option<&[f32]>) -> Vec<f64> {
         let mut out = vec![0.0; lhs.rows * rhs.columns];
         for i in 0..lhs.rows {
@@ -272,23 +284,9 @@ mod tests {
                         column_stride: m,
                     }
                 } else {
-                    Matrix {
-                        values: &x,
-                        offset: 3,
-                        rows: m,
-                        columns: k,
-                        row_stride: k,
-                        column_stride: 1,
-                    }
+                    row_major(&x, 3, m, k)
                 };
-                let rhs = Matrix {
-                    values: &w,
-                    offset: 5,
-                    rows: k,
-                    columns: n,
-                    row_stride: n,
-                    column_stride: 1,
-                };
+                let rhs = row_major(&w, 5, k, n);
                 assert!(takes(&lhs, &rhs));
                 for bias in [None, Some(bias.as_slice())] {
                     let got = matrix_product(&lhs, &rhs, bias);
@@ -313,22 +311,8 @@ mod tests {
         }
         let (m, k, n) = (16, 512, 1000);
         let (x, w) = (values(m * k, 4), values(k * n, 5));
-        let lhs = Matrix {
-            values: &x,
-            offset: 0,
-            rows: m,
-            columns: k,
-            row_stride: k,
-            column_stride: 1,
-        };
-        let rhs = Matrix {
-            values: &w,
-            offset: 0,
-            rows: k,
-            columns: n,
-            row_stride: n,
-            column_stride: 1,
-        };
+        let lhs = row_major(&x, 0, m, k);
+        let rhs = row_major(&w, 0, k, n);
         let run = |parallel| {
             let mut out = vec![0.0f32; m * n];
             unsafe { product_into(out.as_mut_ptr(), false, &lhs, &rhs, parallel) };
