@@ -16,6 +16,7 @@ mod dalle_end_to_end;
 mod data_prep;
 mod device_check;
 mod engine;
+mod fid;
 mod fused_ops;
 mod korean;
 mod layers;

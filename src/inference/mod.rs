@@ -4,6 +4,7 @@
 
 pub mod dalle;
 pub mod dalle_eval;
+pub mod fid;
 pub mod generation_output;
 pub mod lxmert_export;
 pub mod vqvae;
