@@ -8,6 +8,7 @@ use vislang::backend::{run_on, BackendTask, DeviceSpec};
 use vislang::cli::{exit_status, or_exit, SamplingArgs};
 use vislang::data::{dataset_root, BadEntryPolicy, CocoDataset, CocoSplit, ImageCache};
 use vislang::inference::dalle_eval::{evaluate_generation, ImageSetScore, Judge};
+use vislang::inference::fid::InceptionNetwork;
 use vislang::inference::read_artifact_json;
 use vislang::io::checkpoint::write_atomic;
 use vislang::models::dalle::SamplingConfig;
@@ -50,6 +51,12 @@ struct Args {
     /// reported as mean ± std over them, and per seed in evaluation.json.
     #[arg(long, default_value_t = 3, value_parser = vislang::cli::range::at_least_one)]
     num_seeds: usize,
+    /// pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth from
+    /// github.com/mseitzer/pytorch-fid/releases, or a safetensors conversion of it): adds FID
+    /// of the generated images and of the VQ-VAE's reconstructions against the real held-out
+    /// images at the generator's resolution. Without it, FID is skipped.
+    #[arg(long)]
+    inception: Option<PathBuf>,
     /// Images sampled together, at least 1.
     #[arg(long, default_value_t = 64, value_parser = vislang::cli::range::at_least_one)]
     batch_size: usize,
@@ -87,6 +94,13 @@ impl BackendTask for Task {
         let trained =
             TrainedDalle::<B::InnerBackend>::load(&args.dalle, args.vqvae.as_deref(), &device)?;
         let judge = Judge::<B::InnerBackend>::load_judge(&args.judge, &device)?;
+        let inception = match &args.inception {
+            Some(path) => Some(
+                InceptionNetwork::<B::InnerBackend>::load(path, &device)
+                    .map_err(|e| DalleError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let ranker = match &args.rerank_with {
             Some(dir) => Some(Judge::<B::InnerBackend>::load_ranker(dir, &device)?),
             None => None,
@@ -133,6 +147,7 @@ impl BackendTask for Task {
                     args.num_captions,
                     &sampling,
                     ranker.as_ref().map(|r| (r, args.candidates)),
+                    inception.as_ref(),
                     args.batch_size,
                     &device,
                 )
@@ -175,6 +190,27 @@ impl BackendTask for Task {
                 ),
                 spread,
             );
+        }
+        let quality = evaluation.reference.vqvae_reconstruction_quality;
+        println!(
+            "VQ-VAE reconstructions against the real images at {} px: SSIM {}, PSNR {:.2} dB",
+            trained.config.image_size,
+            quality
+                .ssim
+                .map_or("n/a (images under 11 px)".into(), |v| format!("{v:.4}")),
+            quality.psnr_db
+        );
+        match (&evaluation.generated_fid, &evaluation.reference.vqvae_reconstruction_fid) {
+            (Some(generated), Some(reconstruction)) => {
+                println!(
+                    "FID against the real images at {} px: generated {:.2} ± {:.2} (over seeds), VQ-VAE reconstructions {:.2}",
+                    trained.config.image_size, generated.mean, generated.std, reconstruction.fid
+                );
+                for line in reconstruction.protocol.lines() {
+                    println!("  {line}");
+                }
+            }
+            _ => println!("FID: skipped (no --inception FILE; it takes pytorch-fid's pt_inception-2015-12-05 weights)"),
         }
         write_atomic(
             &args.out.join("evaluation.json"),

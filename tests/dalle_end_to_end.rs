@@ -252,6 +252,7 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
     );
 
     let stdout = String::from_utf8_lossy(&output_eval.stdout);
+    assert!(stdout.contains("FID: skipped (no --inception"), "{stdout}");
     assert!(
         stdout.contains("real (ceiling)")
             && stdout.contains("generated")
@@ -295,6 +296,45 @@ fn the_pipeline_trains_generates_and_evaluates_and_resumes() {
         .as_str()
         .unwrap()
         .ends_with("runs/classify/runs/image-only-seed0"));
+    // FID with the seeded Inception network of the FID parity fixture (the real weights are
+    // the user's): generated and reconstructed images against the real ones.
+    let weights = crate::fid::weights_file().to_str().unwrap().to_string();
+    let output_fid = run(command(
+        env!("CARGO_BIN_EXE_evaluate-dalle"),
+        dir,
+        &[
+            "--num-captions",
+            "8",
+            "--num-seeds",
+            "1",
+            "--inception",
+            &weights,
+            "--out",
+            "runs/evaluate-fid",
+        ],
+    ));
+    let stdout = String::from_utf8_lossy(&output_fid.stdout);
+    assert!(
+        stdout.contains("FID against the real images") && stdout.contains("images: 8 and 8"),
+        "{stdout}"
+    );
+    let evaluation: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("runs/evaluate-fid/evaluation.json")).unwrap(),
+    )
+    .unwrap();
+    let generated_fid = evaluation["generated_fid"]["mean"].as_f64().unwrap();
+    let reconstruction_fid = evaluation["vqvae_reconstruction_fid"]["fid"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        generated_fid > 0.0 && reconstruction_fid > 0.0,
+        "{generated_fid} {reconstruction_fid}"
+    );
+    let ssim = evaluation["vqvae_reconstruction_quality"]["ssim"]
+        .as_f64()
+        .unwrap();
+    assert!(ssim > 0.0 && ssim < 1.0, "{ssim}");
+
     // Images edited after encoding: their token grids must not be paired with these captions.
     let data = std::fs::read_dir(dir.join("data")).unwrap();
     let set = data

@@ -13,7 +13,7 @@ use vislang::inference::fid::{
     folder_fid, frechet_distance, image_files, FeatureStream, FidError, InceptionNetwork, RgbImage,
 };
 
-use crate::common::tempdir;
+use crate::common::{fails, run, tempdir};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,7 +81,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
 }
 
 /// The seeded weights as a safetensors file, written once per test process.
-fn weights_file() -> &'static Path {
+pub fn weights_file() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
         let path = std::env::temp_dir().join(format!(
@@ -326,5 +326,41 @@ fn folders_without_two_readable_images_are_refused() {
     assert!(
         message.contains("only.png") && message.contains("not a readable image"),
         "{message}"
+    );
+}
+
+#[test]
+fn the_fid_binary_prints_the_score_and_its_protocol() {
+    let dir = tempdir();
+    let out = dir.path().join("fid.json");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fid"));
+    command
+        .arg(fixture("set_a"))
+        .arg(fixture("set_b"))
+        .arg("--inception")
+        .arg(weights_file())
+        .args(["--batch-size", "6", "--out"])
+        .arg(&out);
+    let stdout = String::from_utf8_lossy(&run(command).stdout).to_string();
+    let fid_a_b = expected()["fid_a_b"].as_f64().unwrap();
+    assert!(stdout.contains(&format!("FID {fid_a_b:.2}")), "{stdout}");
+    assert!(
+        stdout.contains("images: 16 and 16") && stdout.contains("sha256"),
+        "{stdout}"
+    );
+    let score: vislang::inference::fid::FidScore =
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(((score.fid - fid_a_b) / fid_a_b).abs() < 1e-3);
+
+    let mut missing = std::process::Command::new(env!("CARGO_BIN_EXE_fid"));
+    missing
+        .arg(fixture("set_a"))
+        .arg(fixture("set_b"))
+        .arg("--inception")
+        .arg(dir.path().join("nowhere.pth"));
+    let stderr = fails(missing);
+    assert!(
+        stderr.contains("nowhere.pth") && stderr.contains("pytorch-fid"),
+        "{stderr}"
     );
 }

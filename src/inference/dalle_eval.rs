@@ -21,6 +21,10 @@ use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
 use super::dalle::{generate_images, TrainedDalle};
+use super::fid::{
+    frechet_distance, reconstruction_quality, FeatureStream, FidProtocol, FidScore,
+    InceptionNetwork, ReconstructionQuality,
+};
 use super::vqvae::decode_codes;
 use super::ArtifactError;
 use crate::data::{
@@ -325,6 +329,11 @@ pub struct ReferenceScores {
     pub real: ImageSetScore,
     pub real_at_tokenizer_resolution: ImageSetScore,
     pub vqvae_reconstruction: ImageSetScore,
+    /// The reconstructions against the real images at the tokenizer's resolution, pixel by pixel.
+    pub vqvae_reconstruction_quality: ReconstructionQuality,
+    /// FID of the reconstructions against the real images at the tokenizer's resolution (with
+    /// `--inception`).
+    pub vqvae_reconstruction_fid: Option<FidScore>,
 }
 
 /// The scores of each image set, over the same captions and named objects.
@@ -335,6 +344,9 @@ pub struct GenerationEvaluation {
     pub generated: ImageSetScore,
     /// With a reranker: the best of `candidates` generated images per caption.
     pub generated_reranked: Option<ImageSetScore>,
+    /// FID of the generated images against the real images at the tokenizer's resolution
+    /// (with `--inception`).
+    pub generated_fid: Option<FidScore>,
     pub candidates: usize,
     pub sampling: SamplingConfig,
 }
@@ -367,6 +379,7 @@ pub fn evaluate_generation<B: Backend>(
     n_captions: usize,
     sampling: &SamplingConfig,
     reranker: Option<(&Judge<B>, usize)>,
+    inception: Option<&InceptionNetwork<B>>,
     batch_size: usize,
     device: &B::Device,
 ) -> Result<GenerationEvaluation, ArtifactError> {
@@ -395,6 +408,9 @@ pub fn evaluate_generation<B: Backend>(
     let mut real = Vec::new();
     let mut real_low = Vec::new();
     let mut reconstructed = Vec::new();
+    let mut quality_pairs: (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    let mut real_features = inception.map(|network| FeatureStream::new(network, device));
+    let mut reconstruction_features = inception.map(|network| FeatureStream::new(network, device));
     for chunk in examples.chunks(batch_size.max(1)) {
         let ids: Vec<u64> = chunk.iter().map(|e| e.image_id).collect();
         real.extend(judge.classify(image_batch(real_cache, &ids, device), device));
@@ -409,6 +425,9 @@ pub fn evaluate_generation<B: Backend>(
             })
             .collect();
         real_low.extend(judge.probabilities(&low, size, device));
+        if let Some(stream) = &mut real_features {
+            stream.add_square(&low, size, batch_size);
+        }
         let grids: Vec<Vec<usize>> = chunk
             .iter()
             .map(|e| e.codes.iter().map(|&c| c as usize).collect())
@@ -420,13 +439,43 @@ pub fn evaluate_generation<B: Backend>(
             device,
         );
         reconstructed.extend(judge.probabilities(&decoded, size, device));
+        if let Some(stream) = &mut reconstruction_features {
+            stream.add_square(&decoded, size, batch_size);
+        }
+        quality_pairs.0.extend(decoded);
+        quality_pairs.1.extend(low);
     }
+    let vqvae_reconstruction_quality =
+        reconstruction_quality::<B>(&quality_pairs.0, &quality_pairs.1, size, device);
     let generated_images: Vec<Vec<u8>> =
         generate_images(trained, &captions, 1, sampling, batch_size, device)?
             .into_iter()
             .flatten()
             .collect();
     let generated = judge.probabilities(&generated_images, size, device);
+    // FID against the real images at the generator's resolution, so that it measures what
+    // was generated and not the resolution.
+    let fid_against_real =
+        |stream: Option<FeatureStream<'_, B>>| -> Result<Option<FidScore>, ArtifactError> {
+            let (Some(real), Some(other), Some(network)) = (&real_features, stream, inception)
+            else {
+                return Ok(None);
+            };
+            let fid = frechet_distance(&real.statistics, &other.statistics)
+                .map_err(|e| ArtifactError::Output(e.to_string()))?;
+            let protocol = FidProtocol::new(
+                real.statistics.count(),
+                other.statistics.count(),
+                &network.weights,
+            );
+            Ok(Some(FidScore { fid, protocol }))
+        };
+    let generated_fid = fid_against_real(inception.map(|network| {
+        let mut stream = FeatureStream::new(network, device);
+        stream.add_square(&generated_images, size, batch_size);
+        stream
+    }))?;
+    let vqvae_reconstruction_fid = fid_against_real(reconstruction_features)?;
     let (generated_reranked, candidates) = match reranker {
         Some((ranker, candidates)) => {
             // Different seeds from the unreranked sample above.
@@ -461,9 +510,12 @@ pub fn evaluate_generation<B: Backend>(
             real: rate(&real),
             real_at_tokenizer_resolution: rate(&real_low),
             vqvae_reconstruction: rate(&reconstructed),
+            vqvae_reconstruction_quality,
+            vqvae_reconstruction_fid,
         },
         generated: rate(&generated),
         generated_reranked,
+        generated_fid,
         candidates,
         sampling: sampling.clone(),
     })

@@ -148,6 +148,8 @@ pub struct GenerationOverSeeds {
     pub reference: ReferenceScores,
     pub generated: ScoreSpread,
     pub generated_reranked: Option<ScoreSpread>,
+    /// FID of the generated images over seeds (with `--inception`).
+    pub generated_fid: Option<MeanStd>,
     pub candidates: usize,
     pub seeds: Vec<u64>,
     pub per_seed: Vec<GenerationEvaluation>,
@@ -180,6 +182,11 @@ impl GenerationOverSeeds {
             reference: first.reference,
             generated: ScoreSpread::of(&per_seed.iter().map(|e| e.generated).collect::<Vec<_>>()),
             generated_reranked: reranked.map(|scores| ScoreSpread::of(&scores)),
+            generated_fid: per_seed
+                .iter()
+                .map(|e| e.generated_fid.as_ref().map(|s| s.fid))
+                .collect::<Option<Vec<f64>>>()
+                .map(|fids| MeanStd::of(&fids)),
             candidates: first.candidates,
             seeds: per_seed.iter().map(|e| e.sampling.seed).collect(),
             per_seed,

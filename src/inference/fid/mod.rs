@@ -9,6 +9,7 @@
 //! its [`FidProtocol`]: the image counts, the resize, and the weights' checksum.
 
 pub mod inception;
+pub mod reconstruction;
 pub mod statistics;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::nn::{Backend, HfWeightsError};
 pub use inception::{InceptionNetwork, InceptionWeights, RgbImage, FEATURES, INPUT_SIZE};
+pub use reconstruction::{reconstruction_quality, ReconstructionQuality};
 pub use statistics::{frechet_distance, FeatureStatistics};
 
 /// Why a FID cannot be computed, naming the file at fault.
@@ -38,6 +40,8 @@ pub enum FidError {
     Image { path: PathBuf, message: String },
     #[error("{0}")]
     Input(String),
+    #[error(transparent)]
+    Write(#[from] crate::io::checkpoint::CheckpointError),
 }
 
 /// How a score was computed: what two users must share for their numbers to be comparable.
