@@ -88,7 +88,7 @@ impl BackendTask for Task {
             read_artifact_json(&args.dalle.join("config.json"), "train-dalle", "--dalle")?;
         if config.data.coco_root.is_some() {
             return Err(DalleError::Config(
-                "this check needs the synthetic set, whose captions name objects by known words; for MSCOCO, compute FID on the PNGs that `generate` writes".into(),
+                "this check needs the synthetic set, whose captions name objects by known words; for MSCOCO, score the PNGs that `generate` writes against your held-out images with `fid`".into(),
             ));
         }
         let trained =
