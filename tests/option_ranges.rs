@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// Binaries (with the subcommand whose options are tested).
-const BINARIES: [(&str, &[&str]); 11] = [
+const BINARIES: [(&str, &[&str]); 12] = [
     (env!("CARGO_BIN_EXE_classify"), &[]),
     (env!("CARGO_BIN_EXE_train-vqvae"), &[]),
     (env!("CARGO_BIN_EXE_train-dalle"), &[]),
@@ -27,10 +27,11 @@ const BINARIES: [(&str, &[&str]); 11] = [
         &["convert", "--tsv", "a.tsv"],
     ),
     (env!("CARGO_BIN_EXE_bench"), &[]),
+    (env!("CARGO_BIN_EXE_fid"), &["real", "generated"]),
 ];
 
 /// Value placeholders of options that are not numbers (paths, names, lists of names).
-const NOT_NUMERIC: [&str; 23] = [
+const NOT_NUMERIC: [&str; 24] = [
     "COCO_ROOT",
     "DATA_DIR",
     "CACHE_DIR",
@@ -54,6 +55,7 @@ const NOT_NUMERIC: [&str; 23] = [
     "DEVICES",
     "RUN",
     "STAGES",
+    "INCEPTION",
 ];
 
 /// Counts where 0 means nothing sensible (options where 0 means "off", such as --top-k and
