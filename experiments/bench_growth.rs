@@ -38,10 +38,10 @@ use vislang::data::{
     SyntheticCocoConfig, TextTokenizer,
 };
 use vislang::models::classifier::Modality;
-use vislang::train::batch_loader::BatchLoader;
 use vislang::train::classify::{model_config, ClassifyConfig};
+use vislang::train::engine::batch_loader::BatchLoader;
+use vislang::train::engine::mixed_precision::MixedPrecision;
 use vislang::train::engine::{optimizer, step, step_batch};
-use vislang::train::mixed_precision::MixedPrecision;
 use vislang::train::workloads::classifier_task;
 
 type Train = Autodiff<CpuBackend>;

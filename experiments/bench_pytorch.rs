@@ -7,7 +7,7 @@
 //!
 //! Two sizes of every family: the presets (where each operation's fixed cost decides), and
 //! the sizes users train (where the arithmetic decides). Each row states both sides' GFLOP/s
-//! ([`vislang::train::flops`]) and their share of the machine's peak, measured first as the
+//! ([`vislang::train::workloads::flops`]) and their share of the machine's peak, measured first as the
 //! faster side's plain matrix product.
 //!
 //! PyTorch runs in worker processes (one per thread setting) that keep their model between
@@ -31,11 +31,11 @@ use vislang::models::lxmert::{LxmertPretraining, LxmertPretrainingConfig};
 use vislang::nn::ops::linear_rows;
 use vislang::nn::{autocast, AutodiffBackend, Precision};
 use vislang::train::classify::{model_config, ClassifyConfig, PreparedData};
-use vislang::train::compute_threads::ComputeThreads;
+use vislang::train::engine::compute_threads::ComputeThreads;
 use vislang::train::engine::{StepTimer, TrainingTask};
-use vislang::train::flops;
 use vislang::train::lxmert_pretrain::PretrainLxmertConfig;
 use vislang::train::vqvae::{TrainVqVaeConfig, VqVaeData};
+use vislang::train::workloads::flops;
 use vislang::train::workloads::{
     bench_dalle, bench_vqvae, classifier_task, large_classifier, large_dalle,
     large_pretraining_setup, large_vqvae, pretraining_setup, pretraining_task, vqvae_task,
@@ -665,7 +665,7 @@ pub fn run<Train: AutodiffBackend>(
     };
     println!(
         "\nEach side steps for about {MEASUREMENT_SECONDS} s per round (the same steps on both); \
-         GFLOP/s count the matrix products from the shapes (vislang::train::flops: 2·m·k·n \
+         GFLOP/s count the matrix products from the shapes (vislang::train::workloads::flops: 2·m·k·n \
          each, a training step three times its forward products, causal attention half its \
          pairs), the share is of the peak above, and PyTorch's figures are its faster \
          setting's.\n"

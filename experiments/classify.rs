@@ -163,7 +163,7 @@ fn main() -> ExitCode {
     args.data.apply_to(&mut d.synthetic);
 
     let paths = args.data.paths(args.out);
-    let cores = vislang::train::compute_threads::cores();
+    let cores = vislang::train::engine::compute_threads::cores();
     // One run at a time on a GPU-style device: its queue is already the parallelism.
     let jobs = args.jobs.unwrap_or(if args.device.is_accelerator() {
         1

@@ -13,8 +13,8 @@ use vislang::inference::read_artifact_json;
 use vislang::io::checkpoint::write_atomic;
 use vislang::models::dalle::SamplingConfig;
 use vislang::nn::AutodiffBackend;
+use vislang::train::dalle::evaluation::{GenerationOverSeeds, ScoreSpread};
 use vislang::train::dalle::{prepare_dalle_data, DalleError, TrainDalleConfig, TrainedDalle};
-use vislang::train::dalle_evaluation::{GenerationOverSeeds, ScoreSpread};
 use vislang::train::RunPaths;
 
 /// Generates one image for each of the first N held-out captions of the synthetic set and asks

@@ -103,7 +103,7 @@ pub trait BackendTask: Sized {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 
     /// Runs on several devices of one backend at once (data parallel: see
-    /// [`crate::train::data_parallel`]). Tasks that train on one device only say so.
+    /// [`crate::train::engine::data_parallel`]). Tasks that train on one device only say so.
     fn run_replicated<B: AutodiffBackend>(
         self,
         devices: Vec<B::Device>,

@@ -16,7 +16,7 @@ use vislang::io::checkpoint::{
     CheckpointError,
 };
 use vislang::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
-use vislang::train::classifier_run::bce_with_logits;
+use vislang::train::classify::classifier_run::bce_with_logits;
 
 type B = Autodiff<Flex>;
 

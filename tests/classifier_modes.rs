@@ -4,8 +4,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
 use vislang::data::TextBatch;
 use vislang::models::classifier::{Modality, SingleStreamClassifier, SingleStreamClassifierConfig};
-use vislang::train::classifier_run::bce_with_logits;
-use vislang::train::gradients::params_without_gradient;
+use vislang::train::classify::classifier_run::bce_with_logits;
+use vislang::train::engine::gradients::params_without_gradient;
 
 type B = Autodiff<Flex>;
 

@@ -14,7 +14,7 @@ use indicatif::MultiProgress;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use vislang::nn::{Backend, Precision};
-use vislang::train::data_parallel::first_difference;
+use vislang::train::engine::data_parallel::first_difference;
 use vislang::train::engine::{
     seeded_init, train, train_on, EpochEvaluation, Feed, Losses, RunDisplay, StepOutput, StepTimer,
     TrainingTask,

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend as _;
 use burn::tensor::{s, Bool, Distribution, Int, Tensor, TensorData};
 use vislang::nn::Backend;
 use vislang::nn::*;
-use vislang::train::gradients::params_without_gradient;
+use vislang::train::engine::gradients::params_without_gradient;
 
 type B = Flex;
 type AB = Autodiff<Flex>;

@@ -4,7 +4,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
 use burn::tensor::{Distribution, Int, Tensor};
 use vislang::models::vqvae::{VectorQuantizer, VectorQuantizerConfig, VqVaeConfig};
-use vislang::train::gradients::params_without_gradient;
+use vislang::train::engine::gradients::params_without_gradient;
 
 type B = Flex;
 type AB = Autodiff<Flex>;

@@ -1,50 +1,24 @@
-//! Training: one [`engine`] that every family is a task of, run directories, metrics,
-//! schedules, plots, and the experiments built on them.
+//! Training: one [`engine`] that every family is a task of (the loop, run directories,
+//! schedules, data loading, devices and precision), the [`report`]s and charts they share, and
+//! a folder per family's task: [`classify`] (the headline experiment), [`lxmert_pretrain`],
+//! [`vqvae`] and [`dalle`]. [`workloads`] are the presets' tasks as `bench` times them, and
+//! [`device_check`] runs them on two backends to compare.
 
-pub mod batch_loader;
-pub mod budget;
-pub mod classifier_run;
 pub mod classify;
-mod classify_config;
-mod classify_report;
-pub mod compute_threads;
-mod config_diff;
 pub mod dalle;
-mod dalle_data;
-pub mod dalle_evaluation;
-pub mod data_parallel;
 pub mod device_check;
 pub mod engine;
-mod epoch_log;
-pub mod flops;
-pub mod gradients;
 pub mod lxmert_pretrain;
-mod lxmert_pretrain_config;
-mod lxmert_pretrain_eval;
-mod lxmert_pretrain_stages;
-mod lxmert_pretrain_task;
-pub mod memory;
-pub mod metrics;
-mod metrics_log;
-pub mod mixed_precision;
-mod parallel_runs;
-pub mod plots;
-pub mod pretrained_encoder;
 pub mod report;
-pub mod run_dir;
-pub mod schedule;
-mod step_log;
 pub mod vqvae;
-mod vqvae_eval;
-mod weights_check;
 pub mod workloads;
 
 use std::path::PathBuf;
 
 pub use crate::io::RunPaths;
-pub use budget::Budget;
+pub use engine::budget::Budget;
+pub use engine::run_dir::RunDir;
 pub use engine::{train, TrainingTask};
-pub use run_dir::RunDir;
 
 use crate::io::checkpoint::CheckpointError;
 

@@ -1,6 +1,6 @@
 //! pytorch-fid's Inception network: burn-train's `InceptionV3FeatureExtractor` (the FID
 //! variant of InceptionV3, Szegedy et al. 2016, with the TensorFlow-ported weights'
-//! differences) loaded from the user's `pt_inception-2015-12-05` file, with pytorch-fid's
+//! differences) loaded from the user's [`OFFICIAL_FILE`], with pytorch-fid's
 //! input handling in front of it.
 //!
 //! burn-train's own `Fid` is not used as it stands: it scales inputs with ImageNet's
