@@ -8,8 +8,9 @@
 //! switches, 25,000 a second on 2 cores. Called from a worker, the op runs its first piece on
 //! the calling thread while idle workers steal the rest, and nobody sleeps between ops.
 //! With `examples/profile_step` on a 2-core Intel Xeon (alternating runs), context switches
-//! fall from ~200,000 to ~16,000 in 8 s of classifier steps, and examples/s rise 10-35% in every family (classifier 780-900 -> 980-1,010, LXMERT 520-545 ->
-//! 650-735, VQ-VAE 280-295 -> 325-330, DALL-E 290-355 -> 360-380).
+//! fall from ~200,000 to ~16,000 in 8 s of classifier steps, and examples/s rise 10-35% in
+//! every family (classifier 780-900 -> 980-1,010, LXMERT 520-545 -> 650-735, VQ-VAE 280-295
+//! -> 325-330, DALL-E 290-355 -> 360-380).
 //!
 //! A pool per run also lets runs trained side by side (`classify --jobs`) split the cores
 //! between them instead of queueing on one shared pool. The number of threads does not change
