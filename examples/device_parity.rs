@@ -15,7 +15,7 @@
 //! ```
 //!
 //! An example rather than a binary: only this one target instantiates the training stack on
-//! the wgpu backend, which is what costs compile time (see the README's GPU section).
+//! the wgpu backend, which is what costs compile time (see docs/gpus.md).
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -3,6 +3,20 @@
 //! (training tokens/s, generation with and without the cache) on the CPU backends (Flex vs
 //! NdArray) and, with `--device cuda|wgpu`, on that GPU (a build with `--features cuda` or `wgpu`).
 
+/// What the bench prints, kept for `--markdown` as it is printed.
+static PRINTED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// `println!` that also keeps the line for `--markdown`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        let mut printed = crate::PRINTED.lock().unwrap_or_else(|p| p.into_inner());
+        printed.push_str(&line);
+        printed.push('\n');
+    }};
+}
+
 mod bench_dalle;
 mod bench_growth;
 mod bench_lxmert;
@@ -64,6 +78,10 @@ struct Args {
     /// about 78 KB each, kept under <data-dir>/growth/).
     #[arg(long, value_delimiter = ',', default_values_t = vec![2_000, 20_000, 100_000], value_parser = vislang::cli::range::at_least_one)]
     growth_images: Vec<usize>,
+    /// Also write what is printed to this Markdown file, under one line naming the machine,
+    /// the date and the revision (replacing the file: a re-measurement replaces the table).
+    #[arg(long)]
+    markdown: Option<PathBuf>,
     /// Measures one size of the `growth` section in this process (the section runs each
     /// size in a fresh process this way).
     #[arg(long, hide = true)]
@@ -140,7 +158,13 @@ fn main() {
         }
         return;
     }
-    println!("machine: {}", machine());
+    if let Some(path) = &args.markdown {
+        if let Err(message) = check_markdown_path(path) {
+            eprintln!("error: --markdown {}: {message}", path.display());
+            std::process::exit(2);
+        }
+    }
+    say!("machine: {}", machine());
     let synthetic = SyntheticCocoConfig::default();
     let root = dataset_root(None, &synthetic, &args.data_dir).unwrap_or_else(|error| {
         eprintln!("error: {error}");
@@ -227,6 +251,13 @@ fn main() {
             std::process::exit(1);
         }
     }
+    if let Some(path) = &args.markdown {
+        if let Err(error) = write_markdown(path) {
+            eprintln!("error: --markdown {}: {error}", path.display());
+            std::process::exit(1);
+        }
+        println!("tables written to {}", path.display());
+    }
 }
 
 /// The `pytorch` section on the `--device` backend.
@@ -284,9 +315,9 @@ fn data_section(root: &Path, cache_dir: &Path) {
         }
     }
     let cache_rate = served as f64 / started.elapsed().as_secs_f64();
-    println!("\n## data pipeline ({size}px, {} images)", ids.len());
-    println!("decode JPEG + resize + crop (1 thread): {decode_rate:>10.0} images/s");
-    println!(
+    say!("\n## data pipeline ({size}px, {} images)", ids.len());
+    say!("decode JPEG + resize + crop (1 thread): {decode_rate:>10.0} images/s");
+    say!(
         "cache -> normalised batch tensor:       {cache_rate:>10.0} images/s ({:.1}x decoding)",
         cache_rate / decode_rate
     );
@@ -330,11 +361,11 @@ fn classifier_data(root: &Path, cache_dir: &Path) -> PreparedData {
 
 /// Classifier training samples/s per modality and batch size.
 fn classifier_section(args: &Args, data: &PreparedData, gpu: Option<DeviceSpec>) {
-    println!(
+    say!(
         "\n## classifier training, synthetic preset ({} steps after warm-up)",
         args.steps
     );
-    println!(
+    say!(
         "| modality | batch | flex samples/s | ndarray samples/s | flex / ndarray |{}",
         if gpu.is_some() {
             " gpu samples/s | gpu / flex |"
@@ -342,7 +373,7 @@ fn classifier_section(args: &Args, data: &PreparedData, gpu: Option<DeviceSpec>)
             ""
         }
     );
-    println!(
+    say!(
         "|---|---|---|---|---|{}",
         if gpu.is_some() { "---|---|" } else { "" }
     );
@@ -375,7 +406,7 @@ fn classifier_section(args: &Args, data: &PreparedData, gpu: Option<DeviceSpec>)
                 }
                 None => String::new(),
             };
-            println!(
+            say!(
                 "| {} | {batch_size} | {flex:.0} | {ndarray:.0} | {:.2} |{gpu}",
                 modality.name(),
                 flex / ndarray
@@ -441,4 +472,39 @@ fn on_gpu(device: DeviceSpec, work: GpuWork) -> Vec<f64> {
         eprintln!("error: {error}");
         std::process::exit(2)
     })
+}
+
+/// Refuses a `--markdown` path that cannot be written, before anything is measured.
+fn check_markdown_path(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory; name a file".into());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        if !parent.is_dir() {
+            return Err(format!("its folder {} does not exist", parent.display()));
+        }
+    }
+    Ok(())
+}
+
+/// What was printed, as Markdown under the line naming the machine, date and revision: tables
+/// and headings as they are, every other line as a list item.
+fn write_markdown(path: &Path) -> Result<(), vislang::io::checkpoint::CheckpointError> {
+    let printed = PRINTED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut markdown = format!(
+        "# vislang bench\n\n{}\n\n",
+        vislang::train::report::provenance()
+    );
+    for line in printed.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('|') || trimmed.starts_with('#') {
+            markdown.push_str(line);
+        } else {
+            markdown.push_str("- ");
+            markdown.push_str(trimmed);
+        }
+        markdown.push('\n');
+    }
+    vislang::io::checkpoint::write_atomic(path, markdown.as_bytes())
 }

@@ -45,7 +45,7 @@ pub fn generation_throughput<B: Backend>(
 
 pub fn run(steps: usize) {
     let config = bench_dalle(24);
-    println!(
+    say!(
         "\n## DALL-E decoder, synthetic preset ({} layers, width {}, {} text + {} image positions)",
         config.n_layers,
         config.d_model,
@@ -54,16 +54,16 @@ pub fn run(steps: usize) {
     );
     let flex = train_throughput::<Autodiff<CpuBackend>>(32, steps, &Default::default());
     let ndarray = train_throughput::<Autodiff<NdArrayBackend>>(32, steps, &Default::default());
-    println!("| training, batch 32 | flex tokens/s | ndarray tokens/s | flex / ndarray |");
-    println!("|---|---|---|---|");
-    println!("| | {flex:.0} | {ndarray:.0} | {:.2} |", flex / ndarray);
-    println!("\n| generation on flex, batch 16, top-k 32 | images/s | image tokens/s |");
-    println!("|---|---|---|");
+    say!("| training, batch 32 | flex tokens/s | ndarray tokens/s | flex / ndarray |");
+    say!("|---|---|---|---|");
+    say!("| | {flex:.0} | {ndarray:.0} | {:.2} |", flex / ndarray);
+    say!("\n| generation on flex, batch 16, top-k 32 | images/s | image tokens/s |");
+    say!("|---|---|---|");
     let (cached_images, cached_tokens) =
         generation_throughput::<CpuBackend>(16, true, &Default::default());
     let (full_images, full_tokens) =
         generation_throughput::<CpuBackend>(16, false, &Default::default());
-    println!("| with the key/value cache | {cached_images:.2} | {cached_tokens:.0} |");
-    println!("| recomputing the prefix | {full_images:.2} | {full_tokens:.0} |");
-    println!("cache speed-up: {:.2}x", cached_tokens / full_tokens);
+    say!("| with the key/value cache | {cached_images:.2} | {cached_tokens:.0} |");
+    say!("| recomputing the prefix | {full_images:.2} | {full_tokens:.0} |");
+    say!("cache speed-up: {:.2}x", cached_tokens / full_tokens);
 }

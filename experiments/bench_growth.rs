@@ -157,7 +157,7 @@ pub fn run(sizes: &[usize], steps: usize, data_dir: &Path) -> Result<(), String>
             )),
         }
     }
-    println!(
+    say!(
         "\n(training: {steps} steps of the COCO preset's joint classifier at batch {BATCH}, \
          through the engine's batch loader; RSS read after them)"
     );
@@ -169,13 +169,13 @@ pub fn run(sizes: &[usize], steps: usize, data_dir: &Path) -> Result<(), String>
 
 fn print_header() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("\n## data growth (COCO preset: 224 px cache, {SOURCE_SIZE} px JPEGs)");
-    println!(
+    say!("\n## data growth (COCO preset: 224 px cache, {SOURCE_SIZE} px JPEGs)");
+    say!(
         "\n| train images | captions | generate (img/s) | JPEGs | annotation files | annotations: load s, MiB | \
          cache build img/s | cache on disk | tokenize + map s | batch assembly img/s (1 thread / {threads} threads) | \
          examples in memory | anon MiB with data prepared | training img/s | waiting for data | RSS after training: anon / file / peak MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    say!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn print_row(row: &GrowthRow) {
@@ -183,7 +183,7 @@ fn print_row(row: &GrowthRow) {
     let generate = row.generate_seconds.map_or("(existed)".into(), |s| {
         format!("{:.0}", (row.images + VAL_IMAGES) as f64 / s)
     });
-    println!(
+    say!(
         "| {} | {} | {generate} | {:.0} MiB | {:.1} MiB | {:.3} s, {:.1} MiB | {:.0} | {:.0} MiB | {:.2} | {:.0} / {:.0} | {:.1} MiB | {:.0} | {:.1} | {:.2} s of {:.1} s | {:.0} / {:.0} / {:.0} |",
         row.images,
         row.captions,
@@ -211,7 +211,7 @@ fn print_row(row: &GrowthRow) {
 pub fn run_one(n_train: usize, steps: usize, data_dir: &Path) -> Result<(), String> {
     let row = measure(n_train, steps, data_dir)?;
     let json = serde_json::to_string(&row).map_err(|e| e.to_string())?;
-    println!("growth-row: {json}");
+    say!("growth-row: {json}");
     Ok(())
 }
 

@@ -92,14 +92,14 @@ pub fn run(
     gpu: Option<&dyn Fn(usize) -> (f64, f64)>,
 ) {
     let gpu_column = gpu.is_some();
-    println!(
+    say!(
         "\n## LXMERT (synthetic preset: 2/1/1 layers, 64 wide, 16 patches), next to the single-stream joint classifier ({steps} steps after warm-up)"
     );
-    println!(
+    say!(
         "| workload | batch | flex samples/s | ndarray samples/s | flex / ndarray | flex peak RSS MiB (held before) |{}",
         if gpu_column { " gpu samples/s | gpu / flex |" } else { "" }
     );
-    println!(
+    say!(
         "|---|---|---|---|---|---|{}",
         if gpu_column { "---|---|" } else { "" }
     );
@@ -114,7 +114,7 @@ pub fn run(
                 (true, None) => " - | - |".to_string(),
                 (false, _) => String::new(),
             };
-            println!(
+            say!(
                 "| {name} | {batch} | {flex:.0} | {ndarray:.0} | {:.2} | {memory} |{gpu}",
                 flex / ndarray
             );

@@ -97,7 +97,7 @@ pub fn find_python() -> Result<PathBuf, String> {
     match probe {
         Ok(out) if out.status.success() => {
             let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            println!("PyTorch {version} ({})", python.display());
+            say!("PyTorch {version} ({})", python.display());
             Ok(python)
         }
         _ => Err(format!(
@@ -266,9 +266,10 @@ fn compare(
         })
         .collect::<Result<Vec<_>, _>>()?;
     if setup.target.on_gpu() {
-        println!(
+        say!(
             "<!-- {}: PyTorch on {} -->",
-            workload.family, workers[0].device_name
+            workload.family,
+            workers[0].device_name
         );
     }
     if workers[0].params != workload.params {
@@ -418,7 +419,7 @@ fn measure_peak<Train: AutodiffBackend>(
         .map(|&r| format!("{:.1}", gflops(r)))
         .collect();
     let peak = gflops(row.vislang).max(gflops(row.best_torch()));
-    println!(
+    say!(
         "FP32 peak, measured: the faster side's plain {n} x {n} x {n} matrix product (vislang \
          {:.1} GFLOP/s; PyTorch {} GFLOP/s at {} threads): **{peak:.1} GFLOP/s**",
         gflops(row.vislang),
@@ -472,7 +473,7 @@ impl<Train: AutodiffBackend> Section<'_, Train> {
     }
 
     fn print(&self, workload: &Workload, row: &Row) {
-        println!(
+        say!(
             "{}",
             table_row(&workload.name, row, workload.flops_per_example, self.peak)
         );
@@ -639,7 +640,7 @@ pub fn run<Train: AutodiffBackend>(
     target: &Target,
     device: &Train::Device,
 ) -> Result<(), String> {
-    println!(
+    say!(
         "\n## vislang ({}, {}) next to PyTorch ({}), same shapes and parameter counts, {rounds} interleaved rounds, medians",
         Train::name(device),
         target.precision.name(),
@@ -663,15 +664,15 @@ pub fn run<Train: AutodiffBackend>(
         peak,
         device,
     };
-    println!(
+    say!(
         "\nEach side steps for about {MEASUREMENT_SECONDS} s per round (the same steps on both); \
          GFLOP/s count the matrix products from the shapes (vislang::train::workloads::flops: 2·m·k·n \
          each, a training step three times its forward products, causal attention half its \
          pairs), the share is of the peak above, and PyTorch's figures are its faster \
          setting's.\n"
     );
-    println!("### The presets\n");
-    println!("{}", table_header(target));
+    say!("### The presets\n");
+    say!("{}", table_header(target));
     let preset = model_config(&ClassifyConfig::synthetic(), Modality::Joint, data);
     for batch in [32, 8, 128] {
         section.classifier("joint classifier", preset.clone(), batch)?;
@@ -685,8 +686,8 @@ pub fn run<Train: AutodiffBackend>(
     }
     section.generation("DALL-E 2 x 64 generation", bench_dalle(24), 16)?;
 
-    println!("\n### The sizes users train\n");
-    println!("{}", table_header(target));
+    say!("\n### The sizes users train\n");
+    say!("{}", table_header(target));
     section.classifier("joint classifier 6 x 384", large_classifier(data), 32)?;
     section.lxmert(
         "LXMERT 2/1/1 x 768 pretraining",

@@ -40,7 +40,7 @@ pub fn tokenize_throughput<B: Backend>(data: &VqVaeData, device: &B::Device) -> 
 pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f64)>) {
     let config = bench_vqvae();
     let batch = config.training.batch_size;
-    println!(
+    say!(
         "\n## VQ-VAE, the bench configuration ({} px, f = {}, {} codes, batch {batch}, {steps} steps after warm-up)",
         config.data.image_size, config.model.downsample, config.model.n_codes
     );
@@ -50,7 +50,7 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f
         train_throughput::<Autodiff<NdArrayBackend>>(data, batch, steps, &Default::default());
     let flex_tokens = tokenize_throughput::<CpuBackend>(data, &Default::default());
     let ndarray_tokens = tokenize_throughput::<NdArrayBackend>(data, &Default::default());
-    println!(
+    say!(
         "| | flex images/s | ndarray images/s | flex / ndarray |{}",
         if gpu.is_some() {
             " gpu images/s | gpu / flex |"
@@ -58,7 +58,7 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f
             ""
         }
     );
-    println!(
+    say!(
         "|---|---|---|---|{}",
         if gpu.is_some() { "---|---|" } else { "" }
     );
@@ -66,7 +66,7 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f
         let gpu = gpu.map_or(String::new(), |rate| {
             format!(" {rate:.0} | {:.1} |", rate / flex)
         });
-        println!(
+        say!(
             "| {name} | {flex:.0} | {ndarray:.0} | {:.2} |{gpu}",
             flex / ndarray
         );
@@ -96,11 +96,11 @@ pub fn run(data: &VqVaeData, paths: &RunPaths, steps: usize, gpu: Option<(f64, f
     let seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out_dir);
     let last = &result.final_epoch;
-    println!(
+    say!(
         "\nfull synthetic preset on flex ({} epochs, {:.0} s including evaluation and tokenization):",
         config.training.epochs, seconds
     );
-    println!(
+    say!(
         "held-out PSNR {:.2} dB vs {:.2} dB for the mean-image reference (+{:.2} dB); perplexity {:.1}; codes used {:.0}%",
         last.eval.psnr,
         result.mean_image_psnr,

@@ -27,7 +27,7 @@ use vislang::train::RunPaths;
 /// With no arguments it pretrains a small model (2/1/1 layers, 64 wide) on raw pixels of the
 /// built-in synthetic COCO-format set in a few minutes on a CPU: contrastive alone for 10
 /// epochs, then matching + contrastive for 10 (LXMERT's own three objectives leave matching at
-/// chance there; see the README). Masked patches regress their quadrant colours. --features
+/// chance there; see docs/lxmert.md). Masked patches regress their quadrant colours. --features
 /// reads detector regions from a file made by `lxmert-features convert` (LXMERT's TSV
 /// release) instead; masked regions then regress their features and classify their detector
 /// object and attribute labels. --coco-root selects the base model (9/5/5 layers, 768 wide)

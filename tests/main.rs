@@ -15,6 +15,7 @@ mod dalle;
 mod dalle_end_to_end;
 mod data_prep;
 mod device_check;
+mod documented_commands;
 mod engine;
 mod fid;
 mod fused_ops;

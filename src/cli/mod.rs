@@ -211,7 +211,7 @@ pub struct BudgetArgs {
     /// Threads making batches ahead of each step (pixels from the image cache, caption
     /// choice, masking) into a bounded queue; each epoch logs how long training waited for
     /// them. One keeps a CPU run fed (the step itself needs the cores); a GPU consuming
-    /// thousands of images/s wants more (see the README's data growth table); 0 makes each
+    /// thousands of images/s wants more (see docs/data.md, "At COCO's size"); 0 makes each
     /// batch inside the training loop.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub loader_threads: u64,

@@ -14,7 +14,7 @@
 //!   ops whose sums and exponentials lose the most in 16 bits.
 //!
 //! With f16, small gradients underflow; the training engine scales the loss (see
-//! `train::mixed_precision`). bf16 has f32's range and needs no scaling.
+//! `train::engine::mixed_precision`). bf16 has f32's range and needs no scaling.
 //!
 //! The setting is per thread, like PyTorch's, so parallel runs on other threads each keep
 //! their own.

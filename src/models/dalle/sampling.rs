@@ -39,7 +39,7 @@ impl SamplingConfig {
     /// `evaluate-dalle` and the sample grids of `train-dalle`): the full distribution (no
     /// top-k or top-p), temperature 1, guidance 10, seed 0.
     ///
-    /// Chosen by measurement (README, "Text-to-image"): objects are a few tokens among many
+    /// Chosen by measurement (docs/text-to-image.md): objects are a few tokens among many
     /// background tokens, each object code individually rare, so top-k 32 cut most of them and
     /// left bare backgrounds (a named object found in 0.19 of images against 0.28 without it);
     /// guidance 3 -> 10 raised that to 0.48 while the objects the caption does not name stayed

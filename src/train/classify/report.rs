@@ -152,10 +152,11 @@ pub fn write_report(report: &ClassifyReport, out_dir: &Path) -> Result<(), Class
         &serde_json::to_vec_pretty(report).expect("report serialises"),
     )?;
     let mut markdown = format!(
-        "# Image-only vs text-only vs joint, and LXMERT with and without pretraining\n\n{} train / {} held-out images, device {}.\n\n{}",
+        "# Image-only vs text-only vs joint, and LXMERT with and without pretraining\n\n{} train / {} held-out images, device {}. {}\n\n{}",
         report.train_images,
         report.eval_images,
         report.device,
+        crate::train::report::provenance(),
         results_table(report)
     );
     if let Some((margin, spread)) = joint_margin(report) {

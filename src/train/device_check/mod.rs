@@ -125,7 +125,7 @@ pub struct CheckSettings {
 
 impl CheckSettings {
     /// Tolerances for an f32 device, and for bf16/f16 products against f32. Measured
-    /// differences are far below them (see the README's GPU section); they leave room for a
+    /// differences are far below them (see docs/gpus.md); they leave room for a
     /// different summation order and a few Adam steps, not for a wrong result.
     pub fn new(steps: usize, batch_size: usize, precision: Precision) -> Self {
         let tolerance = match precision {

@@ -160,7 +160,7 @@ pub mod stage_presets {
     /// The synthetic set: the image-text contrastive objective alone until the two unimodal
     /// encoders agree, then matching on top of it. LXMERT's own three objectives from scratch
     /// leave matching at chance here, and masked LM and masked objects undo the alignment in
-    /// either stage (measured: README, LXMERT). The second stage runs 20 epochs: with 10,
+    /// either stage (measured: docs/lxmert.md). The second stage runs 20 epochs: with 10,
     /// held-out matching ended at 0.77-0.85 over three seeds, with 20 at 0.83-0.88.
     pub fn synthetic() -> Vec<PretrainStage> {
         let contrastive = Objectives {

@@ -75,8 +75,8 @@ impl TrainVqVaeConfig {
     /// classifier finds in the real images: 81-83% after 4 epochs, 88-92% after 10 (moved by
     /// rounding alone between builds), so 15 leave a margin above 90%. 48 px (12x12 grids)
     /// keeps objects better still but makes the decoder's sequences 1.9x longer, and within
-    /// the same time the 48 px decoder followed captions less well (README, "Image
-    /// tokenizer").
+    /// the same time the 48 px decoder followed captions less well (docs/text-to-image.md,
+    /// "The trade-off at 32 px").
     pub fn synthetic() -> Self {
         Self {
             data: VqVaeDataConfig {
