@@ -31,7 +31,7 @@ const BINARIES: [(&str, &[&str]); 12] = [
 ];
 
 /// Value placeholders of options that are not numbers (paths, names, lists of names).
-const NOT_NUMERIC: [&str; 24] = [
+const NOT_NUMERIC: [&str; 25] = [
     "COCO_ROOT",
     "DATA_DIR",
     "CACHE_DIR",
@@ -56,6 +56,7 @@ const NOT_NUMERIC: [&str; 24] = [
     "RUN",
     "STAGES",
     "INCEPTION",
+    "MARKDOWN",
 ];
 
 /// Counts where 0 means nothing sensible (options where 0 means "off", such as --top-k and
