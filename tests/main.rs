@@ -29,4 +29,5 @@ mod nn_blocks;
 mod option_ranges;
 mod tokenizer;
 mod train_vqvae_end_to_end;
+mod vqa;
 mod vqvae;

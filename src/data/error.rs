@@ -63,6 +63,12 @@ pub enum DataError {
         image_id: u64,
         reason: String,
     },
+    #[error("{path}: question {question_id}: {message}")]
+    BadQuestion {
+        path: PathBuf,
+        question_id: String,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -82,6 +88,7 @@ impl DataError {
             DataError::DuplicateAnnotation { .. } => "duplicate annotation id",
             DataError::MissingImage { .. } => "missing image file",
             DataError::CorruptImage { .. } => "corrupt image file",
+            DataError::BadQuestion { .. } => "bad question entry",
             DataError::Invalid { .. } => "invalid dataset",
         }
     }

@@ -1,5 +1,6 @@
 //! Datasets: MSCOCO 2014 in its official layout, the built-in synthetic set in the same format,
-//! the preprocessed-image cache, image-token files, the text tokenizer and batching.
+//! the preprocessed-image cache, image-token files, the text tokenizer and batching, and the
+//! question-answering tasks (VQA v2, GQA, NLVR2) with their built-in question set.
 
 pub mod batch;
 pub mod caption_conversion;
@@ -22,6 +23,7 @@ pub mod subword_training;
 pub mod synthetic;
 pub mod synthetic_captions;
 pub mod tokenizer;
+pub mod vqa;
 
 pub use crate::models::TextBatch;
 pub use batch::{float_rows, image_batch, images_to_rgb, IMAGE_MEAN, IMAGE_STD};

@@ -1,0 +1,277 @@
+//! Question-answering data: VQA accuracy against the official evaluation script's values, and
+//! each official format (VQA v2, GQA, NLVR2) read from small fixtures, bad entries included.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vislang::data::vqa::answers::{normalise_human_answers, process_punctuation};
+use vislang::data::vqa::{
+    gqa, nlvr2, normalise_prediction, vqa_accuracy, vqa_v2, AnswerVocabulary, ImageKey,
+};
+use vislang::data::{BadEntryPolicy, DataError};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vqa")
+        .join(name)
+}
+
+#[derive(Deserialize)]
+struct EvalCases {
+    source: String,
+    normalisation: Vec<NormalisationCase>,
+    accuracy: Vec<AccuracyCase>,
+    overall: f64,
+}
+
+#[derive(Deserialize)]
+struct NormalisationCase {
+    input: String,
+    punctuation: String,
+    prediction: String,
+}
+
+#[derive(Deserialize)]
+struct AccuracyCase {
+    prediction: String,
+    answers: Vec<String>,
+    accuracy: f64,
+}
+
+fn eval_cases() -> EvalCases {
+    let text = std::fs::read_to_string(fixture("eval_cases.json")).expect("fixture");
+    serde_json::from_str(&text).expect("fixture parses")
+}
+
+/// Every string the official script produces, exactly: punctuation alone, and a prediction's
+/// whole normalisation (digits, articles, contractions).
+#[test]
+fn answer_normalisation_equals_the_official_script() {
+    let cases = eval_cases();
+    assert!(cases.source.contains("GT-Vision-Lab/VQA"));
+    assert!(cases.normalisation.len() > 200);
+    let mut wrong = Vec::new();
+    for case in &cases.normalisation {
+        let punctuation = process_punctuation(&case.input);
+        let prediction = normalise_prediction(&case.input);
+        if punctuation != case.punctuation || prediction != case.prediction {
+            wrong.push(format!(
+                "{:?}: punctuation {punctuation:?} (script {:?}), prediction {prediction:?} (script {:?})",
+                case.input, case.punctuation, case.prediction
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Per question within 1e-12 (both are sums of a few thirds in f64), and overall.
+#[test]
+fn vqa_accuracy_equals_the_official_script() {
+    let cases = eval_cases();
+    let mut total = 0.0;
+    for case in &cases.accuracy {
+        let humans = normalise_human_answers(&case.answers);
+        let accuracy = vqa_accuracy(&case.prediction, &humans);
+        assert!(
+            (accuracy - case.accuracy).abs() <= 1e-12,
+            "{:?} against {:?}: {accuracy}, script {}",
+            case.prediction,
+            case.answers,
+            case.accuracy
+        );
+        total += accuracy;
+    }
+    let overall = total / cases.accuracy.len() as f64;
+    assert!(
+        (overall - cases.overall).abs() <= 1e-12,
+        "{overall} vs {}",
+        cases.overall
+    );
+}
+
+#[test]
+fn vqa_v2_files_join_questions_and_annotations() {
+    let split = vqa_v2::read(
+        &fixture(&vqa_v2::questions_file("val2014")),
+        Some(&fixture(&vqa_v2::annotations_file("val2014"))),
+        BadEntryPolicy::Fail,
+    )
+    .expect("reads");
+    assert_eq!(split.examples.len(), 4);
+    assert!(split.skipped.skipped.is_empty());
+    let first = &split.examples[0];
+    assert_eq!(first.question_id, "10");
+    assert_eq!(first.images, vec![ImageKey::Coco(1)]);
+    assert_eq!(first.answers.len(), 10);
+    assert_eq!(first.question_type, "how many");
+    assert_eq!(first.answer_type, "number");
+
+    // The vocabulary counts each question's most common normalised answer: "two" is "2".
+    let vocabulary = AnswerVocabulary::from_training(&split.examples, 1);
+    assert_eq!(vocabulary.len(), 4);
+    let targets = vocabulary.soft_targets(first);
+    let two = vocabulary.index_of("2").expect("2 is in the vocabulary");
+    let at = targets
+        .indices
+        .iter()
+        .position(|&i| i == two)
+        .expect("target for 2");
+    assert_eq!(targets.scores[at], 1.0);
+    // "3" was given once, and is not in the vocabulary: no target for it.
+    assert_eq!(vocabulary.index_of("3"), None);
+    // The red bus: "Red." normalises to "red", so 8 of 10 humans agree.
+    let bus = &split.examples[2];
+    let humans = normalise_human_answers(&bus.answers);
+    assert_eq!(vqa_accuracy("red", &humans), 1.0);
+    assert!((vqa_accuracy("dark red", &humans) - 0.3).abs() < 1e-12);
+    // With min count 2 no answer is common enough.
+    assert!(AnswerVocabulary::from_training(&split.examples, 2).is_empty());
+}
+
+#[test]
+fn vqa_v2_bad_entries_are_named_or_skipped() {
+    let questions = fixture(&vqa_v2::questions_file("val2014"));
+    let bad = fixture("bad_v2_mscoco_val2014_annotations.json");
+    let error = vqa_v2::read(&questions, Some(&bad), BadEntryPolicy::Fail).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, DataError::BadQuestion { .. }), "{message}");
+    assert!(
+        message.contains("bad_v2_mscoco_val2014_annotations.json"),
+        "{message}"
+    );
+    assert!(
+        message.contains("question 30") && message.contains("empty answer list"),
+        "{message}"
+    );
+
+    let split = vqa_v2::read(&questions, Some(&bad), BadEntryPolicy::Skip).expect("skips");
+    // Kept: 10 and 11. Skipped: 30's empty answers (and so 30 has no annotation), the
+    // annotation of 40 without a question, and 20's image mismatch.
+    let kept: Vec<&str> = split
+        .examples
+        .iter()
+        .map(|e| e.question_id.as_str())
+        .collect();
+    assert_eq!(kept, ["10", "11"]);
+    let reasons: Vec<String> = split
+        .skipped
+        .skipped
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:#?}");
+    assert!(reasons
+        .iter()
+        .any(|r| r.contains("question 40") && r.contains("without a question")));
+    assert!(reasons
+        .iter()
+        .any(|r| r.contains("question 20") && r.contains("image 9")));
+
+    // A question whose image is not on disk.
+    let split = vqa_v2::read(&questions, None, BadEntryPolicy::Fail).expect("questions only");
+    assert!(split.examples.iter().all(|e| e.answers.is_empty()));
+    let known = |image: &ImageKey| *image != ImageKey::Coco(3);
+    let error = vqa_v2::read(&questions, None, BadEntryPolicy::Fail)
+        .unwrap()
+        .check_images(&questions, &known, BadEntryPolicy::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("question 30") && error.contains("COCO image 3"),
+        "{error}"
+    );
+    let checked = split
+        .check_images(&questions, &known, BadEntryPolicy::Skip)
+        .expect("skips");
+    assert_eq!(checked.examples.len(), 3);
+    assert_eq!(checked.skipped.skipped.len(), 1);
+}
+
+#[test]
+fn malformed_json_names_the_file() {
+    let dir = crate::common::tempdir();
+    let path = dir.path().join(vqa_v2::questions_file("val2014"));
+    std::fs::write(&path, "{\"questions\": [").unwrap();
+    let error = vqa_v2::read(&path, None, BadEntryPolicy::Skip).unwrap_err();
+    assert!(matches!(error, DataError::Json { .. }));
+    assert!(error
+        .to_string()
+        .contains("v2_OpenEnded_mscoco_val2014_questions.json"));
+    let missing = dir.path().join("val_balanced_questions.json");
+    let error = gqa::read(&missing, BadEntryPolicy::Skip).unwrap_err();
+    assert!(
+        error.to_string().contains("val_balanced_questions.json"),
+        "{error}"
+    );
+}
+
+#[test]
+fn gqa_balanced_questions_are_read_in_id_order() {
+    let path = fixture(&gqa::questions_file("val"));
+    let error = gqa::read(&path, BadEntryPolicy::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("question 0003") && error.contains("empty question"),
+        "{error}"
+    );
+    let split = gqa::read(&path, BadEntryPolicy::Skip).expect("skips");
+    let ids: Vec<&str> = split
+        .examples
+        .iter()
+        .map(|e| e.question_id.as_str())
+        .collect();
+    assert_eq!(ids, ["0001", "0002"]);
+    assert_eq!(split.skipped.skipped.len(), 2);
+    let first = &split.examples[0];
+    assert_eq!(first.images, vec![ImageKey::Named("n123".into())]);
+    assert_eq!(first.answers, ["yes"]);
+    assert_eq!(
+        (first.question_type.as_str(), first.answer_type.as_str()),
+        ("rel", "verify")
+    );
+    // One answer: full credit for it.
+    let vocabulary = AnswerVocabulary::from_training(&split.examples, 1);
+    assert_eq!(vocabulary.soft_targets(first).scores, [1.0]);
+}
+
+#[test]
+fn nlvr2_lines_name_both_images() {
+    let path = fixture("dev.json");
+    let error = nlvr2::read(&path, BadEntryPolicy::Fail)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("dev.json") && error.contains("line 3"),
+        "{error}"
+    );
+    let split = nlvr2::read(&path, BadEntryPolicy::Skip).expect("skips");
+    assert_eq!(split.examples.len(), 2);
+    let reasons: Vec<String> = split
+        .skipped
+        .skipped
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:#?}");
+    assert!(reasons
+        .iter()
+        .any(|r| r.contains("line 3") && r.contains("malformed JSON")));
+    assert!(reasons.iter().any(|r| r.contains("\"maybe\"")));
+    assert!(reasons.iter().any(|r| r.contains("nohyphen")));
+    let first = &split.examples[0];
+    assert_eq!(
+        first.images,
+        vec![
+            ImageKey::Named("dev-850-0-img0".into()),
+            ImageKey::Named("dev-850-0-img1".into())
+        ]
+    );
+    assert_eq!(first.answers, [nlvr2::TRUE]);
+    assert_eq!(split.examples[1].answers, [nlvr2::FALSE]);
+}
