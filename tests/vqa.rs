@@ -275,3 +275,127 @@ fn nlvr2_lines_name_both_images() {
     assert_eq!(first.answers, [nlvr2::TRUE]);
     assert_eq!(split.examples[1].answers, [nlvr2::FALSE]);
 }
+
+/// The built-in question set: every type asked, answers that follow the instances, answer
+/// noise that normalisation and VQA accuracy absorb, the same questions in Korean, and priors
+/// that leave the picture to decide.
+#[test]
+fn built_in_questions_need_the_picture() {
+    use std::collections::{BTreeMap, HashMap};
+    use vislang::data::vqa::synthetic::{ensure_question_set, question_set_paths};
+    use vislang::data::{
+        write_synthetic_coco, CaptionLanguage, CocoDataset, CocoSplit, SyntheticCocoConfig,
+    };
+
+    let dir = crate::common::tempdir();
+    let root = dir.path().join("set");
+    let config = SyntheticCocoConfig {
+        n_train: 300,
+        n_val: 60,
+        ..SyntheticCocoConfig::default()
+    };
+    write_synthetic_coco(&root, &config).unwrap();
+    let load = |split| CocoDataset::load(&root, split, BadEntryPolicy::Fail).unwrap();
+    let (train, val) = (load(CocoSplit::Train2014), load(CocoSplit::Val2014));
+    let [train_files, _] =
+        ensure_question_set(&root, &train, &val, 7, CaptionLanguage::English).unwrap();
+    let split = vqa_v2::read(&train_files[0], Some(&train_files[1]), BadEntryPolicy::Fail).unwrap();
+    let korean = question_set_paths(&root, CocoSplit::Train2014, CaptionLanguage::Korean);
+    let korean = vqa_v2::read(&korean[0], Some(&korean[1]), BadEntryPolicy::Fail).unwrap();
+    assert_eq!(split.examples.len(), korean.examples.len());
+
+    let names: HashMap<u64, Vec<String>> = train
+        .images
+        .iter()
+        .map(|image| {
+            let names = image
+                .objects
+                .iter()
+                .map(|o| train.categories[o.category].name.clone())
+                .collect();
+            (image.id, names)
+        })
+        .collect();
+    let mut by_type: BTreeMap<String, Vec<&vislang::data::vqa::QaExample>> = BTreeMap::new();
+    let mut full_credit = 0;
+    for (english, korean) in split.examples.iter().zip(&korean.examples) {
+        assert_eq!(english.question_id, korean.question_id);
+        assert_eq!(english.question_type, korean.question_type);
+        assert_eq!(english.answers.len(), 10);
+        assert!(
+            korean.question.chars().any(|c| ('가'..='힣').contains(&c)),
+            "{}",
+            korean.question
+        );
+        by_type
+            .entry(english.question_type.clone())
+            .or_default()
+            .push(english);
+        let humans = normalise_human_answers(&english.answers);
+        let vocabulary = AnswerVocabulary::from_training(std::slice::from_ref(english), 1);
+        if vqa_accuracy(vocabulary.answer(0), &humans) == 1.0 {
+            full_credit += 1;
+        }
+        // Presence answers follow the instances file.
+        if english.question_type == "presence" {
+            let ImageKey::Coco(image) = english.images[0] else {
+                panic!()
+            };
+            let named = english.question.trim_end_matches(" in the picture?");
+            let category = named.rsplit(' ').next().unwrap();
+            let present = names[&image].iter().any(|n| n == category);
+            assert_eq!(
+                vocabulary.answer(0),
+                if present { "yes" } else { "no" },
+                "{}",
+                english.question
+            );
+        }
+    }
+    // Noise of 8% per human: the majority answer nearly always gets full credit.
+    assert!(full_credit as f64 > 0.97 * split.examples.len() as f64);
+    assert_eq!(
+        by_type.keys().collect::<Vec<_>>(),
+        ["color", "count", "position", "presence", "shape"]
+    );
+    // Every image is asked about presence and counts; yes and no are near even, and no count
+    // or colour answer dominates its type.
+    assert_eq!(by_type["presence"].len(), train.images.len());
+    for (kind, examples) in &by_type {
+        let vocabulary = AnswerVocabulary::from_training(
+            &examples.iter().map(|e| (*e).clone()).collect::<Vec<_>>(),
+            1,
+        );
+        let top = vocabulary.answer(0);
+        let share = examples
+            .iter()
+            .filter(|e| {
+                normalise_human_answers(&e.answers)
+                    .iter()
+                    .filter(|a| *a == top)
+                    .count()
+                    >= 5
+            })
+            .count() as f64
+            / examples.len() as f64;
+        let ceiling = match kind.as_str() {
+            "presence" | "position" => 0.6,
+            "count" => 0.45,
+            _ => 0.3,
+        };
+        assert!(share < ceiling, "{kind}: {top:?} answers {share:.2}");
+    }
+    // Written once: a second call leaves the files as they are.
+    let before = std::fs::metadata(&train_files[0])
+        .unwrap()
+        .modified()
+        .unwrap();
+    ensure_question_set(&root, &train, &val, 7, CaptionLanguage::English).unwrap();
+    assert_eq!(
+        before,
+        std::fs::metadata(&train_files[0])
+            .unwrap()
+            .modified()
+            .unwrap()
+    );
+}

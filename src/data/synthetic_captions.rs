@@ -167,7 +167,11 @@ fn has_final_consonant(word: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn particle(word: &str, after_consonant: &'static str, after_vowel: &'static str) -> &'static str {
+pub(crate) fn particle(
+    word: &str,
+    after_consonant: &'static str,
+    after_vowel: &'static str,
+) -> &'static str {
     if has_final_consonant(word) {
         after_consonant
     } else {

@@ -8,6 +8,7 @@
 pub mod answers;
 pub mod gqa;
 pub mod nlvr2;
+pub mod synthetic;
 pub mod vocabulary;
 pub mod vqa_v2;
 
