@@ -464,3 +464,57 @@ mod pretraining {
         );
     }
 }
+
+/// LXMERT's answer head (Linear, GeLU, LayerNorm, Linear) against Hugging Face's
+/// `LxmertForQuestionAnswering` (tests/fixtures/lxmert/make_qa_fixture.py): the pooled output
+/// and the answer logits within 1e-4.
+#[test]
+fn question_answering_checkpoint_reproduces_answer_logits() {
+    use vislang::models::lxmert::hf::load_lxmert_question_answering;
+    use vislang::models::lxmert::LxmertQuestionAnsweringConfig;
+
+    let config = LxmertQuestionAnsweringConfig::new(tiny_config(), 3, 2);
+    let load = load_lxmert_question_answering::<B>(
+        config.init(&Default::default()),
+        &fixture("lxmert-qa.safetensors"),
+    )
+    .unwrap();
+    assert!(load.skipped.is_empty() && load.fresh.is_empty());
+    let io_bytes = std::fs::read(fixture("lxmert-qa-io.safetensors")).unwrap();
+    let tensors = SafeTensors::deserialize(&io_bytes).unwrap();
+    let float = |name: &str| -> Tensor<B, 2> {
+        let view = tensors.tensor(name).unwrap();
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let shape: [usize; 2] = view.shape().try_into().unwrap();
+        Tensor::from_data(TensorData::new(values, shape), &Default::default())
+    };
+    let (text, regions) = Io::load().inputs();
+    let encoded = load.model.lxmert.forward(text, regions);
+    assert_close(
+        "pooled_output",
+        encoded.pooled.clone(),
+        float("pooled_output"),
+    );
+    let answers = load.model.answer(encoded.pooled);
+    assert_eq!(answers.logits.dims(), [2, 3]);
+    assert_close(
+        "question_answering_score",
+        answers.logits,
+        float("question_answering_score"),
+    );
+
+    // A checkpoint whose head has other answers is refused, naming the head's tensors.
+    let wrong = LxmertQuestionAnsweringConfig::new(tiny_config(), 4, 2);
+    let error = load_lxmert_question_answering::<B>(
+        wrong.init(&Default::default()),
+        &fixture("lxmert-qa.safetensors"),
+    )
+    .err()
+    .expect("a 4-answer head does not load a 3-answer checkpoint")
+    .to_string();
+    assert!(error.contains("answer_head.logit_fc.3"), "{error}");
+}

@@ -12,6 +12,7 @@ use crate::nn::{Backend, HfExport, HfTensors};
 
 use super::model::{CrossModalityLayer, Lxmert};
 use super::pretraining::{LxmertPretraining, MaskedObjectHead};
+use super::question_answering::{walk_answer_head, LxmertQuestionAnswering};
 use crate::io::checkpoint::{load_safetensors, CheckpointError};
 use crate::nn::{HfWeights, HfWeightsError, TransformerEncoder};
 
@@ -76,6 +77,29 @@ pub fn load_lxmert<B: Backend>(
     let model = walk_lxmert(&mut weights, model);
     weights.skip(POSITION_IDS);
     let skipped = weights.finish(if prefixed { &HEAD_PREFIXES } else { &[] })?;
+    Ok(HfLoad {
+        model,
+        skipped,
+        fresh,
+    })
+}
+
+/// Loads an `LxmertForQuestionAnswering` checkpoint (encoder and `answer_head.*`) into
+/// `model`. The head must fit: its answers are the checkpoint's (e.g. the 3,129 of
+/// `unc-nlp/lxmert-vqa-uncased`), and a head of another size is an error naming its tensors.
+pub fn load_lxmert_question_answering<B: Backend>(
+    mut model: LxmertQuestionAnswering<B>,
+    path: &Path,
+) -> Result<HfLoad<LxmertQuestionAnswering<B>>, HfWeightsError> {
+    let mut weights = HfWeights::open(path)?;
+    let fresh;
+    (model.lxmert, fresh) = load_patch_encoder(model.lxmert, path)?;
+    weights.set_prefix(PRETRAINING_PREFIX);
+    model.lxmert = walk_lxmert(&mut weights, model.lxmert);
+    weights.skip(POSITION_IDS);
+    weights.set_prefix("");
+    model.answer_head = walk_answer_head(&mut weights, "answer_head.", model.answer_head);
+    let skipped = weights.finish(&[])?;
     Ok(HfLoad {
         model,
         skipped,

@@ -6,6 +6,7 @@ pub mod hf;
 pub mod hf_folder;
 mod model;
 mod pretraining;
+pub mod question_answering;
 
 pub use classifier::{LxmertClassifier, LxmertClassifierConfig};
 pub use model::{
@@ -16,4 +17,8 @@ pub use pretraining::{
     patch_colour_targets, ContrastiveHead, LxmertPretraining, LxmertPretrainingConfig,
     MaskedLanguageHead, MaskedObjectHead, Objectives, PretrainingBatch, PretrainingLosses,
     PretrainingVision, CONTRASTIVE_TEMPERATURE, PATCH_TARGET_WIDTH,
+};
+pub use question_answering::{
+    AnswerHead, AnswerHeadConfig, AnswerOutput, LxmertQuestionAnswering,
+    LxmertQuestionAnsweringConfig,
 };
