@@ -30,6 +30,7 @@ use crate::train::engine::RunOptions;
 use crate::train::lxmert_pretrain::{
     pretrain_lxmert, PretrainError, PretrainLxmertConfig, PretrainResult,
 };
+use crate::train::vqa::{run_finetune_vqa, FinetuneVqaConfig, FinetuneVqaReport};
 use crate::train::vqvae::{train_vqvae, TrainVqVaeConfig, VqVaeError, VqVaeResult};
 use crate::train::RunPaths;
 
@@ -49,6 +50,23 @@ macro_rules! replicas_compiled_here {
             self.run_on_replicas::<Autodiff<CpuBackend>>(vec![Default::default(); replicas])
         }
     };
+}
+
+/// [`run_finetune_vqa`]: every row of the question-answering comparison, every seed.
+pub struct FinetuneVqa<'a> {
+    pub config: &'a FinetuneVqaConfig,
+    pub paths: &'a RunPaths,
+    pub schedule: Schedule,
+}
+
+impl BackendTask for FinetuneVqa<'_> {
+    type Output = Result<FinetuneVqaReport, ClassifyError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        run_finetune_vqa::<B>(self.config, self.paths, &device, self.schedule)
+    }
+
+    compiled_here!();
 }
 
 /// [`run_classify`]: every model of the comparison, every seed.

@@ -10,6 +10,7 @@ pub mod device_check;
 pub mod engine;
 pub mod lxmert_pretrain;
 pub mod report;
+pub mod vqa;
 pub mod vqvae;
 pub mod workloads;
 

@@ -4,7 +4,7 @@
 
 pub mod classifier_run;
 pub(super) mod config;
-pub(super) mod parallel_runs;
+pub(crate) mod parallel_runs;
 pub mod pretrained_encoder;
 pub(super) mod report;
 
