@@ -91,13 +91,18 @@ fn print_summary(report: &FinetuneVqaReport, paths: &RunPaths) {
             100.0 * spread
         );
     }
-    println!("results, charts and checkpoints: {}", paths.out_dir.display());
+    println!(
+        "results, charts and checkpoints: {}",
+        paths.out_dir.display()
+    );
 }
 
 fn main() -> ExitCode {
     let mut args: Args = parse_with_presets(
         &FinetuneVqaConfig::synthetic().experiment.training,
-        &FinetuneVqaConfig::coco(PathBuf::new(), None).experiment.training,
+        &FinetuneVqaConfig::coco(PathBuf::new(), None)
+            .experiment
+            .training,
     );
     args.data.absolutize();
     args.questions = args.questions.map(absolute);
@@ -116,7 +121,11 @@ fn main() -> ExitCode {
     let experiment = &mut config.experiment;
     experiment.models = args.models.clone();
     if let Some(epochs) = args.pretraining_epochs {
-        experiment.lxmert.stages.iter_mut().for_each(|s| s.epochs = epochs);
+        experiment
+            .lxmert
+            .stages
+            .iter_mut()
+            .for_each(|s| s.epochs = epochs);
     }
     experiment.lxmert.pretraining.precision = args.budget.precision;
     if let Some(seeds) = args.seeds {
@@ -127,7 +136,10 @@ fn main() -> ExitCode {
     let d = &mut experiment.data;
     d.image_size = args.image_size.unwrap_or(d.image_size);
     if let Some(released) = released {
-        if !experiment.models.contains(&ClassifierKind::LxmertPretrained) {
+        if !experiment
+            .models
+            .contains(&ClassifierKind::LxmertPretrained)
+        {
             eprintln!("error: --lxmert-weights is for the lxmert-pretrained row, which --models leaves out");
             return ExitCode::from(2);
         }
@@ -141,9 +153,11 @@ fn main() -> ExitCode {
 
     let paths = args.data.paths(args.out);
     let cores = vislang::train::engine::compute_threads::cores();
-    let jobs = args
-        .jobs
-        .unwrap_or(if args.device.is_accelerator() { 1 } else { cores });
+    let jobs = args.jobs.unwrap_or(if args.device.is_accelerator() {
+        1
+    } else {
+        cores
+    });
     let schedule = Schedule {
         jobs,
         show_progress: !args.quiet,
@@ -154,5 +168,7 @@ fn main() -> ExitCode {
         paths: &paths,
         schedule,
     };
-    run_and_report(&[args.device], task, |report| print_summary(&report, &paths))
+    run_and_report(&[args.device], task, |report| {
+        print_summary(&report, &paths)
+    })
 }

@@ -13,6 +13,7 @@ use std::process::Command;
 fn binaries() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
         ("classify", env!("CARGO_BIN_EXE_classify")),
+        ("finetune-vqa", env!("CARGO_BIN_EXE_finetune-vqa")),
         ("bench", env!("CARGO_BIN_EXE_bench")),
         ("train-vqvae", env!("CARGO_BIN_EXE_train-vqvae")),
         ("image-tokens", env!("CARGO_BIN_EXE_image-tokens")),

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 /// Binaries (with the subcommand whose options are tested).
-const BINARIES: [(&str, &[&str]); 12] = [
+const BINARIES: [(&str, &[&str]); 13] = [
     (env!("CARGO_BIN_EXE_classify"), &[]),
+    (env!("CARGO_BIN_EXE_finetune-vqa"), &[]),
     (env!("CARGO_BIN_EXE_train-vqvae"), &[]),
     (env!("CARGO_BIN_EXE_train-dalle"), &[]),
     (env!("CARGO_BIN_EXE_pretrain-lxmert"), &[]),

@@ -9,7 +9,9 @@ use crate::data::prepared::load_captioned_splits;
 use crate::data::vqa::answers::normalise_human_answers;
 use crate::data::vqa::synthetic::ensure_question_set;
 use crate::data::vqa::{vqa_v2, AnswerVocabulary, ImageKey, QaExample, SoftTargets};
-use crate::data::{prepare_data, BadEntryPolicy, CocoSplit, PreparedData, SkipReport, TextTokenizer};
+use crate::data::{
+    prepare_data, BadEntryPolicy, CocoSplit, PreparedData, SkipReport, TextTokenizer,
+};
 use crate::io::RunPaths;
 use crate::train::classify::ClassifyError;
 

@@ -152,7 +152,11 @@ pub fn results_table(report: &FinetuneVqaReport) -> String {
     let cell = |m: &MeanStd| format!("{:.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.std);
     let mut table = format!(
         "| model | overall | {} |\n|---|---|{}\n",
-        types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" | "),
+        types
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
         "---|".repeat(types.len())
     );
     for row in &report.summary {
@@ -160,7 +164,12 @@ pub fn results_table(report: &FinetuneVqaReport) -> String {
             .iter()
             .map(|t| row.per_type.get(*t).map_or("-".into(), cell))
             .collect();
-        table += &format!("| {} | {} | {} |\n", row.model, cell(&row.accuracy), per.join(" | "));
+        table += &format!(
+            "| {} | {} | {} |\n",
+            row.model,
+            cell(&row.accuracy),
+            per.join(" | ")
+        );
     }
     table
 }
@@ -309,7 +318,11 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
                 per_type: types
                     .into_iter()
                     .map(|t| {
-                        let values: Vec<f64> = of.iter().filter_map(|r| r.per_type.get(t)).copied().collect();
+                        let values: Vec<f64> = of
+                            .iter()
+                            .filter_map(|r| r.per_type.get(t))
+                            .copied()
+                            .collect();
                         (t.clone(), MeanStd::of(&values))
                     })
                     .collect(),
@@ -330,8 +343,9 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
             &serde_json::to_vec_pretty(&report).expect("reports serialise"),
         )?;
         let markdown = format!(
-            "# finetune-vqa\n\n{}\n\nVQA accuracy (%), mean ± std over seeds {:?}; {} held-out questions, {} answers.\n\n{}",
-            format!("{} Device: {}.", crate::train::report::provenance(), report.device),
+            "# finetune-vqa\n\n{} Device: {}.\n\nVQA accuracy (%), mean ± std over seeds {:?}; {} held-out questions, {} answers.\n\n{}",
+            crate::train::report::provenance(),
+            report.device,
             experiment.seeds,
             report.eval_questions,
             report.answers,

@@ -266,7 +266,15 @@ pub fn train_qa_run<B: AutodiffBackend>(
         RunModel::SingleStream(config) => {
             let model = seeded_init::<B, _>(seed, device, || config.init::<B>(device));
             let json = serde_json::to_vec_pretty(config).expect("configs serialise");
-            finish(spec, data, model, config.dropout > 0.0, &json, &run_dir, device)
+            finish(
+                spec,
+                data,
+                model,
+                config.dropout > 0.0,
+                &json,
+                &run_dir,
+                device,
+            )
         }
         RunModel::Lxmert { config, pretrained } => {
             let config = LxmertQuestionAnsweringConfig::new(
