@@ -11,16 +11,18 @@ use vislang::cli::{
     absolute, or_exit, parse_with_presets, run_and_report, BudgetArgs, CaptionArgs, DataArgs,
     LxmertArgs,
 };
+use vislang::data::vqa::QaTask;
 use vislang::train::classify::{ClassifierKind, Schedule};
-use vislang::train::vqa::{results_table, row_accuracy, FinetuneVqaConfig, FinetuneVqaReport};
+use vislang::train::vqa::{comparisons, results_table, FinetuneVqaConfig, FinetuneVqaReport};
 use vislang::train::RunPaths;
 
-/// Fine-tunes question-answering models on VQA v2's files, or with no arguments on the
-/// built-in question set (counting, colour, shape, presence and position questions about the
-/// synthetic scenes, written into --data-dir on first use), and prints VQA accuracy overall
-/// and per question type as mean ± std over seeds, next to the answer prior. Every run writes
-/// its checkpoints, metrics.jsonl, report.html and predictions.json (the official submission
-/// format) under --out; the same command again resumes an interrupted experiment.
+/// Fine-tunes question-answering models on VQA v2's, GQA's or NLVR2's files (--task), or
+/// with no arguments on the built-in question set (counting, colour, shape, presence and
+/// position questions about the synthetic scenes, written into --data-dir on first use in the
+/// task's layout), and prints the task's accuracy (VQA accuracy for VQA v2) overall and per
+/// question type as mean ± std over seeds, next to the answer prior. Every run writes its
+/// checkpoints, metrics.jsonl, report.html and its predictions in the official submission
+/// format under --out; the same command again resumes an interrupted experiment.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -32,10 +34,26 @@ struct Args {
     budget: BudgetArgs,
     #[command(flatten)]
     lxmert: LxmertArgs,
-    /// With --coco-root: the folder of VQA v2's v2_OpenEnded_mscoco_{train,val}2014_questions.json
-    /// and v2_mscoco_{train,val}2014_annotations.json.
+    /// The task: VQA v2 (ten human answers, VQA accuracy), GQA's balanced questions (one
+    /// answer, exact-match accuracy) or NLVR2 (a statement about two images, true or false).
+    #[arg(long, value_enum, default_value = "vqa")]
+    task: QaTask,
+    /// The folder of the task's official files: for vqa (with --coco-root)
+    /// v2_OpenEnded_mscoco_{train,val}2014_questions.json and
+    /// v2_mscoco_{train,val}2014_annotations.json; for gqa {train,val}_balanced_questions.json;
+    /// for nlvr2 train.json and dev.json. Without it the built-in question set is written into
+    /// --data-dir in the task's layout.
     #[arg(long, value_name = "DIR")]
     questions: Option<PathBuf>,
+    /// With --task gqa or nlvr2 and --questions: the folder of the task's images (GQA's
+    /// images/, NLVR2's images/ with train/ and dev/), each found by its name anywhere below.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// Fine-tune the lxmert-pretrained row from this finished `pretrain-lxmert --out`
+    /// directory instead of pretraining here. Its model size, image size and caption length
+    /// must be this experiment's; its tokenizer.json becomes the experiment's tokenizer.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["pretraining_epochs", "lxmert_weights"])]
+    lxmert_encoder: Option<PathBuf>,
     /// Answers that are the most common answer of fewer training questions are left out of
     /// the vocabulary [default: 1 synthetic, 9 COCO].
     #[arg(long, value_parser = vislang::cli::range::at_least_one)]
@@ -69,27 +87,8 @@ struct Args {
 
 fn print_summary(report: &FinetuneVqaReport, paths: &RunPaths) {
     println!("\n{}", results_table(report));
-    let gap = |a: &str, b: &[&str]| {
-        let a = row_accuracy(report, a)?;
-        let best = b
-            .iter()
-            .filter_map(|name| row_accuracy(report, name))
-            .max_by(|x, y| x.mean.total_cmp(&y.mean))?;
-        Some((a.mean - best.mean, a.std.max(best.std)))
-    };
-    if let Some((margin, spread)) = gap("joint", &["question-only", "image-only"]) {
-        println!(
-            "joint minus best of question-only and image-only: {:+.1} points (largest std: {:.1})",
-            100.0 * margin,
-            100.0 * spread
-        );
-    }
-    if let Some((gain, spread)) = gap("lxmert-pretrained", &["lxmert"]) {
-        println!(
-            "LXMERT pretrained minus from scratch: {:+.1} points (larger std: {:.1})",
-            100.0 * gain,
-            100.0 * spread
-        );
+    for comparison in comparisons(report) {
+        println!("{comparison}");
     }
     println!(
         "results, charts and checkpoints: {}",
@@ -106,15 +105,30 @@ fn main() -> ExitCode {
     );
     args.data.absolutize();
     args.questions = args.questions.map(absolute);
+    args.images = args.images.map(absolute);
+    args.lxmert_encoder = args.lxmert_encoder.map(absolute);
     let released = or_exit(args.lxmert.released());
     let mut config = match &args.data.coco_root {
         Some(root) => FinetuneVqaConfig::coco(root.clone(), args.questions.clone()),
         None => FinetuneVqaConfig::synthetic(),
     };
-    if args.questions.is_some() && args.data.coco_root.is_none() {
-        eprintln!("error: --questions is for VQA v2 on MSCOCO (--coco-root); the built-in set writes its own");
+    if args.task == QaTask::Vqa && args.questions.is_some() && args.data.coco_root.is_none() {
+        eprintln!("error: --questions with --task vqa is for VQA v2 on MSCOCO (--coco-root); the built-in set writes its own");
         return ExitCode::from(2);
     }
+    if args.images.is_some() && (args.task == QaTask::Vqa || args.questions.is_none()) {
+        eprintln!("error: --images is for --task gqa or nlvr2 with --questions (VQA v2 reads --coco-root's images, the built-in set its own)");
+        return ExitCode::from(2);
+    }
+    if args.lxmert_encoder.is_some() && !args.models.contains(&ClassifierKind::LxmertPretrained) {
+        eprintln!(
+            "error: --lxmert-encoder is for the lxmert-pretrained row, which --models leaves out"
+        );
+        return ExitCode::from(2);
+    }
+    config.task = args.task;
+    config.questions = args.questions.clone();
+    config.images = args.images.clone();
     if let Some(count) = args.min_answer_count {
         config.min_answer_count = count;
     }
@@ -133,8 +147,14 @@ fn main() -> ExitCode {
     }
     args.budget.apply_to(&mut experiment.training);
     or_exit(args.lxmert.apply_sizes(&mut experiment.lxmert.model));
+    experiment.lxmert.encoder = args.lxmert_encoder.clone();
     let d = &mut experiment.data;
     d.image_size = args.image_size.unwrap_or(d.image_size);
+    // The pretrained encoder's embeddings index its own vocabulary.
+    d.tokenizer = args
+        .lxmert_encoder
+        .as_ref()
+        .map(|dir| dir.join("tokenizer.json"));
     if let Some(released) = released {
         if !experiment
             .models

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::error::{BadEntryPolicy, DataError, SkipReport};
 
 /// One of the two official splits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CocoSplit {
     Train2014,
     Val2014,

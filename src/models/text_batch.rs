@@ -43,4 +43,28 @@ impl<B: Backend> TextBatch<B> {
             padding: Tensor::from_data(TensorData::new(padding, [batch, seq]), device),
         }
     }
+
+    /// Each sequence `k` times in a row: the text of a question asked of `k` images, one copy
+    /// per image (NLVR2 reads its statement with each of the pair).
+    ///
+    /// # Shapes
+    /// - `self`: `[batch, seq]`; returns `[batch * k, seq]`
+    pub fn repeat_each(self, k: usize) -> Self {
+        if k == 1 {
+            return self;
+        }
+        let [batch, seq] = self.tokens.dims();
+        Self {
+            tokens: self
+                .tokens
+                .unsqueeze_dim::<3>(1)
+                .repeat_dim(1, k)
+                .reshape([batch * k, seq]),
+            padding: self
+                .padding
+                .unsqueeze_dim::<3>(1)
+                .repeat_dim(1, k)
+                .reshape([batch * k, seq]),
+        }
+    }
 }

@@ -7,8 +7,10 @@
 
 pub mod answers;
 pub mod gqa;
+pub mod image_folder;
 pub mod nlvr2;
 pub mod synthetic;
+pub mod synthetic_tasks;
 pub mod vocabulary;
 pub mod vqa_v2;
 
@@ -31,6 +33,45 @@ pub enum QaTask {
     Gqa,
     /// NLVR2: two images and a statement, true or false.
     Nlvr2,
+}
+
+impl QaTask {
+    pub fn name(self) -> &'static str {
+        match self {
+            QaTask::Vqa => "vqa",
+            QaTask::Gqa => "gqa",
+            QaTask::Nlvr2 => "nlvr2",
+        }
+    }
+
+    /// Images each question is about.
+    pub fn images_per_question(self) -> usize {
+        match self {
+            QaTask::Nlvr2 => 2,
+            QaTask::Vqa | QaTask::Gqa => 1,
+        }
+    }
+
+    /// What the score is called in tables.
+    pub fn metric(self) -> &'static str {
+        match self {
+            QaTask::Vqa => "VQA accuracy",
+            QaTask::Gqa | QaTask::Nlvr2 => "accuracy",
+        }
+    }
+
+    /// The score of a prediction against the normalised human answers, in [0, 1]: VQA
+    /// accuracy for VQA v2; for GQA and NLVR2 (one answer each), 1 when the normalised
+    /// prediction is that answer, as their evaluation scripts count exact matches.
+    pub fn score(self, prediction: &str, humans: &[String]) -> f64 {
+        match self {
+            QaTask::Vqa => vqa_accuracy(prediction, humans),
+            QaTask::Gqa | QaTask::Nlvr2 => {
+                let prediction = normalise_prediction(prediction);
+                f64::from(u8::from(humans.first() == Some(&prediction)))
+            }
+        }
+    }
 }
 
 /// The image a question is about: a COCO image id (VQA v2) or an image named in the task's

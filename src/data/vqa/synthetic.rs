@@ -34,7 +34,7 @@ pub const ANSWERS_PER_QUESTION: usize = 10;
 /// no, another colour or shape).
 pub const ANSWER_NOISE: f64 = 0.08;
 
-const COLORS: [[u8; 3]; 6] = [
+pub(super) const COLORS: [[u8; 3]; 6] = [
     [220, 40, 40],
     [40, 190, 60],
     [40, 80, 230],
@@ -42,9 +42,9 @@ const COLORS: [[u8; 3]; 6] = [
     [210, 50, 200],
     [40, 200, 210],
 ];
-const COLOR_WORDS: [&str; 6] = ["red", "green", "blue", "yellow", "magenta", "cyan"];
-const COLOR_WORDS_KO: [&str; 6] = ["빨간색", "초록색", "파란색", "노란색", "자홍색", "청록색"];
-const SHAPES: [Shape; 6] = [
+pub(super) const COLOR_WORDS: [&str; 6] = ["red", "green", "blue", "yellow", "magenta", "cyan"];
+pub(super) const COLOR_WORDS_KO: [&str; 6] = ["빨간색", "초록색", "파란색", "노란색", "자홍색", "청록색"];
+pub(super) const SHAPES: [Shape; 6] = [
     Shape::Disk,
     Shape::Square,
     Shape::Triangle,
@@ -52,8 +52,8 @@ const SHAPES: [Shape; 6] = [
     Shape::Cross,
     Shape::Diamond,
 ];
-const SHAPE_WORDS: [&str; 6] = ["circle", "square", "triangle", "ring", "cross", "diamond"];
-const SHAPE_WORDS_KO: [&str; 6] = ["원", "사각형", "삼각형", "고리", "십자", "마름모"];
+pub(super) const SHAPE_WORDS: [&str; 6] = ["circle", "square", "triangle", "ring", "cross", "diamond"];
+pub(super) const SHAPE_WORDS_KO: [&str; 6] = ["원", "사각형", "삼각형", "고리", "십자", "마름모"];
 const NUMBER_WORDS: [&str; 6] = ["zero", "one", "two", "three", "four", "five"];
 
 /// The file names of a split's question set in a language: VQA v2's for English, with the
@@ -76,11 +76,11 @@ pub fn question_set_paths(
 
 /// One object of a scene, as the questions see it.
 #[derive(Debug, Clone, Copy)]
-struct Object {
-    glyph: usize,
-    color: usize,
-    shape: usize,
-    centre: [f32; 2],
+pub(super) struct Object {
+    pub glyph: usize,
+    pub color: usize,
+    pub shape: usize,
+    pub centre: [f32; 2],
 }
 
 /// What a question asks, before it is put into words.
@@ -211,7 +211,7 @@ impl Answer {
     }
 }
 
-fn capitalised(word: &str) -> String {
+pub(super) fn capitalised(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
@@ -308,7 +308,7 @@ fn plan_questions(rng: &mut StdRng, objects: &[Object]) -> Vec<Query> {
 
 /// The objects of an image, from its instances: glyph, colour, shape and the box centre as a
 /// fraction of the image side.
-fn objects_of(dataset: &CocoDataset, image: &crate::data::coco::CocoImage) -> Vec<Object> {
+pub(super) fn objects_of(dataset: &CocoDataset, image: &crate::data::coco::CocoImage) -> Vec<Object> {
     image
         .objects
         .iter()
@@ -452,7 +452,7 @@ pub fn ensure_question_set(
     Ok([train.split, val.split].map(|split| question_set_paths(root, split, language)))
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), DataError> {
+pub(super) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), DataError> {
     let write = |source| DataError::Write {
         path: path.to_path_buf(),
         source,

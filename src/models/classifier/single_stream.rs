@@ -92,6 +92,11 @@ pub struct SingleStreamClassifierConfig {
     /// <https://arxiv.org/abs/1708.02002>, section 4.1).
     #[config(default = 0.05)]
     pub label_prior: f64,
+    /// Images read with each text (2 for NLVR2's pairs): the text is encoded with each image
+    /// and the head reads their `[CLS]` states side by side, as UNITER's and VisualBERT's
+    /// NLVR2 heads do.
+    #[config(default = 1)]
+    pub images_per_input: usize,
 }
 
 impl SingleStreamClassifierConfig {
@@ -120,7 +125,9 @@ impl SingleStreamClassifierConfig {
             }),
             encoder: TransformerEncoderConfig::new(self.n_layers, layer).init(device),
             head: {
-                let mut head = LinearConfig::new(self.d_model, self.n_labels).init(device);
+                let mut head =
+                    LinearConfig::new(self.images_per_input * self.d_model, self.n_labels)
+                        .init(device);
                 let prior_logit = (self.label_prior / (1.0 - self.label_prior)).ln();
                 head.bias = Some(Param::from_tensor(Tensor::full(
                     [self.n_labels],
@@ -133,6 +140,7 @@ impl SingleStreamClassifierConfig {
             modality: self.modality,
             cls_id: self.cls_id as i64,
             sep_id: self.sep_id as i64,
+            images_per_input: self.images_per_input,
         }
     }
 }
@@ -142,7 +150,7 @@ impl SingleStreamClassifierConfig {
 pub struct ClassifierOutput<B: Backend> {
     /// `[batch, n_labels]` multi-label logits (apply a sigmoid for probabilities).
     pub logits: Tensor<B, 2>,
-    /// `[batch, d_model]` final `[CLS]` state.
+    /// `[batch, images_per_input * d_model]` final `[CLS]` state (one per image).
     pub cls_state: Tensor<B, 2>,
 }
 
@@ -161,6 +169,8 @@ pub struct SingleStreamClassifier<B: Backend> {
     modality: Modality,
     cls_id: i64,
     sep_id: i64,
+    #[module(skip)]
+    images_per_input: usize,
 }
 
 impl<B: Backend> SingleStreamClassifier<B> {
@@ -171,12 +181,14 @@ impl<B: Backend> SingleStreamClassifier<B> {
     /// Classifies a batch. Inputs the modality does not use are ignored.
     ///
     /// # Shapes
-    /// - `images`: `[batch, 3, image_size, image_size]`, normalised
+    /// - `images`: `[batch * images_per_input, 3, image_size, image_size]`, normalised, an
+    ///   input's images next to each other
     /// - `text.tokens`, `text.padding`: `[batch, seq]`; each caption ends with `[SEP]`
-    /// - returns: logits `[batch, n_labels]`, `[CLS]` state `[batch, d_model]`
+    /// - returns: logits `[batch, n_labels]`, `[CLS]` states `[batch, images_per_input * d_model]`
     pub fn forward(&self, images: Tensor<B, 4>, text: TextBatch<B>) -> ClassifierOutput<B> {
         let device = images.device();
-        let batch = images.dims()[0];
+        let text = text.repeat_each(self.images_per_input);
+        let batch = text.tokens.dims()[0];
         let mut parts: Vec<Tensor<B, 3>> = Vec::new(); // each [batch, len_i, d_model]
         let mut padding: Vec<Tensor<B, 2, Bool>> = Vec::new(); // each [batch, len_i]
         let mut next_position = 0;
@@ -226,7 +238,10 @@ impl<B: Backend> SingleStreamClassifier<B> {
         let mask = AttentionMask::padding(Tensor::cat(padding, 1));
         let hidden = self.encoder.forward(x, &mask);
         let d_model = hidden.dims()[2];
-        let cls_state = hidden.slice([0..batch, 0..1]).reshape([batch, d_model]);
+        let k = self.images_per_input;
+        let cls_state = hidden
+            .slice([0..batch, 0..1])
+            .reshape([batch / k, k * d_model]);
         let logits = linear(&self.head, self.dropout.forward(cls_state.clone()));
         ClassifierOutput { logits, cls_state }
     }

@@ -134,25 +134,8 @@ impl<B: Backend> LxmertQuestionAnswering<B> {
     ///   images next to each other
     /// - `text`: `[batch, seq]` questions ending with `[SEP]` (the `[CLS]` is added here)
     pub fn forward(&self, images: Tensor<B, 4>, text: TextBatch<B>) -> AnswerOutput<B> {
-        let k = self.images_per_question;
-        let [batch, seq] = text.tokens.dims();
         // Each question is encoded once per image (NLVR2 reads the statement with each).
-        let text = if k == 1 {
-            text
-        } else {
-            TextBatch {
-                tokens: text
-                    .tokens
-                    .unsqueeze_dim::<3>(1)
-                    .repeat_dim(1, k)
-                    .reshape([batch * k, seq]),
-                padding: text
-                    .padding
-                    .unsqueeze_dim::<3>(1)
-                    .repeat_dim(1, k)
-                    .reshape([batch * k, seq]),
-            }
-        };
+        let text = text.repeat_each(self.images_per_question);
         let regions = self.lxmert.regions_of(images);
         let encoded = self
             .lxmert

@@ -143,8 +143,47 @@ fn check_sizes(config: &ClassifyConfig) -> Result<(), ClassifyError> {
         .map_err(ClassifyError::Config)
 }
 
+/// Where the `lxmert-pretrained` row's encoder comes from, and whether it is pretrained here.
+pub(crate) struct PretrainedSource {
+    pub weights: EncoderWeights,
+    pub needs_pretraining: bool,
+    /// The `pretrain-lxmert` run's result, when the encoder comes from one.
+    pub external_result: Option<PretrainResult>,
+}
+
+/// Released weights (`--lxmert-weights`), a finished `pretrain-lxmert` run
+/// (`--lxmert-encoder`, checked against this experiment's model and tokenizer before any
+/// training starts), or a pretraining of this experiment's own in `pretraining_dir`.
+pub(crate) fn pretrained_source(
+    config: &ClassifyConfig,
+    data: &PreparedData,
+    pretraining_dir: &std::path::Path,
+) -> Result<PretrainedSource, ClassifyError> {
+    let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
+    let external = match (&config.lxmert.encoder, wants_pretrained) {
+        (Some(dir), true) => Some(PretrainedEncoder::open(
+            dir,
+            &lxmert_config(config, data).lxmert,
+            &data.tokenizer,
+        )?),
+        _ => None,
+    };
+    let weights = match (&config.lxmert.weights, &external) {
+        (Some(released), _) => EncoderWeights::Released(released.clone()),
+        (None, Some(e)) => EncoderWeights::Run(e.weights.clone()),
+        (None, None) => EncoderWeights::Run(pretraining_dir.join("lxmert.safetensors")),
+    };
+    Ok(PretrainedSource {
+        weights,
+        needs_pretraining: wants_pretrained
+            && external.is_none()
+            && config.lxmert.weights.is_none(),
+        external_result: external.and_then(|e| e.result),
+    })
+}
+
 /// Files named by options must exist before any data is generated or anything is written.
-fn check_inputs(config: &ClassifyConfig) -> Result<(), ClassifyError> {
+pub(crate) fn check_inputs(config: &ClassifyConfig) -> Result<(), ClassifyError> {
     if let Some(dir) = &config.lxmert.encoder {
         for name in ["lxmert-config.json", "lxmert.safetensors", "tokenizer.json"] {
             if !dir.join(name).is_file() {
@@ -226,23 +265,11 @@ pub fn run_classify<B: AutodiffBackend>(
                     schedule.run_feed(),
                 )?)
             };
-            let wants_pretrained = config.models.contains(&ClassifierKind::LxmertPretrained);
-            // A pretraining from elsewhere is checked before any training starts.
-            let external = match (&config.lxmert.encoder, wants_pretrained) {
-                (Some(dir), true) => Some(PretrainedEncoder::open(
-                    dir,
-                    &lxmert_config(config, &data).lxmert,
-                    &data.tokenizer,
-                )?),
-                _ => None,
-            };
-            let pretrained_weights = match (&config.lxmert.weights, &external) {
-                (Some(released), _) => EncoderWeights::Released(released.clone()),
-                (None, Some(e)) => EncoderWeights::Run(e.weights.clone()),
-                (None, None) => EncoderWeights::Run(pretraining_dir.join("lxmert.safetensors")),
-            };
-            let needs_pretraining =
-                wants_pretrained && external.is_none() && config.lxmert.weights.is_none();
+            let PretrainedSource {
+                weights: pretrained_weights,
+                needs_pretraining,
+                external_result,
+            } = pretrained_source(config, &data, &pretraining_dir)?;
 
             // Longest runs first, so that parallel workers finish together instead of one long run
             // ending alone.
@@ -320,7 +347,7 @@ pub fn run_classify<B: AutodiffBackend>(
                 skipped_entries: data.skipped.summary(),
                 summary,
                 runs,
-                lxmert_pretraining: lxmert_pretraining.or(external.and_then(|e| e.result)),
+                lxmert_pretraining: lxmert_pretraining.or(external_result),
             };
             write_report(&report, &paths.out_dir)?;
             Ok(report)

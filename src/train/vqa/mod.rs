@@ -1,10 +1,12 @@
-//! `finetune-vqa`: question answering on VQA v2's files (or the built-in question set). The
-//! single-stream model on the question alone, the image alone and both, and LXMERT with its
-//! answer head from scratch and after pretraining, with one budget and the same seeds,
-//! compared by VQA accuracy overall and per question type (mean ± std over seeds), next to the
-//! answer prior (the most common training answer of each question type).
+//! `finetune-vqa`: question answering on VQA v2's, GQA's or NLVR2's files (or the built-in
+//! question set in their layouts). The single-stream model on the question alone, the image
+//! alone and both, and LXMERT with its answer head from scratch and after pretraining, with one
+//! budget and the same seeds, compared by the task's accuracy (VQA accuracy for VQA v2) overall
+//! and per question type (mean ± std over seeds), next to the answer prior (the most common
+//! training answer of each question type).
 
 pub mod data;
+pub mod report;
 pub mod task;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,11 +14,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::vqa::vqa_accuracy;
-use crate::io::checkpoint::write_atomic;
+use crate::data::vqa::QaTask;
 use crate::io::RunPaths;
 use crate::nn::AutodiffBackend;
-use crate::train::classify::classifier_run::{EncoderWeights, RunModel, RunSpec};
+use crate::train::classify::classifier_run::{RunModel, RunSpec};
 use crate::train::classify::{
     lxmert_config, model_config, ClassifierKind, ClassifyConfig, ClassifyError, Schedule,
 };
@@ -25,15 +26,26 @@ use crate::train::engine::run_dir::RunDir;
 use crate::train::lxmert_pretrain::{pretrain_on, PretrainingImages};
 use crate::train::report::metrics::MeanStd;
 pub use data::{prepare_qa, QaData, QaItem};
+pub use report::{comparisons, results_table, row_accuracy, Comparison};
 pub use task::{answer_loss, evaluate_qa, QaEvaluation, QaRunResult};
+
+fn default_task() -> QaTask {
+    QaTask::Vqa
+}
 
 /// The experiment, saved as `config.json` in the output directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinetuneVqaConfig {
     /// Data, models, budget, LXMERT's pretraining, rows and seeds, as `classify` has them.
     pub experiment: ClassifyConfig,
-    /// VQA v2's official files (MSCOCO only; the built-in set writes its own).
+    /// Which task: VQA v2, GQA or NLVR2.
+    #[serde(default = "default_task")]
+    pub task: QaTask,
+    /// The folder of the task's official files (the built-in set writes its own).
     pub questions: Option<PathBuf>,
+    /// GQA's or NLVR2's images, found by name anywhere below this folder.
+    #[serde(default)]
+    pub images: Option<PathBuf>,
     /// An answer enters the vocabulary when it is the most common answer of at least this
     /// many training questions.
     pub min_answer_count: usize,
@@ -49,7 +61,9 @@ impl FinetuneVqaConfig {
         experiment.seeds = vec![0, 1, 2];
         Self {
             experiment,
+            task: QaTask::Vqa,
             questions: None,
+            images: None,
             min_answer_count: 1,
         }
     }
@@ -59,7 +73,9 @@ impl FinetuneVqaConfig {
     pub fn coco(root: PathBuf, questions: Option<PathBuf>) -> Self {
         Self {
             experiment: ClassifyConfig::coco(root),
+            task: QaTask::Vqa,
             questions,
+            images: None,
             min_answer_count: 9,
         }
     }
@@ -126,7 +142,7 @@ fn answer_prior(data: &QaData) -> QaSummary {
         by_type
             .entry(item.question_type.clone())
             .or_default()
-            .push(vqa_accuracy(guess(&item.question_type), &item.humans));
+            .push(data.task.score(guess(&item.question_type), &item.humans));
     }
     let all: Vec<f64> = by_type.values().flatten().copied().collect();
     QaSummary {
@@ -140,47 +156,6 @@ fn answer_prior(data: &QaData) -> QaSummary {
             })
             .collect(),
     }
-}
-
-/// The table: VQA accuracy (%) overall and per question type, mean ± std over seeds.
-pub fn results_table(report: &FinetuneVqaReport) -> String {
-    let types: BTreeSet<&String> = report
-        .summary
-        .iter()
-        .flat_map(|row| row.per_type.keys())
-        .collect();
-    let cell = |m: &MeanStd| format!("{:.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.std);
-    let mut table = format!(
-        "| model | overall | {} |\n|---|---|{}\n",
-        types
-            .iter()
-            .map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join(" | "),
-        "---|".repeat(types.len())
-    );
-    for row in &report.summary {
-        let per: Vec<String> = types
-            .iter()
-            .map(|t| row.per_type.get(*t).map_or("-".into(), cell))
-            .collect();
-        table += &format!(
-            "| {} | {} | {} |\n",
-            row.model,
-            cell(&row.accuracy),
-            per.join(" | ")
-        );
-    }
-    table
-}
-
-/// The mean accuracy of a row and its std.
-pub fn row_accuracy(report: &FinetuneVqaReport, model: &str) -> Option<MeanStd> {
-    report
-        .summary
-        .iter()
-        .find(|row| row.model == model)
-        .map(|row| row.accuracy)
 }
 
 /// Runs every row and seed, and writes `results.json` and `results.md`.
@@ -218,6 +193,15 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
             experiment.model.patch_size
         )));
     }
+    crate::train::classify::check_inputs(experiment)?;
+    if let Some(dir) = &config.images {
+        if !dir.is_dir() {
+            return Err(ClassifyError::Config(format!(
+                "--images {} is not a folder",
+                dir.display()
+            )));
+        }
+    }
     crate::train::engine::run_dir::removed_on_early_failure(&paths.out_dir, || {
         RunDir::claim(&paths.out_dir, config, &["tokenizer.json"])?;
         let data = prepare_qa(config, paths, schedule.show_progress)?;
@@ -247,14 +231,11 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
                 schedule.run_feed(),
             )?)
         };
-        let wants_pretrained = experiment
-            .models
-            .contains(&ClassifierKind::LxmertPretrained);
-        let pretrained_weights = match &experiment.lxmert.weights {
-            Some(released) => EncoderWeights::Released(released.clone()),
-            None => EncoderWeights::Run(pretraining_dir.join("lxmert.safetensors")),
-        };
-        let needs_pretraining = wants_pretrained && experiment.lxmert.weights.is_none();
+        let crate::train::classify::PretrainedSource {
+            weights: pretrained_weights,
+            needs_pretraining,
+            ..
+        } = crate::train::classify::pretrained_source(experiment, prepared, &pretraining_dir)?;
         let mut by_cost = experiment.models.clone();
         by_cost.sort_by_key(|m| m.cost_rank());
         let specs: Vec<RunSpec> = by_cost
@@ -270,6 +251,7 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
                     Some(modality) => {
                         let mut model = model_config(experiment, modality, prepared);
                         model.n_labels = n_answers;
+                        model.images_per_input = config.task.images_per_question();
                         RunModel::SingleStream(model)
                     }
                     None => {
@@ -290,11 +272,13 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
                 feed: schedule.run_feed(),
             })
             .collect();
+        let [train_cache, val_cache] = data.caches();
         let run_data = task::QaRunData {
+            task: data.task,
             train: &data.train,
             val: &data.val,
-            train_cache: &prepared.train.cache,
-            val_cache: &prepared.val.cache,
+            train_cache,
+            val_cache,
             vocabulary: &data.vocabulary,
             special: prepared.tokenizer.special,
         };
@@ -338,20 +322,7 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
             summary,
             runs,
         };
-        write_atomic(
-            &paths.out_dir.join("results.json"),
-            &serde_json::to_vec_pretty(&report).expect("reports serialise"),
-        )?;
-        let markdown = format!(
-            "# finetune-vqa\n\n{} Device: {}.\n\nVQA accuracy (%), mean ± std over seeds {:?}; {} held-out questions, {} answers.\n\n{}",
-            crate::train::report::provenance(),
-            report.device,
-            experiment.seeds,
-            report.eval_questions,
-            report.answers,
-            results_table(&report)
-        );
-        write_atomic(&paths.out_dir.join("results.md"), markdown.as_bytes())?;
+        report::write_report(&report, &paths.out_dir)?;
         Ok(report)
     })
 }

@@ -1,9 +1,10 @@
 //! One fine-tuning run (one model, one seed) as a task on the
-//! [`engine`](crate::train::engine): LXMERT's loss (binary cross-entropy against the soft
-//! targets, summed over answers), and VQA accuracy as the official script computes it, overall
-//! and per question type. A finished run directory holds `model.safetensors`,
-//! `model-config.json`, `result.json`, `metrics.jsonl`, `report.html` and `predictions.json`
-//! (the official submission format).
+//! [`engine`](crate::train::engine): LXMERT's loss for the task (binary cross-entropy against
+//! the soft targets, summed over answers, for VQA and GQA; cross-entropy for NLVR2), and the
+//! task's accuracy as its official script computes it (VQA accuracy for VQA v2), overall and
+//! per question type. A finished run directory holds `model.safetensors`, `model-config.json`,
+//! `result.json`, `metrics.jsonl`, `report.html` and the predictions in the task's official
+//! submission format (`predictions.json`, or `predictions.csv` for NLVR2).
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::QaItem;
 use crate::data::batch::image_batch;
-use crate::data::vqa::{vqa_accuracy, AnswerVocabulary};
+use crate::data::vqa::{AnswerVocabulary, QaTask};
 use crate::data::{ClassificationBatch, ImageCache, SpecialIds};
 use crate::io::checkpoint::{load_safetensors, save_safetensors, write_atomic};
 use crate::models::classifier::MultiLabelClassifier;
@@ -38,15 +39,15 @@ use crate::train::TrainError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QaEvaluation {
     pub loss: f64,
-    /// VQA accuracy, in [0, 1].
+    /// The task's accuracy (VQA accuracy for VQA v2), in [0, 1].
     pub accuracy: f64,
-    /// VQA accuracy per question type.
+    /// The accuracy per question type.
     pub per_type: BTreeMap<String, f64>,
 }
 
 impl EpochEvaluation for QaEvaluation {
     fn metrics(&self) -> Vec<(&'static str, f64)> {
-        vec![("loss", self.loss), ("VQA accuracy", self.accuracy)]
+        vec![("loss", self.loss), ("accuracy", self.accuracy)]
     }
 
     fn continuous_metrics(&self) -> Vec<(&'static str, f64)> {
@@ -66,8 +67,8 @@ pub struct QaRunResult {
     pub history: Vec<EpochLog<QaEvaluation>>,
 }
 
-/// The batch of `items`: images from the cache, questions ending with `[SEP]`, dense soft
-/// targets `[batch, n_answers]`.
+/// The batch of `items`: images from the cache (a question's images next to each other),
+/// questions ending with `[SEP]`, dense soft targets `[batch, n_answers]`.
 pub fn qa_batch<B: Backend>(
     items: &[&QaItem],
     cache: &ImageCache,
@@ -75,7 +76,10 @@ pub fn qa_batch<B: Backend>(
     special: SpecialIds,
     device: &B::Device,
 ) -> ClassificationBatch<B> {
-    let image_ids: Vec<u64> = items.iter().map(|item| item.image_id).collect();
+    let image_ids: Vec<u64> = items
+        .iter()
+        .flat_map(|item| item.images.iter().copied())
+        .collect();
     let questions: Vec<&[u32]> = items.iter().map(|item| item.question.as_slice()).collect();
     let mut targets = vec![0.0f32; items.len() * n_answers];
     for (row, item) in targets.chunks_mut(n_answers).zip(items) {
@@ -90,19 +94,31 @@ pub fn qa_batch<B: Backend>(
     }
 }
 
-/// LXMERT's VQA loss: binary cross-entropy with logits against the soft targets, averaged over
-/// the batch and summed over answers (airsplay/lxmert's `bce_loss(...) * n_answers`).
+/// LXMERT's loss for the task, as airsplay/lxmert trains it: for VQA and GQA, binary
+/// cross-entropy with logits against the soft targets, averaged over the batch and summed over
+/// answers (`bce_loss(...) * n_answers`); for NLVR2, softmax cross-entropy over true and false.
 ///
 /// # Shapes
 /// - `logits`, `targets`: `[batch, n_answers]`
 /// - returns: `[1]`
-pub fn answer_loss<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 2>) -> Tensor<B, 1> {
-    let [_, n_answers] = logits.dims();
-    bce_with_logits(logits, targets) * n_answers as f64
+pub fn answer_loss<B: Backend>(
+    task: QaTask,
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let [batch, n_answers] = logits.dims();
+    match task {
+        QaTask::Vqa | QaTask::Gqa => bce_with_logits(logits, targets) * n_answers as f64,
+        QaTask::Nlvr2 => {
+            let log_p = burn::tensor::activation::log_softmax(logits, 1);
+            (log_p * targets).sum().neg() / batch.max(1) as f64
+        }
+    }
 }
 
 /// The predicted answer of every item and the held-out metrics.
 pub fn evaluate_qa<B: Backend, M: MultiLabelClassifier<B>>(
+    task: QaTask,
     model: &M,
     items: &[QaItem],
     cache: &ImageCache,
@@ -117,7 +133,8 @@ pub fn evaluate_qa<B: Backend, M: MultiLabelClassifier<B>>(
         let refs: Vec<&QaItem> = chunk.iter().collect();
         let batch = qa_batch::<B>(&refs, cache, vocabulary.len(), special, device);
         let logits = model.classify(batch.images, batch.text);
-        loss_sum = loss_sum + answer_loss(logits.clone(), batch.labels) * chunk.len() as f64;
+        loss_sum =
+            loss_sum + answer_loss(task, logits.clone(), batch.labels) * chunk.len() as f64;
         best.push(logits.argmax(1).reshape([chunk.len()]));
     }
     let predicted: Vec<usize> = if best.is_empty() {
@@ -139,7 +156,7 @@ pub fn evaluate_qa<B: Backend, M: MultiLabelClassifier<B>>(
     let mut by_type: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     let mut total = 0.0;
     for (item, answer) in items.iter().zip(&answers) {
-        let accuracy = vqa_accuracy(answer, &item.humans);
+        let accuracy = task.score(answer, &item.humans);
         total += accuracy;
         let entry = by_type.entry(item.question_type.clone()).or_default();
         entry.0 += accuracy;
@@ -158,7 +175,8 @@ pub fn evaluate_qa<B: Backend, M: MultiLabelClassifier<B>>(
 }
 
 /// A model `M` on the question set: the engine's task.
-pub struct QaTask<'a, M> {
+pub struct QaTrainingTask<'a, M> {
+    pub task: QaTask,
     pub train: &'a [QaItem],
     pub val: &'a [QaItem],
     pub train_cache: &'a ImageCache,
@@ -170,7 +188,7 @@ pub struct QaTask<'a, M> {
     pub model: PhantomData<fn() -> M>,
 }
 
-impl<B, M> TrainingTask<B> for QaTask<'_, M>
+impl<B, M> TrainingTask<B> for QaTrainingTask<'_, M>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + ModuleSnapshot<B> + MultiLabelClassifier<B>,
@@ -210,7 +228,11 @@ where
         model: &M,
         batch: ClassificationBatch<B>,
     ) -> Result<StepOutput<B, ()>, TrainError> {
-        let loss = answer_loss(model.classify(batch.images, batch.text), batch.labels);
+        let loss = answer_loss(
+            self.task,
+            model.classify(batch.images, batch.text),
+            batch.labels,
+        );
         Ok(StepOutput {
             losses: Losses {
                 total: loss,
@@ -227,6 +249,7 @@ where
         device: &B::Device,
     ) -> Result<QaEvaluation, TrainError> {
         Ok(evaluate_qa(
+            self.task,
             model,
             self.val,
             self.val_cache,
@@ -241,6 +264,7 @@ where
 
 /// The data a run reads.
 pub struct QaRunData<'a> {
+    pub task: QaTask,
     pub train: &'a [QaItem],
     pub val: &'a [QaItem],
     pub train_cache: &'a ImageCache,
@@ -281,7 +305,8 @@ pub fn train_qa_run<B: AutodiffBackend>(
                 config.lxmert.clone(),
                 config.n_labels,
                 config.cls_id,
-            );
+            )
+            .with_images_per_question(data.task.images_per_question());
             let mut model = seeded_init::<B, _>(seed, device, || config.init::<B>(device));
             match pretrained {
                 Some(EncoderWeights::Run(path)) => {
@@ -315,7 +340,8 @@ where
     M: AutodiffModule<B> + ModuleSnapshot<B> + MultiLabelClassifier<B>,
     M::InnerModule: MultiLabelClassifier<B::InnerBackend>,
 {
-    let task = QaTask::<M> {
+    let task = QaTrainingTask::<M> {
+        task: data.task,
         train: data.train,
         val: data.val,
         train_cache: data.train_cache,
@@ -333,6 +359,7 @@ where
     };
     let trained = train(&task, model, &spec.budget, run_dir, &display, device)?;
     let (last, answers) = evaluate_qa(
+        data.task,
         &trained.model,
         data.val,
         data.val_cache,
@@ -341,20 +368,6 @@ where
         spec.budget.batch_size,
         device,
     );
-    // The official submission format: the question ids as integers where they are.
-    let predictions: Vec<serde_json::Value> = data
-        .val
-        .iter()
-        .zip(&answers)
-        .map(|(item, answer)| {
-            let id = item
-                .question_id
-                .parse::<u64>()
-                .map(serde_json::Value::from)
-                .unwrap_or_else(|_| serde_json::Value::from(item.question_id.clone()));
-            serde_json::json!({ "question_id": id, "answer": answer })
-        })
-        .collect();
     let result = QaRunResult {
         model: spec.kind,
         seed: spec.budget.seed,
@@ -366,10 +379,8 @@ where
     };
     save_safetensors(&trained.model, &spec.dir.join("model.safetensors"))?;
     write_atomic(&spec.dir.join("model-config.json"), config_json)?;
-    write_atomic(
-        &spec.dir.join("predictions.json"),
-        &serde_json::to_vec(&predictions).expect("predictions serialise"),
-    )?;
+    let (name, bytes) = submission(data.task, data.val, &answers);
+    write_atomic(&spec.dir.join(name), &bytes)?;
     let config: serde_json::Value = serde_json::from_slice(config_json).expect("configs are JSON");
     training_report(
         &format!("{}, seed {}", super::row_name(spec.kind), spec.budget.seed),
@@ -380,4 +391,53 @@ where
     )?;
     run_dir.finish(&result)?;
     Ok(result)
+}
+
+/// The predictions in the task's official submission format, and its file name: VQA v2's
+/// `[{"question_id", "answer"}]` (integer ids), GQA's `[{"questionId", "prediction"}]`, and
+/// NLVR2's `identifier,True|False` lines.
+pub fn submission(task: QaTask, items: &[QaItem], answers: &[String]) -> (&'static str, Vec<u8>) {
+    let pairs = items.iter().zip(answers);
+    match task {
+        QaTask::Vqa => {
+            let rows: Vec<serde_json::Value> = pairs
+                .map(|(item, answer)| {
+                    let id = item
+                        .question_id
+                        .parse::<u64>()
+                        .map(serde_json::Value::from)
+                        .unwrap_or_else(|_| serde_json::Value::from(item.question_id.clone()));
+                    serde_json::json!({ "question_id": id, "answer": answer })
+                })
+                .collect();
+            (
+                "predictions.json",
+                serde_json::to_vec(&rows).expect("predictions serialise"),
+            )
+        }
+        QaTask::Gqa => {
+            let rows: Vec<serde_json::Value> = pairs
+                .map(|(item, answer)| {
+                    serde_json::json!({ "questionId": item.question_id, "prediction": answer })
+                })
+                .collect();
+            (
+                "predictions.json",
+                serde_json::to_vec(&rows).expect("predictions serialise"),
+            )
+        }
+        QaTask::Nlvr2 => {
+            let lines: String = pairs
+                .map(|(item, answer)| {
+                    let label = if answer == crate::data::vqa::nlvr2::TRUE {
+                        "True"
+                    } else {
+                        "False"
+                    };
+                    format!("{},{label}\n", item.question_id)
+                })
+                .collect();
+            ("predictions.csv", lines.into_bytes())
+        }
+    }
 }
