@@ -43,7 +43,8 @@ pub(super) const COLORS: [[u8; 3]; 6] = [
     [40, 200, 210],
 ];
 pub(super) const COLOR_WORDS: [&str; 6] = ["red", "green", "blue", "yellow", "magenta", "cyan"];
-pub(super) const COLOR_WORDS_KO: [&str; 6] = ["빨간색", "초록색", "파란색", "노란색", "자홍색", "청록색"];
+pub(super) const COLOR_WORDS_KO: [&str; 6] =
+    ["빨간색", "초록색", "파란색", "노란색", "자홍색", "청록색"];
 pub(super) const SHAPES: [Shape; 6] = [
     Shape::Disk,
     Shape::Square,
@@ -52,7 +53,8 @@ pub(super) const SHAPES: [Shape; 6] = [
     Shape::Cross,
     Shape::Diamond,
 ];
-pub(super) const SHAPE_WORDS: [&str; 6] = ["circle", "square", "triangle", "ring", "cross", "diamond"];
+pub(super) const SHAPE_WORDS: [&str; 6] =
+    ["circle", "square", "triangle", "ring", "cross", "diamond"];
 pub(super) const SHAPE_WORDS_KO: [&str; 6] = ["원", "사각형", "삼각형", "고리", "십자", "마름모"];
 const NUMBER_WORDS: [&str; 6] = ["zero", "one", "two", "three", "four", "five"];
 
@@ -308,7 +310,10 @@ fn plan_questions(rng: &mut StdRng, objects: &[Object]) -> Vec<Query> {
 
 /// The objects of an image, from its instances: glyph, colour, shape and the box centre as a
 /// fraction of the image side.
-pub(super) fn objects_of(dataset: &CocoDataset, image: &crate::data::coco::CocoImage) -> Vec<Object> {
+pub(super) fn objects_of(
+    dataset: &CocoDataset,
+    image: &crate::data::coco::CocoImage,
+) -> Vec<Object> {
     image
         .objects
         .iter()

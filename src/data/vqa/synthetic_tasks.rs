@@ -14,11 +14,11 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
+use super::gqa;
 use super::synthetic::{
     objects_of, question_set, write_json, Object, COLOR_WORDS, COLOR_WORDS_KO, SHAPE_WORDS,
     SHAPE_WORDS_KO,
 };
-use super::gqa;
 use crate::data::coco::{CocoDataset, CocoSplit};
 use crate::data::error::DataError;
 use crate::data::glyphs::GLYPHS;
@@ -109,8 +109,7 @@ pub fn ensure_gqa_set(
             .collect();
         for (language, questions, annotations) in question_set(dataset, seed) {
             let mut file = serde_json::Map::new();
-            for (question, annotation) in questions.questions.iter().zip(&annotations.annotations)
-            {
+            for (question, annotation) in questions.questions.iter().zip(&annotations.annotations) {
                 let structural = if annotation.answer_type == "yes/no" {
                     "verify"
                 } else {
@@ -171,9 +170,11 @@ impl Claim {
             1 => Claim::BothColor(rng.random_range(0..COLOR_WORDS.len())),
             2 => {
                 let total = left.len() + right.len();
-                Claim::Total(*[total.saturating_sub(1), total, total + 1]
-                    .choose(rng)
-                    .expect("three"))
+                Claim::Total(
+                    *[total.saturating_sub(1), total, total + 1]
+                        .choose(rng)
+                        .expect("three"),
+                )
             }
             _ => Claim::RightHas(rng.random_range(0..GLYPHS.len())),
         }

@@ -16,8 +16,7 @@ use crate::data::vqa::{
     gqa, nlvr2, vqa_v2, AnswerVocabulary, ImageKey, QaExample, QaSplit, QaTask, SoftTargets,
 };
 use crate::data::{
-    prepare_data, BadEntryPolicy, CocoSplit, ImageCache, PreparedData, SkipReport,
-    TextTokenizer,
+    prepare_data, BadEntryPolicy, CocoSplit, ImageCache, PreparedData, SkipReport, TextTokenizer,
 };
 use crate::io::RunPaths;
 use crate::train::classify::ClassifyError;
@@ -243,7 +242,12 @@ pub fn prepare_qa(
         let mut ids = HashMap::new();
         let mut kept = Vec::new();
         for (split, examples, path, limit) in [
-            (CocoSplit::Train2014, train, &train_files.0, data.max_train_images),
+            (
+                CocoSplit::Train2014,
+                train,
+                &train_files.0,
+                data.max_train_images,
+            ),
             (CocoSplit::Val2014, val, &val_files.0, data.max_eval_images),
         ] {
             let checked = QaSplit {
@@ -271,9 +275,9 @@ pub fn prepare_qa(
                 .into_iter()
                 .filter(|e| {
                     e.images.iter().all(|image| match image {
-                        ImageKey::Named(name) => split_ids
-                            .get(name)
-                            .is_some_and(|&id| cache.contains(id)),
+                        ImageKey::Named(name) => {
+                            split_ids.get(name).is_some_and(|&id| cache.contains(id))
+                        }
                         ImageKey::Coco(_) => false,
                     })
                 })
@@ -297,36 +301,35 @@ pub fn prepare_qa(
             val.len()
         )));
     }
-    let items = |examples: Vec<QaExample>,
-                 split: CocoSplit|
-     -> Result<Vec<QaItem>, ClassifyError> {
-        examples
-            .into_iter()
-            .map(|example| {
-                let images = example
-                    .images
-                    .iter()
-                    .map(|image| match (image, &ids) {
-                        (ImageKey::Coco(id), _) => *id,
-                        (ImageKey::Named(name), Some(ids)) => ids[&split][name],
-                        (ImageKey::Named(_), None) => {
-                            unreachable!("VQA v2 questions are about COCO images")
-                        }
+    let items =
+        |examples: Vec<QaExample>, split: CocoSplit| -> Result<Vec<QaItem>, ClassifyError> {
+            examples
+                .into_iter()
+                .map(|example| {
+                    let images = example
+                        .images
+                        .iter()
+                        .map(|image| match (image, &ids) {
+                            (ImageKey::Coco(id), _) => *id,
+                            (ImageKey::Named(name), Some(ids)) => ids[&split][name],
+                            (ImageKey::Named(_), None) => {
+                                unreachable!("VQA v2 questions are about COCO images")
+                            }
+                        })
+                        .collect();
+                    Ok(QaItem {
+                        images,
+                        question: prepared
+                            .tokenizer
+                            .encode(&example.question, data.max_text_len)?,
+                        targets: vocabulary.soft_targets(&example),
+                        humans: normalise_human_answers(&example.answers),
+                        question_type: example.question_type,
+                        question_id: example.question_id,
                     })
-                    .collect();
-                Ok(QaItem {
-                    images,
-                    question: prepared
-                        .tokenizer
-                        .encode(&example.question, data.max_text_len)?,
-                    targets: vocabulary.soft_targets(&example),
-                    humans: normalise_human_answers(&example.answers),
-                    question_type: example.question_type,
-                    question_id: example.question_id,
                 })
-            })
-            .collect()
-    };
+                .collect()
+        };
     let (train, val) = (
         items(train, CocoSplit::Train2014)?,
         items(val, CocoSplit::Val2014)?,

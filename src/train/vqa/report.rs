@@ -212,7 +212,10 @@ pub fn write_report(report: &FinetuneVqaReport, out_dir: &Path) -> Result<(), Cl
     )?;
 
     let mut html = Report::new(&title(report));
-    let header: Vec<&str> = ["model"].into_iter().chain(columns.iter().copied()).collect();
+    let header: Vec<&str> = ["model"]
+        .into_iter()
+        .chain(columns.iter().copied())
+        .collect();
     let rows: Vec<Vec<String>> = report
         .summary
         .iter()

@@ -133,8 +133,7 @@ pub fn evaluate_qa<B: Backend, M: MultiLabelClassifier<B>>(
         let refs: Vec<&QaItem> = chunk.iter().collect();
         let batch = qa_batch::<B>(&refs, cache, vocabulary.len(), special, device);
         let logits = model.classify(batch.images, batch.text);
-        loss_sum =
-            loss_sum + answer_loss(task, logits.clone(), batch.labels) * chunk.len() as f64;
+        loss_sum = loss_sum + answer_loss(task, logits.clone(), batch.labels) * chunk.len() as f64;
         best.push(logits.argmax(1).reshape([chunk.len()]));
     }
     let predicted: Vec<usize> = if best.is_empty() {
