@@ -116,22 +116,25 @@ pub fn answer_loss<B: Backend>(
     }
 }
 
-/// The predicted answer of every item and the held-out metrics.
+/// The predicted answer of every held-out question and the held-out metrics.
 pub fn evaluate_qa<B: Backend, M: MultiLabelClassifier<B>>(
-    task: QaTask,
     model: &M,
-    items: &[QaItem],
-    cache: &ImageCache,
-    vocabulary: &AnswerVocabulary,
-    special: SpecialIds,
+    data: &QaRunData,
     batch_size: usize,
     device: &B::Device,
 ) -> (QaEvaluation, Vec<String>) {
+    let (task, items, vocabulary) = (data.task, data.val, data.vocabulary);
     let mut loss_sum = Tensor::<B, 1>::zeros([1], device);
     let mut best = Vec::new();
     for chunk in items.chunks(batch_size.max(1)) {
         let refs: Vec<&QaItem> = chunk.iter().collect();
-        let batch = qa_batch::<B>(&refs, cache, vocabulary.len(), special, device);
+        let batch = qa_batch::<B>(
+            &refs,
+            data.val_cache,
+            vocabulary.len(),
+            data.special,
+            device,
+        );
         let logits = model.classify(batch.images, batch.text);
         loss_sum = loss_sum + answer_loss(task, logits.clone(), batch.labels) * chunk.len() as f64;
         best.push(logits.argmax(1).reshape([chunk.len()]));
@@ -175,13 +178,7 @@ pub fn evaluate_qa<B: Backend, M: MultiLabelClassifier<B>>(
 
 /// A model `M` on the question set: the engine's task.
 pub struct QaTrainingTask<'a, M> {
-    pub task: QaTask,
-    pub train: &'a [QaItem],
-    pub val: &'a [QaItem],
-    pub train_cache: &'a ImageCache,
-    pub val_cache: &'a ImageCache,
-    pub vocabulary: &'a AnswerVocabulary,
-    pub special: SpecialIds,
+    pub data: &'a QaRunData<'a>,
     pub batch_size: usize,
     pub dropout: bool,
     pub model: PhantomData<fn() -> M>,
@@ -199,7 +196,7 @@ where
     type Batch = ClassificationBatch<B>;
 
     fn n_train(&self) -> usize {
-        self.train.len()
+        self.data.train.len()
     }
 
     fn uses_backend_random(&self) -> bool {
@@ -212,12 +209,12 @@ where
         _rng: &mut StdRng,
         device: &B::Device,
     ) -> Result<ClassificationBatch<B>, TrainError> {
-        let items: Vec<&QaItem> = indices.iter().map(|&i| &self.train[i]).collect();
+        let items: Vec<&QaItem> = indices.iter().map(|&i| &self.data.train[i]).collect();
         Ok(qa_batch(
             &items,
-            self.train_cache,
-            self.vocabulary.len(),
-            self.special,
+            self.data.train_cache,
+            self.data.vocabulary.len(),
+            self.data.special,
             device,
         ))
     }
@@ -228,7 +225,7 @@ where
         batch: ClassificationBatch<B>,
     ) -> Result<StepOutput<B, ()>, TrainError> {
         let loss = answer_loss(
-            self.task,
+            self.data.task,
             model.classify(batch.images, batch.text),
             batch.labels,
         );
@@ -247,17 +244,7 @@ where
         _epoch: usize,
         device: &B::Device,
     ) -> Result<QaEvaluation, TrainError> {
-        Ok(evaluate_qa(
-            self.task,
-            model,
-            self.val,
-            self.val_cache,
-            self.vocabulary,
-            self.special,
-            self.batch_size,
-            device,
-        )
-        .0)
+        Ok(evaluate_qa(model, self.data, self.batch_size, device).0)
     }
 }
 
@@ -340,13 +327,7 @@ where
     M::InnerModule: MultiLabelClassifier<B::InnerBackend>,
 {
     let task = QaTrainingTask::<M> {
-        task: data.task,
-        train: data.train,
-        val: data.val,
-        train_cache: data.train_cache,
-        val_cache: data.val_cache,
-        vocabulary: data.vocabulary,
-        special: data.special,
+        data,
         batch_size: spec.budget.batch_size,
         dropout,
         model: PhantomData,
@@ -357,16 +338,7 @@ where
         feed: spec.feed,
     };
     let trained = train(&task, model, &spec.budget, run_dir, &display, device)?;
-    let (last, answers) = evaluate_qa(
-        data.task,
-        &trained.model,
-        data.val,
-        data.val_cache,
-        data.vocabulary,
-        data.special,
-        spec.budget.batch_size,
-        device,
-    );
+    let (last, answers) = evaluate_qa(&trained.model, data, spec.budget.batch_size, device);
     let result = QaRunResult {
         model: spec.kind,
         seed: spec.budget.seed,
