@@ -86,6 +86,26 @@ fn stem(file_name: &str) -> &str {
         .unwrap_or(file_name)
 }
 
+/// Writes a task's files for each split whose files (in any language) are missing, and returns
+/// `language`'s, train then val.
+fn ensure_split_files(
+    root: &Path,
+    [train, val]: [&CocoDataset; 2],
+    language: CaptionLanguage,
+    path_of: fn(&Path, CocoSplit, CaptionLanguage) -> PathBuf,
+    mut write_split: impl FnMut(&CocoDataset) -> Result<(), DataError>,
+) -> Result<[PathBuf; 2], DataError> {
+    for dataset in [train, val] {
+        let complete = CaptionLanguage::ALL
+            .iter()
+            .all(|&l| path_of(root, dataset.split, l).is_file());
+        if !complete {
+            write_split(dataset)?;
+        }
+    }
+    Ok([train.split, val.split].map(|split| path_of(root, split, language)))
+}
+
 /// Writes the built-in GQA files (both splits, every language) if they are missing; returns
 /// `language`'s, train then val.
 pub fn ensure_gqa_set(
@@ -95,43 +115,41 @@ pub fn ensure_gqa_set(
     seed: u64,
     language: CaptionLanguage,
 ) -> Result<[PathBuf; 2], DataError> {
-    for dataset in [train, val] {
-        let complete = CaptionLanguage::ALL
-            .iter()
-            .all(|&l| gqa_path(root, dataset.split, l).is_file());
-        if complete {
-            continue;
+    ensure_split_files(root, [train, val], language, gqa_path, |dataset| {
+        write_gqa_split(root, dataset, seed)
+    })
+}
+
+fn write_gqa_split(root: &Path, dataset: &CocoDataset, seed: u64) -> Result<(), DataError> {
+    let image_names: std::collections::HashMap<u64, &str> = dataset
+        .images
+        .iter()
+        .map(|image| (image.id, stem(&image.file_name)))
+        .collect();
+    for (language, questions, annotations) in question_set(dataset, seed) {
+        let mut file = serde_json::Map::new();
+        for (question, annotation) in questions.questions.iter().zip(&annotations.annotations) {
+            let structural = if annotation.answer_type == "yes/no" {
+                "verify"
+            } else {
+                "query"
+            };
+            file.insert(
+                question.question_id.to_string(),
+                serde_json::json!({
+                    "imageId": image_names[&question.image_id],
+                    "question": question.question,
+                    "answer": annotation.multiple_choice_answer,
+                    "types": {
+                        "structural": structural,
+                        "semantic": annotation.question_type,
+                    },
+                }),
+            );
         }
-        let image_names: std::collections::HashMap<u64, &str> = dataset
-            .images
-            .iter()
-            .map(|image| (image.id, stem(&image.file_name)))
-            .collect();
-        for (language, questions, annotations) in question_set(dataset, seed) {
-            let mut file = serde_json::Map::new();
-            for (question, annotation) in questions.questions.iter().zip(&annotations.annotations) {
-                let structural = if annotation.answer_type == "yes/no" {
-                    "verify"
-                } else {
-                    "query"
-                };
-                file.insert(
-                    question.question_id.to_string(),
-                    serde_json::json!({
-                        "imageId": image_names[&question.image_id],
-                        "question": question.question,
-                        "answer": annotation.multiple_choice_answer,
-                        "types": {
-                            "structural": structural,
-                            "semantic": annotation.question_type,
-                        },
-                    }),
-                );
-            }
-            write_json(&gqa_path(root, dataset.split, language), &file)?;
-        }
+        write_json(&gqa_path(root, dataset.split, language), &file)?;
     }
-    Ok([train.split, val.split].map(|split| gqa_path(root, split, language)))
+    Ok(())
 }
 
 /// What a statement about a pair claims, before it is put into words. Colours index
@@ -230,15 +248,9 @@ pub fn ensure_nlvr2_set(
     seed: u64,
     language: CaptionLanguage,
 ) -> Result<[PathBuf; 2], DataError> {
-    for dataset in [train, val] {
-        let complete = CaptionLanguage::ALL
-            .iter()
-            .all(|&l| nlvr2_path(root, dataset.split, l).is_file());
-        if !complete {
-            write_nlvr2_split(root, dataset, seed)?;
-        }
-    }
-    Ok([train.split, val.split].map(|split| nlvr2_path(root, split, language)))
+    ensure_split_files(root, [train, val], language, nlvr2_path, |dataset| {
+        write_nlvr2_split(root, dataset, seed)
+    })
 }
 
 fn write_nlvr2_split(root: &Path, dataset: &CocoDataset, seed: u64) -> Result<(), DataError> {
