@@ -90,9 +90,10 @@ fn task_files(
     let (seed, language) = (data.synthetic.seed, data.captions.language);
     let (root, train, val) = (&splits.root, &splits.train, &splits.val);
     let built_in = config.questions.is_none();
-    let official = |names: [String; 2]| -> Result<[PathBuf; 2], ClassifyError> {
+    // Only called when --questions names the folder.
+    let official = |names: [String; 2]| -> [PathBuf; 2] {
         let dir = config.questions.as_ref().expect("official files");
-        Ok(names.map(|name| dir.join(name)))
+        names.map(|name| dir.join(name))
     };
     let images = || -> Result<Vec<PathBuf>, ClassifyError> {
         config.images.clone().map(|dir| vec![dir]).ok_or_else(|| {
@@ -118,8 +119,7 @@ fn task_files(
                 let [q, a] = official([
                     vqa_v2::questions_file(split.name()),
                     vqa_v2::annotations_file(split.name()),
-                ])
-                .expect("a folder");
+                ]);
                 (q, Some(a))
             });
             (files, Vec::new())
@@ -130,7 +130,7 @@ fn task_files(
             ([(t, None), (v, None)], dirs.to_vec())
         }
         (QaTask::Gqa, false) => {
-            let [t, v] = official(["train", "val"].map(gqa::questions_file))?;
+            let [t, v] = official(["train", "val"].map(gqa::questions_file));
             ([(t, None), (v, None)], images()?)
         }
         (QaTask::Nlvr2, true) => {
@@ -138,7 +138,7 @@ fn task_files(
             ([(t, None), (v, None)], vec![nlvr2_images(root)])
         }
         (QaTask::Nlvr2, false) => {
-            let [t, v] = official(["train.json".into(), "dev.json".into()])?;
+            let [t, v] = official(["train.json".into(), "dev.json".into()]);
             ([(t, None), (v, None)], images()?)
         }
     };
