@@ -1,6 +1,7 @@
 //! Runs every family on a GPU-style device and on the CPU (Flex) from the same weights and
 //! batches, and checks that they compute the same thing: training losses, held-out metrics,
-//! logits and KV-cached greedy generation ([`vislang::train::device_check`]).
+//! logits, answer logits on image pairs and KV-cached greedy generation
+//! ([`vislang::train::device_check`]).
 //!
 //! ```text
 //! # CI, without a GPU (Mesa's software Vulkan; apt-get install mesa-vulkan-drivers), without

@@ -2,7 +2,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend as _;
-use burn::tensor::{s, Bool, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{s, Bool, Int, Tensor, TensorData};
 use vislang::nn::Backend;
 use vislang::nn::*;
 use vislang::train::engine::gradients::params_without_gradient;
@@ -10,10 +10,19 @@ use vislang::train::engine::gradients::params_without_gradient;
 type B = Flex;
 type AB = Autodiff<Flex>;
 
+/// Normal draws from a local generator, not the backend's, which the tests running in
+/// parallel share.
 fn random<Bk: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Bk, D> {
-    let device = Default::default();
-    Bk::seed(&device, seed);
-    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Box-Muller: burn's `TensorData::random` wants another version of `rand`'s traits.
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 1.0) as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
 fn max_abs_diff<Bk: Backend, const D: usize>(a: Tensor<Bk, D>, b: Tensor<Bk, D>) -> f32 {

@@ -22,6 +22,7 @@ use crate::nn::{AutodiffBackend, Precision};
 use crate::train::classify::PreparedData;
 use crate::train::engine::mixed_precision::MixedPrecision;
 use crate::train::engine::{optimizer, step, step_batch, EpochEvaluation, TrainingTask};
+use crate::train::vqa::QaData;
 use crate::train::vqvae::{prepare_vqvae_data, VqVaeData, VqVaeDataConfig};
 use crate::train::workloads::bench_vqvae;
 use crate::train::RunPaths;
@@ -29,8 +30,10 @@ use crate::train::{Budget, TrainError};
 use std::path::Path;
 
 use families::{check_classifier, check_dalle, check_lxmert, check_vqvae};
+use question_answering::check_question_answering;
 
 mod families;
+mod question_answering;
 
 /// One compared quantity: the largest difference between device and reference, and what is
 /// allowed.
@@ -98,14 +101,17 @@ pub enum Family {
     Lxmert,
     Vqvae,
     Dalle,
+    /// Fine-tuning for question answering on image pairs (NLVR2): both families' pair heads.
+    Qa,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Classifier,
         Family::Lxmert,
         Family::Vqvae,
         Family::Dalle,
+        Family::Qa,
     ];
 }
 
@@ -147,11 +153,13 @@ impl CheckSettings {
 pub struct CheckData {
     pub classify: PreparedData,
     pub vqvae: VqVaeData,
+    /// The built-in NLVR2 statements about the same images.
+    pub qa: QaData,
 }
 
 impl CheckData {
     /// A small synthetic set (48 training and 16 held-out images) generated under `data_dir`,
-    /// prepared as `classify` and `train-vqvae` prepare theirs.
+    /// prepared as `classify`, `train-vqvae` and `finetune-vqa --task nlvr2` prepare theirs.
     pub fn prepare(data_dir: &Path) -> Result<Self, String> {
         let classify = DataConfig {
             synthetic: Self::synthetic(),
@@ -161,6 +169,7 @@ impl CheckData {
             classify: prepare_data(&classify, &Self::paths(data_dir), false)
                 .map_err(|e| e.to_string())?,
             vqvae: Self::vqvae_images(bench_vqvae().data.image_size, data_dir)?,
+            qa: question_answering::prepare(data_dir)?,
         })
     }
 
@@ -329,7 +338,7 @@ where
 
 /// Every family on device `B` against reference `R`: the joint classifier, LXMERT
 /// pretraining, the VQ-VAE and the DALL-E decoder (training, evaluation, logits, KV-cached
-/// greedy generation).
+/// greedy generation), and both families fine-tuned on image pairs.
 pub fn check_families<R: AutodiffBackend, B: AutodiffBackend>(
     data: &CheckData,
     settings: &CheckSettings,
@@ -350,6 +359,9 @@ pub fn check_families<R: AutodiffBackend, B: AutodiffBackend>(
     }
     if settings.families.contains(&Family::Dalle) {
         check_dalle::<R, B>(settings, devices, &mut out)?;
+    }
+    if settings.families.contains(&Family::Qa) {
+        check_question_answering::<R, B>(&data.qa, settings, devices, &mut out)?;
     }
     Ok(out)
 }
