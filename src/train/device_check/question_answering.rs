@@ -3,6 +3,9 @@
 //! pooled outputs, each trained and evaluated on the device against the reference.
 
 use std::marker::PhantomData;
+
+use burn::module::AutodiffModule;
+use burn::store::ModuleSnapshot;
 use std::path::Path;
 
 use crate::data::vqa::QaTask;
@@ -46,16 +49,6 @@ pub(super) fn check_question_answering<R: AutodiffBackend, B: AutodiffBackend>(
 ) -> Result<(), TrainError> {
     let (reference_device, device) = devices;
     let experiment = config().experiment;
-    let [train_cache, val_cache] = data.caches();
-    let run_data = QaRunData {
-        task: data.task,
-        train: &data.train,
-        val: &data.val,
-        train_cache,
-        val_cache,
-        vocabulary: &data.vocabulary,
-        special: data.prepared.tokenizer.special,
-    };
     let n_answers = data.vocabulary.len();
     let pairs = data.task.images_per_question();
     let budget = Budget {
@@ -67,43 +60,78 @@ pub(super) fn check_question_answering<R: AutodiffBackend, B: AutodiffBackend>(
     single.n_labels = n_answers;
     single.images_per_input = pairs;
     single.dropout = 0.0;
-    let batch = settings.batch_size;
-    let family = "QA pairs, single-stream";
-    let (model_r, model_b) = compare_training::<R, B, _, _>(
-        family,
-        (&qa_task(&run_data, batch), &qa_task(&run_data, batch)),
-        (single.init::<R>(reference_device), single.init::<B>(device)),
-        &budget,
+    let question_answering = QuestionAnswering {
+        data: &data.run_data(),
+        budget: &budget,
         settings,
+    };
+    question_answering.check::<R, B, _, _>(
+        "QA pairs, single-stream",
+        (single.init::<R>(reference_device), single.init::<B>(device)),
         devices,
         out,
     )?;
-    out.push(compare_logits(
-        family, &model_r, &model_b, &run_data, settings, devices,
-    ));
 
     let mut lxmert = lxmert_config(&experiment, &data.prepared).lxmert;
     lxmert.dropout = 0.0;
     let answering =
         LxmertQuestionAnsweringConfig::new(lxmert, n_answers, data.prepared.tokenizer.special.cls)
             .with_images_per_question(pairs);
-    let family = "QA pairs, LXMERT";
-    let (model_r, model_b) = compare_training::<R, B, _, _>(
-        family,
-        (&qa_task(&run_data, batch), &qa_task(&run_data, batch)),
+    question_answering.check::<R, B, _, _>(
+        "QA pairs, LXMERT",
         (
             answering.init::<R>(reference_device),
             answering.init::<B>(device),
         ),
-        &budget,
-        settings,
         devices,
         out,
-    )?;
-    out.push(compare_logits(
-        family, &model_r, &model_b, &run_data, settings, devices,
-    ));
-    Ok(())
+    )
+}
+
+/// One model's check on the question set.
+struct QuestionAnswering<'a> {
+    data: &'a QaRunData<'a>,
+    budget: &'a Budget,
+    settings: &'a CheckSettings,
+}
+
+impl QuestionAnswering<'_> {
+    /// Training and held-out loss ([`compare_training`]), then one held-out batch's logits.
+    fn check<R, B, MR, MB>(
+        &self,
+        family: &'static str,
+        models: (MR, MB),
+        devices: (&R::Device, &B::Device),
+        out: &mut Vec<Comparison>,
+    ) -> Result<(), TrainError>
+    where
+        R: AutodiffBackend,
+        B: AutodiffBackend,
+        MR: AutodiffModule<R> + ModuleSnapshot<R> + MultiLabelClassifier<R>,
+        MR::InnerModule: MultiLabelClassifier<R::InnerBackend>,
+        MB: AutodiffModule<B> + ModuleSnapshot<B> + MultiLabelClassifier<B>,
+        MB::InnerModule: MultiLabelClassifier<B::InnerBackend>,
+    {
+        let batch = self.settings.batch_size;
+        let (model_r, model_b) = compare_training::<R, B, _, _>(
+            family,
+            (&qa_task(self.data, batch), &qa_task(self.data, batch)),
+            models,
+            self.budget,
+            self.settings,
+            devices,
+            out,
+        )?;
+        out.push(compare_logits(
+            family,
+            &model_r,
+            &model_b,
+            self.data,
+            self.settings,
+            devices,
+        ));
+        Ok(())
+    }
 }
 
 /// The task of model `M` on `data` (no dropout).

@@ -272,16 +272,7 @@ pub fn run_finetune_vqa<B: AutodiffBackend>(
                 feed: schedule.run_feed(),
             })
             .collect();
-        let [train_cache, val_cache] = data.caches();
-        let run_data = task::QaRunData {
-            task: data.task,
-            train: &data.train,
-            val: &data.val,
-            train_cache,
-            val_cache,
-            vocabulary: &data.vocabulary,
-            special: prepared.tokenizer.special,
-        };
+        let run_data = data.run_data();
         let (_, mut runs) = crate::train::classify::parallel_runs::run_in_parallel(
             &specs,
             schedule.jobs,

@@ -16,7 +16,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::data::QaItem;
+use super::data::{QaData, QaItem};
 use crate::data::batch::image_batch;
 use crate::data::vqa::{AnswerVocabulary, QaTask};
 use crate::data::{ClassificationBatch, ImageCache, SpecialIds};
@@ -257,6 +257,22 @@ pub struct QaRunData<'a> {
     pub val_cache: &'a ImageCache,
     pub vocabulary: &'a AnswerVocabulary,
     pub special: SpecialIds,
+}
+
+impl QaData {
+    /// What its runs read: both splits, their image caches, the answers and special ids.
+    pub fn run_data(&self) -> QaRunData<'_> {
+        let [train_cache, val_cache] = self.caches();
+        QaRunData {
+            task: self.task,
+            train: &self.train,
+            val: &self.val,
+            train_cache,
+            val_cache,
+            vocabulary: &self.vocabulary,
+            special: self.prepared.tokenizer.special,
+        }
+    }
 }
 
 /// Trains one model on the questions (resuming a partial run in its directory), evaluates it
