@@ -10,21 +10,7 @@ use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use vislang::nn::backend::AttentionInputs;
 use vislang::nn::{cross_entropy, gelu, Backend};
 
-/// Normal draws from a local generator: the backend's generator is shared with the tests
-/// running in parallel, so seeding it and drawing is not atomic (two draws from one seed may
-/// differ).
-fn random<B: Backend, const D: usize>(shape: [usize; D], scale: f64, seed: u64) -> Tensor<B, D> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // Box-Muller: burn's `TensorData::random` wants another version of `rand`'s traits.
-    let values: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * scale) as f32
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
-}
+use crate::common::normal as random;
 
 fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     (a - b)

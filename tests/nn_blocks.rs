@@ -10,19 +10,9 @@ use vislang::train::engine::gradients::params_without_gradient;
 type B = Flex;
 type AB = Autodiff<Flex>;
 
-/// Normal draws from a local generator, not the backend's, which the tests running in
-/// parallel share.
+/// Standard normal draws ([`crate::common::normal`]).
 fn random<Bk: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Bk, D> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // Box-Muller: burn's `TensorData::random` wants another version of `rand`'s traits.
-    let values: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 1.0) as f32
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+    crate::common::normal(shape, 1.0, seed)
 }
 
 fn max_abs_diff<Bk: Backend, const D: usize>(a: Tensor<Bk, D>, b: Tensor<Bk, D>) -> f32 {

@@ -81,3 +81,26 @@ pub fn fails(mut command: Command) -> String {
     assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
     stderr
 }
+
+/// A tensor of `shape` with normal draws (mean 0, std `scale`) from a local generator seeded
+/// with `seed`. The backend's generator is shared with the tests running in parallel, so
+/// seeding it and drawing is not atomic: two draws from one seed may differ.
+pub fn normal<B: burn::tensor::backend::Backend, const D: usize>(
+    shape: [usize; D],
+    scale: f64,
+    seed: u64,
+) -> burn::tensor::Tensor<B, D> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Box-Muller: burn's `TensorData::random` wants another version of `rand`'s traits.
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * scale) as f32
+        })
+        .collect();
+    burn::tensor::Tensor::from_data(
+        burn::tensor::TensorData::new(values, shape),
+        &Default::default(),
+    )
+}

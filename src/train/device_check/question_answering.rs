@@ -3,10 +3,10 @@
 //! pooled outputs, each trained and evaluated on the device against the reference.
 
 use std::marker::PhantomData;
+use std::path::Path;
 
 use burn::module::AutodiffModule;
 use burn::store::ModuleSnapshot;
-use std::path::Path;
 
 use crate::data::vqa::QaTask;
 use crate::models::classifier::{Modality, MultiLabelClassifier};
@@ -19,7 +19,8 @@ use crate::train::{Budget, RunPaths, TrainError};
 
 use super::{compare_training, floats, CheckData, CheckSettings, Comparison};
 
-/// The built-in NLVR2 statements about `synthetic`'s images, under `data_dir`.
+/// The built-in NLVR2 statements about the check's images ([`CheckData::synthetic`]), under
+/// `data_dir`.
 pub(super) fn prepare(data_dir: &Path) -> Result<QaData, String> {
     let config = config();
     let paths = RunPaths {
