@@ -202,12 +202,22 @@ struct Row {
     vislang: f64,
     /// One median per PyTorch thread setting.
     torch: Vec<f64>,
+    /// The fastest single round of vislang, and of PyTorch at any thread setting: what a side
+    /// can reach, which noise from other work on the machine only lowers.
+    fastest: (f64, f64),
     memory: (Option<f64>, Option<f64>),
 }
 
 impl Row {
     fn best_torch(&self) -> f64 {
         self.torch.iter().copied().fold(f64::NAN, f64::max)
+    }
+
+    /// The fastest round of either side: a peak is what the machine can do, and a shared
+    /// machine's other work only pulls rounds down (PyTorch's training steps once read 107%
+    /// of a peak taken as a median).
+    fn peak_rate(&self) -> f64 {
+        self.fastest.0.max(self.fastest.1)
     }
 }
 
@@ -295,7 +305,13 @@ fn compare(
             }
         }
     }
+    let fastest = |rates: &[f64]| rates.iter().copied().fold(f64::NAN, f64::max);
+    let fastest_torch = theirs
+        .iter()
+        .map(|rates| fastest(rates))
+        .fold(f64::NAN, f64::max);
     Ok(Row {
+        fastest: (fastest(&ours), fastest_torch),
         vislang: median(&mut ours),
         torch: theirs.iter_mut().map(|rates| median(rates)).collect(),
         memory: (our_peak, their_peak),
@@ -418,10 +434,11 @@ fn measure_peak<Train: AutodiffBackend>(
         .iter()
         .map(|&r| format!("{:.1}", gflops(r)))
         .collect();
-    let peak = gflops(row.vislang).max(gflops(row.best_torch()));
+    let peak = gflops(row.peak_rate());
     say!(
-        "FP32 peak, measured: the faster side's plain {n} x {n} x {n} matrix product (vislang \
-         {:.1} GFLOP/s; PyTorch {} GFLOP/s at {} threads): **{peak:.1} GFLOP/s**",
+        "FP32 peak, measured: the fastest round of either side's plain {n} x {n} x {n} matrix \
+         product (medians: vislang {:.1} GFLOP/s; PyTorch {} GFLOP/s at {} threads): \
+         **{peak:.1} GFLOP/s**",
         gflops(row.vislang),
         torch.join(" and "),
         setup
@@ -708,6 +725,7 @@ mod tests {
         Row {
             vislang: 120.0,
             torch: vec![100.0, 300.0],
+            fastest: (130.0, 320.0),
             memory: (Some(12.0), None),
         }
     }
@@ -727,6 +745,16 @@ mod tests {
         assert!(line.contains("12 / n/a"), "{line}");
         let uncounted = table_row("w", &row(), None, Some(600.0));
         assert!(uncounted.contains("| n/a | n/a |"), "{uncounted}");
+    }
+
+    #[test]
+    fn the_peak_is_the_fastest_round_not_a_median() {
+        assert_eq!(row().peak_rate(), 320.0);
+        let ours_faster = Row {
+            fastest: (400.0, 320.0),
+            ..row()
+        };
+        assert_eq!(ours_faster.peak_rate(), 400.0);
     }
 
     #[test]
