@@ -197,25 +197,28 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The largest of `values` (NaN when there are none).
+fn fastest(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NAN, f64::max)
+}
+
 /// Medians of one workload's interleaved rounds.
 struct Row {
     vislang: f64,
     /// One median per PyTorch thread setting.
     torch: Vec<f64>,
-    /// The fastest single round of vislang, and of PyTorch at any thread setting: what a side
-    /// can reach, which noise from other work on the machine only lowers.
+    /// The fastest single round of vislang, and of PyTorch at any thread setting.
     fastest: (f64, f64),
     memory: (Option<f64>, Option<f64>),
 }
 
 impl Row {
     fn best_torch(&self) -> f64 {
-        self.torch.iter().copied().fold(f64::NAN, f64::max)
+        fastest(&self.torch)
     }
 
-    /// The fastest round of either side: a peak is what the machine can do, and a shared
-    /// machine's other work only pulls rounds down (PyTorch's training steps once read 107%
-    /// of a peak taken as a median).
+    /// The fastest round of either side: a peak is what the machine can do, and other work on
+    /// a shared machine only pulls rounds down, so a median of them reads low.
     fn peak_rate(&self) -> f64 {
         self.fastest.0.max(self.fastest.1)
     }
@@ -305,13 +308,8 @@ fn compare(
             }
         }
     }
-    let fastest = |rates: &[f64]| rates.iter().copied().fold(f64::NAN, f64::max);
-    let fastest_torch = theirs
-        .iter()
-        .map(|rates| fastest(rates))
-        .fold(f64::NAN, f64::max);
     Ok(Row {
-        fastest: (fastest(&ours), fastest_torch),
+        fastest: (fastest(&ours), fastest(&theirs.concat())),
         vislang: median(&mut ours),
         torch: theirs.iter_mut().map(|rates| median(rates)).collect(),
         memory: (our_peak, their_peak),
