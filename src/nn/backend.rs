@@ -51,7 +51,7 @@
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::TensorMetadata;
 
-pub use super::cpu_kernels::ConvGeometry;
+pub use super::cpu_kernels::{AdamWStep, ConvGeometry};
 
 /// Held while a backend's process-wide random generator is reseeded and drawn from (dropout,
 /// dead-code re-seeding, sampling), and while a model is initialised, so that work on other
@@ -96,6 +96,15 @@ pub struct AttentionGradients<B: burn::tensor::backend::Backend> {
     pub query: FloatTensor<B>,
     pub key: FloatTensor<B>,
     pub value: FloatTensor<B>,
+}
+
+/// A parameter and its two AdamW moments after [`Backend::adamw_step`], each shaped as the
+/// parameter.
+#[derive(Debug, Clone)]
+pub struct AdamWUpdate<B: burn::tensor::backend::Backend> {
+    pub param: FloatTensor<B>,
+    pub moment_1: FloatTensor<B>,
+    pub moment_2: FloatTensor<B>,
 }
 
 /// A burn backend with vislang's fused ops.
@@ -325,6 +334,27 @@ pub trait Backend: burn::tensor::backend::Backend {
     ) -> FloatTensor<Self> {
         generic::cross_entropy_backward::<Self>(logits, statistics, targets, grad)
     }
+
+    /// One AdamW step (see [`AdamWStep`]) on `param` for the gradient `grad`, from the
+    /// moments of the steps before (zeros before the first):
+    ///
+    /// ```text
+    /// m = m·β₁ + g·(1 − β₁)          v = v·β₂ + g²·(1 − β₂)
+    /// p = p·(1 − lr·λ) − lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
+    /// ```
+    ///
+    /// # Shapes
+    /// - `param`, `grad`, `moment_1`, `moment_2`: one shape
+    /// - returns: each of [`AdamWUpdate`]'s tensors in that shape
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: &AdamWStep,
+    ) -> AdamWUpdate<Self> {
+        generic::adamw_step::<Self>(param, grad, moment_1, moment_2, step)
+    }
 }
 
 /// The default versions of [`Backend`]'s ops, built from burn's; also what a backend's own
@@ -337,7 +367,8 @@ pub(crate) mod generic {
     use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorMetadata, TensorPrimitive};
 
     use super::{
-        AttentionForward, AttentionGradients, AttentionInputs, AttentionSaved, ConvGeometry,
+        AdamWStep, AdamWUpdate, AttentionForward, AttentionGradients, AttentionInputs,
+        AttentionSaved, ConvGeometry,
     };
 
     fn float<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
@@ -581,6 +612,40 @@ pub(crate) mod generic {
             .zeros_like()
             .scatter(1, targets, grad, IndexingUpdateOp::Add);
         primitive(softmax - onehot)
+    }
+
+    /// burn's `AdamW` arithmetic, op for op, as tensor ops (one pass each).
+    pub fn adamw_step<B: Backend>(
+        param: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        moment_1: FloatTensor<B>,
+        moment_2: FloatTensor<B>,
+        step: &AdamWStep,
+    ) -> AdamWUpdate<B> {
+        let shape = param.shape();
+        let n = shape.num_elements();
+        let [param, grad, moment_1, moment_2] = [param, grad, moment_1, moment_2]
+            .map(|x| float::<B, 1>(B::float_reshape(x, [n].into())));
+        let moment_1 =
+            moment_1.mul_scalar(step.beta_1) + grad.clone().mul_scalar(1.0 - step.beta_1);
+        let moment_2 =
+            moment_2.mul_scalar(step.beta_2) + grad.square().mul_scalar(1.0 - step.beta_2);
+        let (correction_1, correction_2) = step.bias_corrections();
+        let delta = moment_1.clone().div_scalar(correction_1)
+            / (moment_2.clone().div_scalar(correction_2).sqrt() + step.epsilon);
+        let param = if step.learning_rate * step.weight_decay as f64 == 0.0 {
+            param
+        } else {
+            param.mul_scalar(step.decay_keep())
+        };
+        let param = param - delta.mul_scalar(step.learning_rate as f32);
+        let [param, moment_1, moment_2] =
+            [param, moment_1, moment_2].map(|x| B::float_reshape(primitive(x), shape.clone()));
+        AdamWUpdate {
+            param,
+            moment_1,
+            moment_2,
+        }
     }
 }
 

@@ -58,11 +58,13 @@ macro_rules! vectorised {
     }};
 }
 
+mod adamw;
 mod attention;
 mod convolution;
 mod few_rows;
 mod matmul;
 mod reductions;
+pub use adamw::{adamw_update, AdamWStep};
 pub use attention::{
     attention_backward, attention_forward, AttentionGradientsMut, AttentionInputs, AttentionSizes,
     HIDDEN,

@@ -10,7 +10,8 @@ use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
 use super::backend::{
-    generic, AttentionForward, AttentionGradients, AttentionInputs, AttentionSaved,
+    generic, AdamWStep, AdamWUpdate, AttentionForward, AttentionGradients, AttentionInputs,
+    AttentionSaved,
 };
 use super::cpu_kernels::{self, AttentionSizes, BiasRows, ConvGeometry, LayerNormRows};
 use super::Backend;
@@ -385,6 +386,40 @@ impl Backend for Flex {
         let mut out = vec![0.0; a * b * c * d];
         cpu_kernels::swap_middle_dims(&values(&x), [a, b, c, d], &mut out);
         from_vec(out, Shape::new([a, c, b, d]))
+    }
+
+    /// In place on the parameter and the moments when Flex holds them alone (as the optimizer
+    /// does), one pass over the four.
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: &AdamWStep,
+    ) -> AdamWUpdate<Self> {
+        let shape = param.shape();
+        let all_f32 = [&param, &grad, &moment_1, &moment_2]
+            .iter()
+            .all(|x| is_f32(x));
+        let same_shape = [&grad, &moment_1, &moment_2]
+            .iter()
+            .all(|x| x.shape() == shape);
+        if !all_f32 || !same_shape {
+            return generic::adamw_step::<Self>(param, grad, moment_1, moment_2, step);
+        }
+        let [mut param, mut moment_1, mut moment_2] = [param, moment_1, moment_2].map(owned);
+        cpu_kernels::adamw_update(
+            param.storage_mut::<f32>(),
+            &values(&grad),
+            moment_1.storage_mut::<f32>(),
+            moment_2.storage_mut::<f32>(),
+            step,
+        );
+        AdamWUpdate {
+            param,
+            moment_1,
+            moment_2,
+        }
     }
 
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {

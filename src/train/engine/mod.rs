@@ -24,6 +24,7 @@
 //! backends; a task that draws from it ([`TrainingTask::uses_backend_random`]) reseeds it per
 //! step while holding [`BACKEND_RANDOM`], so parallel runs never interleave their draws.
 
+pub mod adamw;
 pub mod batch_loader;
 pub mod budget;
 pub mod compute_threads;

@@ -7,13 +7,14 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::io::checkpoint::assign_stable_param_ids;
 use crate::nn::backend::BACKEND_RANDOM;
 use crate::nn::{autocast, AutodiffBackend, Backend};
+use crate::train::engine::adamw::FusedAdamW;
 use crate::train::engine::budget::Budget;
 use crate::train::engine::compute_threads::ComputeThreads;
 use crate::train::engine::data_parallel::{all_reduce_gradients, all_reduce_losses, Peer};
@@ -53,7 +54,7 @@ pub(super) const STEP_STREAM: u64 = 2;
 pub(super) const BACKEND_STREAM: u64 = 3;
 
 /// The optimizer every family trains with.
-pub type TrainingOptimizer<M, B> = OptimizerAdaptor<AdamW, M, B>;
+pub type TrainingOptimizer<M, B> = OptimizerAdaptor<FusedAdamW, M, B>;
 
 /// What a data-parallel replica keeps between steps.
 pub(super) type Replica<B, T> = (
@@ -62,19 +63,18 @@ pub(super) type Replica<B, T> = (
     MixedPrecision,
 );
 
-/// AdamW with the budget's weight decay and clipping (eps 1e-8, as PyTorch).
+/// AdamW with the budget's weight decay and clipping (burn's betas 0.9 and 0.999, eps 1e-8,
+/// as PyTorch), each parameter's step one fused pass ([`FusedAdamW`]).
 pub fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
     budget: &Budget,
 ) -> TrainingOptimizer<M, B> {
-    AdamWConfig::new()
-        .with_weight_decay(budget.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .with_grad_clipping(
-            budget
-                .grad_clip
-                .map(|norm| GradientClippingConfig::Norm(norm as f32)),
-        )
-        .init()
+    let optimizer = OptimizerAdaptor::from(FusedAdamW::new(budget.weight_decay as f32));
+    match budget.grad_clip {
+        Some(norm) => {
+            optimizer.with_grad_clipping(GradientClippingConfig::Norm(norm as f32).init())
+        }
+        None => optimizer,
+    }
 }
 
 /// The batch of the examples at `indices` for the step seeded `step_seed`: its random choices
