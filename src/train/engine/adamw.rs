@@ -139,12 +139,12 @@ mod tests {
 
     #[test]
     fn the_fused_cpu_step_is_burns_adamw() {
-        matches_burn::<crate::backend::CpuBackend>(0.01);
-        matches_burn::<crate::backend::CpuBackend>(0.0);
+        matches_burn::<burn::backend::Flex>(0.01);
+        matches_burn::<burn::backend::Flex>(0.0);
     }
 
     #[test]
     fn the_generic_step_is_burns_adamw() {
-        matches_burn::<crate::backend::NdArrayBackend>(0.01);
+        matches_burn::<burn::backend::NdArray>(0.01);
     }
 }
