@@ -633,10 +633,9 @@ pub(crate) mod generic {
         let (correction_1, correction_2) = step.bias_corrections();
         let delta = moment_1.clone().div_scalar(correction_1)
             / (moment_2.clone().div_scalar(correction_2).sqrt() + step.epsilon);
-        let param = if step.learning_rate * step.weight_decay as f64 == 0.0 {
-            param
-        } else {
-            param.mul_scalar(step.decay_keep())
+        let param = match step.decay_keep() {
+            Some(keep) => param.mul_scalar(keep),
+            None => param,
         };
         let param = param - delta.mul_scalar(step.learning_rate as f32);
         let [param, moment_1, moment_2] =

@@ -4,7 +4,8 @@
 //! Why: burn's `AdamW` runs the step as fifteen tensor ops, each a pass over memory that
 //! allocates its result; at 25 M parameters (DALL-E 8 x 512) that is about 3.5 GB of traffic a
 //! step and 8% of the step's time, where one pass reads four arrays and writes three.
-//! The arithmetic is burn's, op for op in the same order (so the same roundings):
+//! The arithmetic is burn's, op for op in the same order (the tests in `train::engine::adamw`
+//! hold the two within 1e-6 relative):
 //!
 //! ```text
 //! m = m·β₁ + g·(1 − β₁)          v = v·β₂ + g²·(1 − β₂)
@@ -29,9 +30,10 @@ pub struct AdamWStep {
 
 impl AdamWStep {
     /// The factor the parameter keeps before the update, `1 − lr·λ` (computed in `f64`, as
-    /// burn does).
-    pub fn decay_keep(&self) -> f32 {
-        (1.0 - self.learning_rate * self.weight_decay as f64) as f32
+    /// burn does), or `None` where `lr·λ` is 0 and burn leaves the parameter untouched.
+    pub fn decay_keep(&self) -> Option<f32> {
+        let decay = self.learning_rate * self.weight_decay as f64;
+        (decay != 0.0).then_some((1.0 - decay) as f32)
     }
 
     /// The bias corrections `1 − β₁ᵗ` and `1 − β₂ᵗ`.
@@ -110,7 +112,6 @@ pub fn adamw_update(
         moment_2.len()
     );
     let (correction_1, correction_2) = step.bias_corrections();
-    let decayed = step.learning_rate * step.weight_decay as f64 != 0.0;
     let factors = Factors {
         beta_1: step.beta_1,
         beta_2: step.beta_2,
@@ -120,7 +121,7 @@ pub fn adamw_update(
         correction_2,
         epsilon: step.epsilon,
         learning_rate: step.learning_rate as f32,
-        decay_keep: decayed.then(|| step.decay_keep()),
+        decay_keep: step.decay_keep(),
     };
     if n <= CHUNK {
         return adamw_chunk(param, grad, moment_1, moment_2, &factors);
